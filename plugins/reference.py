@@ -1,0 +1,123 @@
+"""The quantized linear op of DESIGN.md contract 1, in torch on the CPU: the ground truth.
+
+For x (M×K), W (N×K), bias b, group size G (one group per token when G does not divide K):
+
+* rotation:    x̃ = x·R with R orthonormal Hadamard; the stored weight is W·R, so x̃·(W·R)ᵀ = x·Wᵀ.
+* activations: per token and group g, s_x = absmax(x̃_g)/qmax_a, q_x = clamp(round(x̃_g/s_x), −qmax_a−1, qmax_a)
+               with qmax_a = 2^(a−1)−1, round half to even; a = 16 leaves x̃ unquantized.
+* weights:     per output channel and group, integers in [−2^(w−1), 2^(w−1)−1] with float16 scales s_w.
+* product:     y = Σ_g s_x[:, g]·s_w[:, g]ᵀ ⊙ (q_x,g · q_w,gᵀ) + b; each integer dot product is exact
+               (|q_x·q_w| ≤ 128·8·K < 2^24 in float32), the sum over groups accumulates in float32.
+
+Every other implementation (GPU kernels, the ONNX function body, the TensorRT plugin) is tested against this.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from adatsq.plugins.hadamard import rotate
+
+__all__ = [
+    "ACT_BITS",
+    "UNQUANTIZED",
+    "dequantize_weight",
+    "effective_group",
+    "qlinear_reference",
+    "qmax",
+    "quantize_activation",
+    "quantize_weight_rtn",
+    "weight_scale",
+]
+
+UNQUANTIZED = 16
+ACT_BITS = (3, 4, 8, UNQUANTIZED)
+_TINY = 1e-30
+
+
+def qmax(bits: int) -> int:
+    """Largest positive code of a signed symmetric ``bits``-bit integer (3 → 3, 4 → 7, 8 → 127)."""
+    return 2 ** (bits - 1) - 1
+
+
+def effective_group(k: int, group_size: int) -> int:
+    """G if it divides K, else K (one group per token / per output channel)."""
+    return group_size if group_size > 0 and k % group_size == 0 else k
+
+
+def quantize_activation(x_rot: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token, per-group dynamic symmetric quantization of rotated activations.
+
+    Returns integer codes (float32 holding integers, shape of ``x_rot``) and scales (..., K/G), float32.
+    """
+    k = x_rot.shape[-1]
+    g = effective_group(k, group_size)
+    q = qmax(bits)
+    xg = x_rot.float().reshape(*x_rot.shape[:-1], k // g, g)
+    absmax = xg.abs().amax(dim=-1)
+    scale = torch.where(absmax > _TINY, absmax / q, torch.ones_like(absmax))
+    codes = torch.clamp(torch.round(xg / scale.unsqueeze(-1)), -q - 1, q)
+    return codes.reshape(x_rot.shape), scale
+
+
+def weight_scale(w_rot: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
+    """Round-to-nearest scales absmax/qmax per output channel and group, rounded to float16."""
+    n, k = w_rot.shape
+    g = effective_group(k, group_size)
+    absmax = w_rot.float().reshape(n, k // g, g).abs().amax(dim=-1)
+    scale = torch.where(absmax > _TINY, absmax / qmax(bits), torch.ones_like(absmax))
+    return scale.to(torch.float16)
+
+
+def quantize_weight_rtn(
+    w_rot: torch.Tensor, bits: int, group_size: int, scale: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round-to-nearest weight codes (int8, N×K) and float16 scales (N×K/G)."""
+    n, k = w_rot.shape
+    g = effective_group(k, group_size)
+    scale = weight_scale(w_rot, bits, group_size) if scale is None else scale
+    q = qmax(bits)
+    wg = w_rot.float().reshape(n, k // g, g) / scale.float().unsqueeze(-1)
+    codes = torch.clamp(torch.round(wg), -q - 1, q).reshape(n, k)
+    return codes.to(torch.int8), scale
+
+
+def dequantize_weight(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """W·R ≈ q_w ⊙ s_w, float32 (N×K)."""
+    n, k = codes.shape
+    groups = scale.shape[-1]
+    return (codes.float().reshape(n, groups, k // groups) * scale.float().unsqueeze(-1)).reshape(n, k)
+
+
+def qlinear_reference(
+    x: torch.Tensor,
+    w_codes: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    a_bits: int,
+    group_size: int,
+    rotate_input: bool = True,
+) -> torch.Tensor:
+    """y = quantized x̃ · quantized (W·R)ᵀ + b, float32; ``x`` is (..., K) in any float dtype."""
+    k = x.shape[-1]
+    n = w_codes.shape[0]
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, k).float()
+    x_rot = rotate(x2) if rotate_input else x2
+    groups = w_scale.shape[-1]
+    g = k // groups
+    if a_bits >= UNQUANTIZED:
+        y = x_rot @ dequantize_weight(w_codes, w_scale).t()
+    else:
+        if effective_group(k, group_size) != g:
+            raise ValueError(f"weight groups ({groups} of {g}) do not match group_size={group_size} at K={k}")
+        qx, sx = quantize_activation(x_rot, a_bits, group_size)
+        qx = qx.reshape(-1, groups, g)
+        qw = w_codes.float().reshape(n, groups, g)
+        sw = w_scale.float()
+        y = torch.zeros(x2.shape[0], n, dtype=torch.float32)
+        for j in range(groups):
+            y += (qx[:, j, :] @ qw[:, j, :].t()) * sx[:, j : j + 1] * sw[:, j].unsqueeze(0)
+    if bias is not None:
+        y = y + bias.float()
+    return y.reshape(*lead, n)
