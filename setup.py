@@ -42,10 +42,10 @@ setup(
         "onnxscript>=0.5",
         "onnx-ir",
         "matplotlib",
+        "transformers",
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "ruff", "polygraphy", "onnx-graphsurgeon"],
-        "clip": ["transformers"],
     },
     entry_points={
         "console_scripts": [

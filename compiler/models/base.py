@@ -1,0 +1,254 @@
+"""What the compiler knows about a DiT family: how to build it, how its pipeline calls it per step, which
+linears are quantized and how.
+
+A :class:`Family` turns a diffusers transformer + scheduler into one uniform step function,
+``velocity(transformer, latents, t, cond) -> v``, where ``v`` is exactly what the family's diffusers pipeline
+hands to ``scheduler.step`` (after classifier-free guidance and any sign flip). Calibration, search, the
+Fisher loss and the runner all work in that convention, so they are written once for all families.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Conditioning",
+    "Family",
+    "LayerInventory",
+    "LayerRule",
+    "ModelSpec",
+    "Role",
+    "Unit",
+    "run_sampler",
+]
+
+Role = str  # "act" (weights + activations quantized), "weight_only", "skip" (kept in full precision)
+ROLES = ("act", "weight_only", "skip")
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerRule:
+    """Linears whose qualified name matches ``pattern`` get ``role``; ``unit`` (a ``re.sub`` template) names
+    the group of linears that read the same input tensor and so share one rotation and one quantizer."""
+
+    pattern: str
+    role: Role
+    unit: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Unit:
+    """Activation-quantized linears that share one input (q/k/v; Flux single-block q/k/v + proj_mlp)."""
+
+    name: str
+    members: tuple[str, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInventory:
+    """Every nn.Linear of a transformer, by role, in module order."""
+
+    units: tuple[Unit, ...]
+    weight_only: tuple[str, ...]
+    skipped: tuple[str, ...]
+
+    @property
+    def act_layers(self) -> tuple[str, ...]:
+        return tuple(m for u in self.units for m in u.members)
+
+    @property
+    def quantized_layers(self) -> tuple[str, ...]:
+        return self.act_layers + self.weight_only
+
+    def unit_sizes(self) -> list[int]:
+        return [len(u.members) for u in self.units]
+
+    def unit_of(self) -> dict[str, int]:
+        return {m: i for i, u in enumerate(self.units) for m in u.members}
+
+    @staticmethod
+    def from_rules(model: nn.Module, rules: Sequence[LayerRule]) -> LayerInventory:
+        compiled = [(re.compile(r.pattern), r) for r in rules]
+        units: dict[str, list[str]] = {}
+        weight_only: list[str] = []
+        skipped: list[str] = []
+        for name, module in model.named_modules():
+            if not isinstance(module, nn.Linear):
+                continue
+            rule = next((r for rx, r in compiled if rx.fullmatch(name)), None)
+            if rule is None or rule.role == "skip":
+                skipped.append(name)
+            elif rule.role == "weight_only":
+                weight_only.append(name)
+            else:
+                key = re.sub(rule.pattern, rule.unit, name) if rule.unit else name
+                units.setdefault(key, []).append(name)
+        return LayerInventory(
+            units=tuple(Unit(k, tuple(v)) for k, v in units.items()),
+            weight_only=tuple(weight_only),
+            skipped=tuple(skipped),
+        )
+
+
+@dataclasses.dataclass
+class Conditioning:
+    """Per-sample conditioning tensors of one family (text embeddings, pooled vectors, negatives...)."""
+
+    tensors: dict[str, torch.Tensor]
+
+    def select(self, index: torch.Tensor | slice) -> Conditioning:
+        return Conditioning({k: v[index] for k, v in self.tensors.items()})
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> Conditioning:
+        return Conditioning(
+            {
+                k: v.to(device=device, dtype=dtype if v.is_floating_point() else None)
+                for k, v in self.tensors.items()
+            }
+        )
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self.tensors[key]
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registry entry: a named model, its diffusers classes and its sampling defaults.
+
+    ``transformer_config`` set means a tiny model built from that config with random weights (seeded);
+    otherwise the transformer loads from ``hf_id`` (subfolder ``transformer``) or a local ``--model-path``.
+    """
+
+    name: str
+    family: str
+    hf_id: str
+    revision: str | None
+    steps: int
+    resolution: tuple[int, ...]
+    guidance_scale: float
+    scheduler_config: dict[str, Any]
+    transformer_config: dict[str, Any] | None = None
+    text_len: int = 512
+    group_size: int = 128
+    description: str = ""
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.transformer_config is not None
+
+
+class Family:
+    """Calling convention of one diffusers DiT family (subclasses: flux, wan, zimage)."""
+
+    name: str = ""
+    transformer_class: str = ""
+    pipeline_class: str = ""
+    scheduler_class: str = "FlowMatchEulerDiscreteScheduler"
+    rules: tuple[LayerRule, ...] = ()
+
+    # --- building -------------------------------------------------------------------------------------------
+    def transformer_cls(self) -> type[nn.Module]:
+        import diffusers
+
+        return getattr(diffusers, self.transformer_class)
+
+    def build_tiny(self, spec: ModelSpec, seed: int = 0) -> nn.Module:
+        assert spec.transformer_config is not None
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            model = self.transformer_cls()(**spec.transformer_config)
+        return model.eval()
+
+    def make_scheduler(self, spec: ModelSpec) -> Any:
+        import diffusers
+
+        return getattr(diffusers, self.scheduler_class).from_config(spec.scheduler_config)
+
+    def inventory(self, model: nn.Module) -> LayerInventory:
+        return LayerInventory.from_rules(model, self.rules)
+
+    # --- sampling -------------------------------------------------------------------------------------------
+    def latent_shape(self, spec: ModelSpec, model: nn.Module, resolution: tuple[int, ...]) -> tuple[int, ...]:
+        raise NotImplementedError
+
+    def synthetic_conditioning(
+        self, spec: ModelSpec, model: nn.Module, n: int, generator: torch.Generator
+    ) -> Conditioning:
+        raise NotImplementedError
+
+    def encode_prompts(self, pipe: Any, prompts: Sequence[str], spec: ModelSpec) -> Conditioning:
+        raise NotImplementedError
+
+    def set_timesteps(
+        self, scheduler: Any, spec: ModelSpec, steps: int, latent_shape: tuple[int, ...]
+    ) -> None:
+        raise NotImplementedError
+
+    def velocity(
+        self, model: nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, spec: ModelSpec
+    ) -> torch.Tensor:
+        """Model output in the scheduler's convention for ``scheduler.step`` (CFG applied)."""
+        raise NotImplementedError
+
+    def sample_noise(
+        self,
+        spec: ModelSpec,
+        model: nn.Module,
+        resolution: tuple[int, ...],
+        n: int,
+        generator: torch.Generator,
+    ) -> torch.Tensor:
+        shape = (n, *self.latent_shape(spec, model, resolution))
+        return torch.randn(shape, generator=generator, dtype=torch.float32)
+
+
+StepHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def timesteps_for(
+    family: Family, spec: ModelSpec, steps: int, latent_shape: tuple[int, ...]
+) -> tuple[Any, torch.Tensor]:
+    scheduler = family.make_scheduler(spec)
+    family.set_timesteps(scheduler, spec, steps, latent_shape)
+    return scheduler, scheduler.timesteps.clone()
+
+
+def run_sampler(
+    family: Family,
+    spec: ModelSpec,
+    model: nn.Module,
+    noise: torch.Tensor,
+    cond: Conditioning,
+    steps: int,
+    on_step: StepHook | None = None,
+    before_step: Callable[[int], None] | None = None,
+) -> torch.Tensor:
+    """The family's real sampling loop: ``latents ← scheduler.step(velocity(latents, t), t, latents)``.
+
+    ``before_step(i)`` runs before the model call of step ``i`` (the runner switches engines there);
+    ``on_step(i, t, latents_in, velocity)`` sees what the model saw and returned.
+    """
+    scheduler, timesteps = timesteps_for(family, spec, steps, tuple(noise.shape[1:]))
+    if hasattr(scheduler, "set_begin_index"):
+        scheduler.set_begin_index(0)
+    latents = noise.clone()
+    for i, t in enumerate(timesteps):
+        if before_step is not None:
+            before_step(i)
+        v = family.velocity(model, latents, t, cond, spec)
+        if on_step is not None:
+            on_step(i, t, latents, v)
+        latents = scheduler.step(v.float(), t, latents, return_dict=False)[0]
+    return latents
+
+
+def iter_linears(model: nn.Module, names: Sequence[str]) -> Iterator[tuple[str, nn.Module]]:
+    modules = dict(model.named_modules())
+    for n in names:
+        yield n, modules[n]

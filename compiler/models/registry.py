@@ -1,0 +1,256 @@
+"""The model registry: named DiTs, their families, and how to load them.
+
+Real entries load from the Hugging Face Hub (or a local ``save_pretrained`` folder with ``--model-path``);
+``tiny-*`` entries are the same diffusers classes with small configs and seeded random weights. Tiny widths
+are deliberately not all powers of two (96 = 12·8, 160 = 20·8, 480 = 60·8) so the rotation code meets the
+Paley factors of the real widths (3072 = 12·256, 15360 = 60·256, 10240 = 20·512).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from adatsq.compiler.models.base import Family, ModelSpec
+from adatsq.compiler.models.flux import FluxFamily
+from adatsq.compiler.models.wan import WanFamily
+from adatsq.compiler.models.zimage import ZImageFamily
+
+__all__ = [
+    "FAMILIES",
+    "MODELS",
+    "ModelLoadError",
+    "family_of",
+    "get_spec",
+    "load_pipeline",
+    "load_transformer",
+]
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (FluxFamily(), WanFamily(), ZImageFamily())}
+
+_FLUX_DEV_SCHEDULER = {
+    "base_image_seq_len": 256,
+    "base_shift": 0.5,
+    "max_image_seq_len": 4096,
+    "max_shift": 1.15,
+    "num_train_timesteps": 1000,
+    "shift": 3.0,
+    "use_dynamic_shifting": True,
+}
+_FLUX_SCHNELL_SCHEDULER = {"num_train_timesteps": 1000, "shift": 1.0, "use_dynamic_shifting": False}
+_ZIMAGE_SCHEDULER = {"num_train_timesteps": 1000, "shift": 3.0, "use_dynamic_shifting": False}
+_WAN_SCHEDULER = {
+    "num_train_timesteps": 1000,
+    "prediction_type": "flow_prediction",
+    "use_flow_sigmas": True,
+    "flow_shift": 3.0,
+    "solver_order": 2,
+    "predict_x0": True,
+    "solver_type": "bh2",
+    "lower_order_final": True,
+    "final_sigmas_type": "zero",
+}
+
+MODELS: dict[str, ModelSpec] = {
+    s.name: s
+    for s in (
+        ModelSpec(
+            "flux-dev",
+            "flux",
+            "black-forest-labs/FLUX.1-dev",
+            None,
+            steps=50,
+            resolution=(1024, 1024),
+            guidance_scale=3.5,
+            scheduler_config=_FLUX_DEV_SCHEDULER,
+            text_len=512,
+            description="FLUX.1-dev, 12B, guidance-distilled",
+        ),
+        ModelSpec(
+            "flux-schnell",
+            "flux",
+            "black-forest-labs/FLUX.1-schnell",
+            None,
+            steps=4,
+            resolution=(1024, 1024),
+            guidance_scale=0.0,
+            scheduler_config=_FLUX_SCHNELL_SCHEDULER,
+            text_len=256,
+            description="FLUX.1-schnell, 12B, timestep-distilled (4 steps)",
+        ),
+        ModelSpec(
+            "z-image",
+            "zimage",
+            "Tongyi-MAI/Z-Image-Turbo",
+            None,
+            steps=9,
+            resolution=(1024, 1024),
+            guidance_scale=0.0,
+            scheduler_config=_ZIMAGE_SCHEDULER,
+            text_len=512,
+            description="Z-Image-Turbo, 6B",
+        ),
+        ModelSpec(
+            "wan2.1-1.3b",
+            "wan",
+            "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+            None,
+            steps=25,
+            resolution=(81, 480, 832),
+            guidance_scale=5.0,
+            scheduler_config=_WAN_SCHEDULER,
+            text_len=512,
+            description="Wan2.1 text-to-video 1.3B, 480p",
+        ),
+        ModelSpec(
+            "tiny-flux",
+            "flux",
+            "black-forest-labs/FLUX.1-dev",
+            None,
+            steps=8,
+            resolution=(128, 128),
+            guidance_scale=3.5,
+            scheduler_config=_FLUX_DEV_SCHEDULER,
+            text_len=16,
+            group_size=32,
+            transformer_config={
+                "patch_size": 1,
+                "in_channels": 16,
+                "num_layers": 2,
+                "num_single_layers": 2,
+                "attention_head_dim": 48,
+                "num_attention_heads": 2,
+                "joint_attention_dim": 32,
+                "pooled_projection_dim": 32,
+                "guidance_embeds": True,
+                "axes_dims_rope": [8, 20, 20],
+            },
+            description="FluxTransformer2DModel, 2+2 blocks, width 96 = 12·8, random weights",
+        ),
+        ModelSpec(
+            "tiny-wan",
+            "wan",
+            "Wan-AI/Wan2.1-T2V-1.3B-Diffusers",
+            None,
+            steps=6,
+            resolution=(5, 64, 64),
+            guidance_scale=5.0,
+            scheduler_config=_WAN_SCHEDULER,
+            text_len=16,
+            group_size=32,
+            transformer_config={
+                "patch_size": [1, 2, 2],
+                "num_attention_heads": 2,
+                "attention_head_dim": 48,
+                "in_channels": 4,
+                "out_channels": 4,
+                "text_dim": 32,
+                "freq_dim": 256,
+                "ffn_dim": 160,
+                "num_layers": 2,
+                "cross_attn_norm": True,
+                "qk_norm": "rms_norm_across_heads",
+                "rope_max_seq_len": 32,
+            },
+            description="WanTransformer3DModel, 2 blocks, width 96, FFN 160 = 20·8, random weights",
+        ),
+        ModelSpec(
+            "tiny-zimage",
+            "zimage",
+            "Tongyi-MAI/Z-Image-Turbo",
+            None,
+            steps=6,
+            resolution=(128, 128),
+            guidance_scale=0.0,
+            scheduler_config=_ZIMAGE_SCHEDULER,
+            text_len=16,
+            group_size=32,
+            transformer_config={
+                "all_patch_size": [2],
+                "all_f_patch_size": [1],
+                "in_channels": 4,
+                "dim": 96,
+                "n_layers": 2,
+                "n_refiner_layers": 1,
+                "n_heads": 2,
+                "n_kv_heads": 2,
+                "qk_norm": True,
+                "cap_feat_dim": 32,
+                "rope_theta": 256.0,
+                "t_scale": 1000.0,
+                "axes_dims": [16, 16, 16],
+                "axes_lens": [256, 32, 32],
+            },
+            description="ZImageTransformer2DModel, 1+1+2 blocks, width 96, random weights",
+        ),
+    )
+}
+
+
+class ModelLoadError(ValueError):
+    """A model name or checkpoint folder that cannot be loaded; the message says what to do."""
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise ModelLoadError(f"unknown model {name!r}; known models: {', '.join(MODELS)}") from None
+
+
+def family_of(spec: ModelSpec) -> Family:
+    return FAMILIES[spec.family]
+
+
+def _checkpoint_dir(model_path: Path) -> tuple[Path, str | None]:
+    if (model_path / "transformer" / "config.json").is_file():
+        return model_path, "transformer"
+    if (model_path / "config.json").is_file():
+        return model_path, None
+    raise ModelLoadError(
+        f"--model-path {model_path}: no config.json there or in its transformer/ folder; pass a folder written "
+        f"by save_pretrained (a transformer folder or a whole pipeline folder)"
+    )
+
+
+def load_transformer(
+    spec: ModelSpec, model_path: str | Path | None = None, dtype: torch.dtype = torch.float32, seed: int = 0
+) -> nn.Module:
+    """The spec's transformer: from ``model_path`` if given, else tiny-from-config or the Hub checkpoint."""
+    family = family_of(spec)
+    cls = family.transformer_cls()
+    if model_path is not None:
+        root, sub = _checkpoint_dir(Path(model_path))
+        import json
+
+        cfg = json.loads(((root / sub) if sub else root).joinpath("config.json").read_text())
+        found = cfg.get("_class_name")
+        if found and found != cls.__name__:
+            raise ModelLoadError(
+                f"--model-path {model_path} holds a {found}, but {spec.name} is a {cls.__name__}; "
+                f"pick the model name of that architecture"
+            )
+        model = cls.from_pretrained(root, subfolder=sub, torch_dtype=dtype)
+    elif spec.is_tiny:
+        model = family.build_tiny(spec, seed=seed)
+        if dtype != torch.float32:
+            model = model.to(dtype)
+    else:
+        model = cls.from_pretrained(
+            spec.hf_id, subfolder="transformer", revision=spec.revision, torch_dtype=dtype
+        )
+    return model.eval()
+
+
+def load_pipeline(spec: ModelSpec, transformer: nn.Module, model_path: str | Path | None = None) -> Any:
+    """The real diffusers pipeline around ``transformer`` (text encoders, VAE) for prompt encoding/decoding."""
+    import diffusers
+
+    cls = getattr(diffusers, family_of(spec).pipeline_class)
+    source = str(model_path) if model_path is not None else spec.hf_id
+    return cls.from_pretrained(
+        source, transformer=transformer, revision=spec.revision, torch_dtype=transformer.dtype
+    )

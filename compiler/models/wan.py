@@ -1,0 +1,79 @@
+"""Wan2.1 (WanTransformer3DModel, WanPipeline).
+
+Per step the pipeline calls the transformer twice with the same latents and the raw integer timestep
+``t`` (0…999): once with the prompt embeddings and once with the negative ones, then
+``v = v_uncond + g·(v_cond − v_uncond)`` (classifier-free guidance). UniPC in flow-prediction mode with a
+static flow shift sets the timesteps. Latents are (C, F', H/8, W/8) with F' = (F − 1)/4 + 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec
+
+WAN_RULES = (
+    LayerRule(r"(blocks\.\d+)\.attn1\.to_[qkv]", "act", r"\1.attn1.qkv"),
+    LayerRule(r"(blocks\.\d+)\.attn2\.to_[kv]", "act", r"\1.attn2.kv"),
+    LayerRule(r"blocks\.\d+\.attn[12]\.(to_q|to_out\.0)", "act"),
+    LayerRule(r"blocks\.\d+\.ffn\.net\.(0\.proj|2)", "act"),
+    LayerRule(r"condition_embedder\..*", "weight_only"),
+    LayerRule(r"proj_out", "skip"),
+)
+
+
+class WanFamily(Family):
+    name = "wan"
+    transformer_class = "WanTransformer3DModel"
+    pipeline_class = "WanPipeline"
+    scheduler_class = "UniPCMultistepScheduler"
+    rules = WAN_RULES
+
+    def latent_shape(self, spec: ModelSpec, model: nn.Module, resolution: tuple[int, ...]) -> tuple[int, ...]:
+        frames, height, width = resolution
+        return (model.config.in_channels, (frames - 1) // 4 + 1, height // 8, width // 8)
+
+    def synthetic_conditioning(
+        self, spec: ModelSpec, model: nn.Module, n: int, generator: torch.Generator
+    ) -> Conditioning:
+        d = model.config.text_dim
+        return Conditioning(
+            {
+                "prompt_embeds": torch.randn(n, spec.text_len, d, generator=generator),
+                "negative_prompt_embeds": torch.randn(n, spec.text_len, d, generator=generator),
+            }
+        )
+
+    def encode_prompts(self, pipe: Any, prompts: Sequence[str], spec: ModelSpec) -> Conditioning:
+        pos, neg = pipe.encode_prompt(
+            prompt=list(prompts), negative_prompt=[""] * len(prompts), max_sequence_length=spec.text_len
+        )
+        return Conditioning({"prompt_embeds": pos.float().cpu(), "negative_prompt_embeds": neg.float().cpu()})
+
+    def set_timesteps(
+        self, scheduler: Any, spec: ModelSpec, steps: int, latent_shape: tuple[int, ...]
+    ) -> None:
+        scheduler.set_timesteps(steps)
+
+    def velocity(
+        self, model: nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, spec: ModelSpec
+    ) -> torch.Tensor:
+        dtype = next(model.parameters()).dtype
+        b = latents.shape[0]
+        x = latents.to(dtype)
+        timestep = t.expand(b)
+        v = model(
+            hidden_states=x,
+            timestep=timestep,
+            encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+            return_dict=False,
+        )[0]
+        if spec.guidance_scale > 1.0:
+            neg = cond["negative_prompt_embeds"].to(dtype)
+            v_u = model(hidden_states=x, timestep=timestep, encoder_hidden_states=neg, return_dict=False)[0]
+            v = v_u + spec.guidance_scale * (v - v_u)
+        return v.float()

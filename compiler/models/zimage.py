@@ -1,0 +1,103 @@
+"""Z-Image (ZImageTransformer2DModel, ZImagePipeline).
+
+The pipeline feeds the transformer *lists* (one (C, 1, h, w) latent and one (L, D) caption tensor per
+sample) and a reversed time ``(1000 − t)/1000`` = 1 − σ (the transformer scales it by ``t_scale``); it
+negates the output before ``scheduler.step``. CFG, when ``guidance_scale > 0``, is batched into one call
+(latents repeated, positive then negative captions) and combined as ``pos + g·(pos − neg)``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec
+
+ZIMAGE_RULES = (
+    LayerRule(r"(.*\.\d+)\.attention\.to_[qkv]", "act", r"\1.attention.qkv"),
+    LayerRule(r".*\.\d+\.attention\.to_out\.0", "act"),
+    LayerRule(r"(.*\.\d+)\.feed_forward\.w[13]", "act", r"\1.feed_forward.w13"),
+    LayerRule(r".*\.\d+\.feed_forward\.w2", "act"),
+    LayerRule(r".*adaLN_modulation\.\d+", "weight_only"),
+    LayerRule(r"t_embedder\..*|cap_embedder\..*|all_x_embedder\..*", "weight_only"),
+    LayerRule(r"all_final_layer\..*\.linear", "skip"),
+)
+
+
+class ZImageFamily(Family):
+    name = "zimage"
+    transformer_class = "ZImageTransformer2DModel"
+    pipeline_class = "ZImagePipeline"
+    rules = ZIMAGE_RULES
+
+    def latent_shape(self, spec: ModelSpec, model: nn.Module, resolution: tuple[int, ...]) -> tuple[int, ...]:
+        height, width = resolution
+        return (model.config.in_channels, 2 * (height // 16), 2 * (width // 16))
+
+    def synthetic_conditioning(
+        self, spec: ModelSpec, model: nn.Module, n: int, generator: torch.Generator
+    ) -> Conditioning:
+        d = model.config.cap_feat_dim
+        return Conditioning(
+            {
+                "prompt_embeds": torch.randn(n, spec.text_len, d, generator=generator),
+                "negative_prompt_embeds": torch.randn(n, spec.text_len, d, generator=generator),
+            }
+        )
+
+    def encode_prompts(self, pipe: Any, prompts: Sequence[str], spec: ModelSpec) -> Conditioning:
+        pos, neg = pipe.encode_prompt(
+            prompt=list(prompts),
+            negative_prompt=[""] * len(prompts),
+            do_classifier_free_guidance=True,
+            max_sequence_length=spec.text_len,
+        )
+
+        def pad(embs: list[torch.Tensor]) -> torch.Tensor:
+            # Real captions differ in length; a fixed length keeps the per-sample tensors stackable.
+            out = torch.zeros(len(embs), spec.text_len, embs[0].shape[-1])
+            for i, e in enumerate(embs):
+                out[i, : e.shape[0]] = e[: spec.text_len].float().cpu()
+            return out
+
+        return Conditioning({"prompt_embeds": pad(pos), "negative_prompt_embeds": pad(neg)})
+
+    def set_timesteps(
+        self, scheduler: Any, spec: ModelSpec, steps: int, latent_shape: tuple[int, ...]
+    ) -> None:
+        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+        _, h, w = latent_shape
+        cfg = scheduler.config
+        mu = calculate_shift(
+            (h // 2) * (w // 2),
+            cfg.get("base_image_seq_len", 256),
+            cfg.get("max_image_seq_len", 4096),
+            cfg.get("base_shift", 0.5),
+            cfg.get("max_shift", 1.15),
+        )
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps).tolist(), mu=mu)
+
+    def velocity(
+        self, model: nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, spec: ModelSpec
+    ) -> torch.Tensor:
+        dtype = next(model.parameters()).dtype
+        b = latents.shape[0]
+        timestep = (1000 - t.expand(b).float()) / 1000
+        caps = list(cond["prompt_embeds"].to(dtype).unbind(0))
+        x = latents.to(dtype)
+        cfg = spec.guidance_scale > 0
+        if cfg:
+            x = x.repeat(2, 1, 1, 1)
+            timestep = timestep.repeat(2)
+            caps = caps + list(cond["negative_prompt_embeds"].to(dtype).unbind(0))
+        out = model(list(x.unsqueeze(2).unbind(0)), timestep.to(dtype), caps, return_dict=False)[0]
+        pred = torch.stack([o.float() for o in out], dim=0)
+        if cfg:
+            pos, neg = pred[:b], pred[b:]
+            pred = pos + spec.guidance_scale * (pos - neg)
+        return -pred.squeeze(2)
