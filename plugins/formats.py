@@ -79,7 +79,7 @@ class WeightFormat:
         return 2 ** (self.bits - 1) - 1
 
     def packed_bytes(self, n: int, k: int) -> int:
-        return n * (k * self.bits + 7) // 8
+        return n * ((k * self.bits + 7) // 8)
 
     def check(self, codes: torch.Tensor) -> None:
         if codes.dim() != 2 or codes.shape[1] % self.k_multiple:

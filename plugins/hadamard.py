@@ -105,7 +105,7 @@ def hadamard_factors(k: int) -> tuple[int, int]:
         p //= 2
     raise HadamardError(
         f"no Hadamard rotation for width {k}: it must be m·2^k with m a power of two, q+1 (q prime ≡ 3 mod 4) "
-        f"or 2(q+1) (q prime ≡ 1 mod 4), e.g. 12, 20, 28, 36, 40, 60, 140"
+        f"or 2(q+1) (q prime ≡ 1 mod 4), e.g. 12, 20, 28, 36, 44, 60, 140"
     )
 
 
@@ -117,7 +117,6 @@ def is_supported_width(k: int) -> bool:
     return True
 
 
-@functools.lru_cache(maxsize=64)
 def hadamard_matrix(k: int) -> torch.Tensor:
     """The ±1 Hadamard matrix H_m ⊗ H_p of order K (float64, unnormalised)."""
     m, p = hadamard_factors(k)

@@ -66,7 +66,8 @@ def weight_scale(w_rot: torch.Tensor, bits: int, group_size: int) -> torch.Tenso
     g = effective_group(k, group_size)
     absmax = w_rot.float().reshape(n, k // g, g).abs().amax(dim=-1)
     scale = torch.where(absmax > _TINY, absmax / qmax(bits), torch.ones_like(absmax))
-    return scale.to(torch.float16)
+    # keep the float16 scale finite and non-zero: [2^-14, 65504] is float16's normal range
+    return scale.clamp(2.0**-14, 65504.0).to(torch.float16)
 
 
 def quantize_weight_rtn(

@@ -133,8 +133,13 @@ def pareto_beam_search(
     beam_width: int,
     max_engines: int | None = None,
     keep_min_bits: bool = True,
+    budget: float | None = None,
 ) -> list[Path]:
     """Pareto beam search over steps (rule in the module docstring).
+
+    With ``budget`` (the most cumulative bits allowed at the end, target × steps), an expansion whose
+    cum_bits plus the cheapest possible remaining steps exceeds the budget is dropped before the Pareto
+    filter: it can never be selected, and keeping it would crowd feasible paths out of the M slots.
 
     Args:
         step_candidates: per step, a list of (candidate, average bits, loss at that step).
@@ -164,11 +169,22 @@ def pareto_beam_search(
             if not (math.isfinite(bits) and math.isfinite(loss)):
                 raise ValueError(f"step {t} candidate {j}: bits={bits!r}, loss={loss!r} must be finite")
 
+    # cheapest bits of steps t.. end, for the budget pruning
+    min_rest = [0.0] * (len(step_candidates) + 1)
+    for t in range(len(step_candidates) - 1, -1, -1):
+        min_rest[t] = min_rest[t + 1] + min(bits for _c, bits, _l in step_candidates[t])
+    if budget is not None and min_rest[0] > budget + 1e-9:
+        raise SearchError(
+            f"budget of {budget:g} cumulative bits is below the minimum achievable {min_rest[0]:g}"
+        )
+
     beam = [Path(choices=(), cum_bits=0.0, cum_loss=0.0, configs=())]
     for t, cands in enumerate(step_candidates):
         expansions: list[Path] = []
         for path in beam:
             for j, (cand, bits, loss) in enumerate(cands):
+                if budget is not None and path.cum_bits + bits + min_rest[t + 1] > budget + 1e-9:
+                    continue
                 vec = tuple(cand.bits)
                 configs = path.configs if vec in path.configs else (*path.configs, vec)
                 if max_engines is not None and len(configs) > max_engines:

@@ -182,8 +182,13 @@ def generate_candidates(
     m: int = 8,
     bit_choices: Sequence[int] = (3, 4, 8),
     n_clusters: int = 3,
+    max_average: float | None = None,
 ) -> list[Candidate]:
     """The candidate bit configurations of one step (rule in the module docstring).
+
+    ``max_average`` drops assignments whose average bits exceed it before the even spread (the all-minimum
+    one is always kept): a step can never use more than the budget left after every other step takes its
+    minimum, so spending the M slots there would only waste them.
 
     Args:
         scores: sensitivity of each unit at this step (finite, ≥ 0; e.g. Fisher information).
@@ -221,6 +226,8 @@ def generate_candidates(
         ranked.append((_order_key(weighted_average_bits(bits, sizes), assignment), Candidate(bits)))
     ranked.sort(key=lambda item: item[0])
     # ranked[0] is the all-minimum assignment: the unique smallest average
+    if max_average is not None:
+        ranked = ranked[:1] + [r for r in ranked[1:] if r[0][0] <= max_average + 1e-9]
     if len(ranked) <= m:
         return [c for _, c in ranked]
     averages = [key[0] for key, _ in ranked]

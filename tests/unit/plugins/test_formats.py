@@ -47,11 +47,6 @@ def test_every_code_value_round_trips(name: str) -> None:
     assert torch.equal(fmt.unpack(fmt.pack(codes), k), codes)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="formats.py bug: packed_bytes computes n * (k*bits + 7) // 8 = (n*(k*bits+7))//8; "
-    "should be n * ((k * bits + 7) // 8)",
-)
 @pytest.mark.parametrize("name", ["int3", "int4", "int8"])
 def test_packed_bytes_formula(name: str) -> None:
     fmt = FORMATS[name]

@@ -1,0 +1,63 @@
+"""The compile pipeline: one ordered list of stages (DESIGN.md), readable on one screen.
+
+Each stage has a key of its inputs and the files it produces. ``run_pipeline`` skips a stage whose recorded
+key matches and whose outputs exist (an interrupted compile resumes; a new ``--target`` re-runs from the
+search on) and stops after ``--until``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from adatsq.compiler.context import CompileContext
+from adatsq.compiler.output_dir import stable_hash
+from adatsq.compiler.settings import STAGE_NAMES
+from adatsq.compiler.stages.calibrate import calibrate_key, run_calibrate
+from adatsq.compiler.stages.load import load_key, run_load
+from adatsq.compiler.stages.quantize import quantize_key, run_quantize
+from adatsq.compiler.stages.search import run_search, search_key
+
+__all__ = ["STAGES", "Stage", "run_pipeline"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Stage:
+    name: str
+    key: Callable[[CompileContext], dict[str, Any]]
+    run: Callable[[CompileContext], None]
+    outputs: Callable[[CompileContext], list[Path]]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("load", load_key, run_load, lambda c: [c.out.root / "compile_config.json"]),
+    Stage("calibrate", calibrate_key, run_calibrate, lambda c: [c.out.cache / "calibration.pt"]),
+    Stage("search", search_key, run_search, lambda c: [c.out.schedule]),
+    Stage("quantize", quantize_key, run_quantize, lambda c: [c.out.weights]),
+)
+assert tuple(s.name for s in STAGES) == STAGE_NAMES[: len(STAGES)]
+
+
+def run_pipeline(ctx: CompileContext) -> dict[str, str]:
+    """Run the stages up to ``--until``; returns stage → "ran" | "cached"."""
+    ctx.out.claim(ctx.spec.name)
+    status: dict[str, str] = {}
+    stop = STAGE_NAMES.index(ctx.config.until)
+    for stage in STAGES:
+        if STAGE_NAMES.index(stage.name) > stop:
+            break
+        key = stable_hash(stage.key(ctx))
+        done = ctx.out.stage_key(stage.name) == key and all(p.exists() for p in stage.outputs(ctx))
+        if done:
+            status[stage.name] = "cached"
+            continue
+        ctx.out.forget_stage(stage.name)
+        start = time.perf_counter()
+        stage.run(ctx)
+        ctx.timings[stage.name] = time.perf_counter() - start
+        ctx.out.record_stage(stage.name, key)
+        status[stage.name] = "ran"
+    return status

@@ -1,0 +1,83 @@
+"""``CompileConfig``: every knob of one compile, filled in by the CLI or the Python API (one place for
+defaults). Round-trips through JSON (written to ``<out>/compile_config.json``) and rejects unknown keys."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from adatsq.compiler.config import JsonConfig
+from adatsq.compiler.models.base import ModelSpec
+
+__all__ = ["STAGE_NAMES", "CompileConfig", "CompileError"]
+
+STAGE_NAMES = ("load", "calibrate", "search", "quantize", "export", "build", "package")
+METRICS = ("latent", "clip")
+
+
+class CompileError(ValueError):
+    """Bad input to a compile; the message names the input and the fix (the CLI exits with code 2)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileConfig(JsonConfig):
+    model: str
+    target: float
+    out: str
+    steps: int | None = None
+    resolution: tuple[int, ...] | None = None
+    calib_samples: int = 4
+    heldout_samples: int = 4
+    candidates: int = 8
+    clusters: int = 4
+    tau: float = 1.0
+    weight_bits: int | None = None
+    group_size: int | None = None
+    seed: int = 0
+    max_engines: int | None = None
+    model_path: str | None = None
+    prompts: tuple[str, ...] | None = None
+    metric: str = "latent"
+    until: str = "package"
+    hessian_memory_gb: float = 8.0
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.calib_samples >= 1, "--calib-samples must be ≥ 1"),
+            (self.heldout_samples >= 1, "held-out samples must be ≥ 1"),
+            (self.candidates >= 1, "--candidates must be ≥ 1"),
+            (self.clusters >= 1, "--clusters must be ≥ 1"),
+            (self.tau > 0, "--tau must be > 0"),
+            (self.weight_bits in (None, 3, 4), "--weight-bits must be 3 or 4"),
+            (self.group_size is None or self.group_size >= 1, "--group-size must be ≥ 1"),
+            (self.max_engines is None or self.max_engines >= 1, "--max-engines must be ≥ 1"),
+            (self.steps is None or self.steps >= 1, "--steps must be ≥ 1"),
+            (self.metric in METRICS, f"--metric must be one of {METRICS}"),
+            (self.until in STAGE_NAMES, f"--until must be one of {STAGE_NAMES}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise CompileError(msg)
+        if not 3.0 <= self.target <= 16.0:
+            raise CompileError(
+                f"--target {self.target} is outside [3, 16]: the average activation bits cannot go below the "
+                f"smallest width (3) nor above 16 (unquantized)"
+            )
+
+    # --- resolved values --------------------------------------------------------------------------------------
+    def resolved_steps(self, spec: ModelSpec) -> int:
+        return self.steps or spec.steps
+
+    def resolved_resolution(self, spec: ModelSpec) -> tuple[int, ...]:
+        res = tuple(self.resolution) if self.resolution else spec.resolution
+        if len(res) != len(spec.resolution):
+            want = "FRAMES HEIGHT WIDTH" if len(spec.resolution) == 3 else "HEIGHT WIDTH"
+            raise CompileError(f"--resolution {res} does not fit {spec.name}; give {want}")
+        return res
+
+    def resolved_weight_bits(self) -> int:
+        if self.weight_bits is not None:
+            return self.weight_bits
+        return 3 if self.target < 4 else 4
+
+    def resolved_group_size(self, spec: ModelSpec) -> int:
+        return self.group_size or spec.group_size

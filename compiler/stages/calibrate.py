@@ -1,0 +1,68 @@
+"""Stage 2, calibrate: full-precision trajectories, activation statistics and Fisher information, cached in
+``cache/calibration.pt`` under a key of the model, its weights, steps, resolution, samples, seed, prompts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from adatsq.calib.calibrate import calibrate
+from adatsq.compiler.atomic import atomic_write
+from adatsq.compiler.context import CompileContext
+from adatsq.compiler.models.base import Conditioning
+from adatsq.compiler.models.registry import load_pipeline
+
+__all__ = ["DEFAULT_PROMPTS", "calibrate_key", "conditioning", "run_calibrate"]
+
+DEFAULT_PROMPTS = (
+    "a photograph of an astronaut riding a horse on the moon",
+    "a cozy wooden cabin in a snowy forest at dusk, warm light in the windows",
+    "a close-up portrait of an elderly fisherman with a weathered face",
+    "a bowl of ramen with a soft-boiled egg, studio food photography",
+    "a futuristic city skyline at night with neon reflections on wet streets",
+    "a watercolor painting of a fox sleeping under a cherry blossom tree",
+    "a red vintage sports car parked on a coastal road, golden hour",
+    "an isometric illustration of a tiny island with a lighthouse",
+)
+
+
+def calibrate_key(ctx: CompileContext) -> dict[str, Any]:
+    c = ctx.config
+    return {
+        "model": c.model,
+        "fingerprint": ctx.fingerprint,
+        "steps": ctx.steps,
+        "resolution": list(ctx.resolution),
+        "samples": c.calib_samples,
+        "seed": c.seed,
+        "prompts": list(c.prompts) if c.prompts else None,
+    }
+
+
+def conditioning(
+    ctx: CompileContext, n: int, offset: int, generator: torch.Generator
+) -> tuple[Conditioning, list[str] | None]:
+    """Prompts through the real pipeline's text encoders, or synthetic conditioning for tiny models."""
+    if ctx.spec.is_tiny and not ctx.config.prompts:
+        return ctx.family.synthetic_conditioning(ctx.spec, ctx.model, n, generator), None
+    prompts = list(ctx.config.prompts or DEFAULT_PROMPTS)
+    chosen = [prompts[(offset + i) % len(prompts)] for i in range(n)]
+    pipe = load_pipeline(ctx.spec, ctx.model, ctx.config.model_path)
+    return ctx.family.encode_prompts(pipe, chosen, ctx.spec), chosen
+
+
+def run_calibrate(ctx: CompileContext) -> None:
+    c = ctx.config
+    generator = torch.Generator().manual_seed(c.seed)
+    cond, prompts = conditioning(ctx, c.calib_samples, 0, generator)
+    noise = ctx.family.sample_noise(ctx.spec, ctx.model, ctx.resolution, c.calib_samples, generator)
+    provenance = {"prompts": prompts, "seed": c.seed, "samples": c.calib_samples}
+    inventory = ctx.inventory
+    total = ctx.steps * (1 + c.calib_samples)
+    with ctx.progress("calibrate (trajectories + Fisher)", total) as advance:
+        data = calibrate(
+            ctx.family, ctx.spec, ctx.model, inventory, cond, noise, ctx.steps, provenance, advance
+        )
+    atomic_write(ctx.out.cache / "calibration.pt", lambda p: torch.save(data.state_dict(), p))
+    ctx.calibration = data

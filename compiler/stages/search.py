@@ -1,0 +1,253 @@
+"""Stage 3, search: per-step Fisher-guided candidates, their measured cost, Pareto beam search over steps,
+and the final choice within the bit budget by an end-to-end metric; writes ``schedule.json``.
+
+Candidate cost at step t: MSE between the quantized model's velocity and the full-precision velocity on the
+calibration latents of step t, with weights quantized round-to-nearest at the compile's weight bits (the
+GPTQ weights come after the search; weight bits are fixed, so this ranks activation configurations under the
+same weight error). Candidate costs (per step and bit vector) and path metrics are cached in ``cache/search.pt``, so a new
+``--target`` measures only the candidates it has not seen and re-runs the (cheap) beam and selection.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from adatsq.compiler.atomic import atomic_write
+from adatsq.compiler.context import CompileContext
+from adatsq.compiler.models.base import run_sampler
+from adatsq.compiler.output_dir import stable_hash
+from adatsq.compiler.schedule import (
+    SCHEDULE_VERSION,
+    CalibrationProvenance,
+    ParetoEntry,
+    SamplerSpec,
+    Schedule,
+    save_schedule,
+)
+from adatsq.compiler.search import (
+    Candidate,
+    Path,
+    generate_candidates,
+    pareto_beam_search,
+    select_path,
+)
+from adatsq.compiler.stages.calibrate import calibrate_key, conditioning
+from adatsq.passes.quant_linear import quant_linears, set_activation_bits
+
+__all__ = ["latent_metric", "run_search", "search_key"]
+
+
+def _frontier_key(ctx: CompileContext) -> dict[str, Any]:
+    c = ctx.config
+    return {
+        "calibration": calibrate_key(ctx),
+        "candidates": c.candidates,
+        "clusters": c.clusters,
+        "weight_bits": ctx.weight_bits,
+        "group_size": ctx.group_size,
+        "max_engines": c.max_engines,
+        "metric": c.metric,
+        "heldout": c.heldout_samples,
+    }
+
+
+def search_key(ctx: CompileContext) -> dict[str, Any]:
+    c = ctx.config
+    return {**_frontier_key(ctx), "target": c.target}
+
+
+def _unit_bits_to_layers(ctx: CompileContext, bits: Sequence[int]) -> dict[str, int]:
+    return {m: b for u, b in zip(ctx.inventory.units, bits) for m in u.members}
+
+
+def _step_candidates(
+    ctx: CompileContext, qmodel: nn.Module, losses: dict[tuple[int, tuple[int, ...]], float]
+) -> list[list[tuple[Candidate, float, float]]]:
+    """Per step: Fisher-guided candidates within the step's share of the budget, and their measured MSE.
+
+    A step can use at most target·steps − (steps − 1)·min_bits on average (every other step at its
+    minimum), so candidates above that are never generated. ``losses`` caches (step, unit bits) → MSE.
+    """
+    data = ctx.calibration
+    inv = ctx.inventory
+    col = {n: j for j, n in enumerate(data.layers)}
+    sizes = inv.unit_sizes()
+    modules = quant_linears(qmodel)
+    bit_choices = (3, 4, 8)
+    cap = ctx.config.target * ctx.steps - (ctx.steps - 1) * min(bit_choices)
+    out: list[list[tuple[Candidate, float, float]]] = []
+    with (
+        torch.no_grad(),
+        ctx.progress("search: candidate costs", ctx.steps * ctx.config.candidates) as advance,
+    ):
+        for t in range(ctx.steps):
+            scores = [float(sum(data.fisher[t, col[m]] for m in u.members)) for u in inv.units]
+            cands = generate_candidates(
+                scores,
+                sizes,
+                m=ctx.config.candidates,
+                bit_choices=bit_choices,
+                n_clusters=ctx.config.clusters,
+                max_average=cap,
+            )
+            ts = _timestep(ctx, t)
+            entries = []
+            for cand in cands:
+                if (t, cand.bits) not in losses:
+                    set_activation_bits(qmodel, _unit_bits_to_layers(ctx, cand.bits), modules)
+                    v = ctx.family.velocity(qmodel, data.latents[t], ts, data.cond, ctx.spec)
+                    losses[(t, cand.bits)] = float((v - data.outputs[t]).pow(2).mean())
+                entries.append((cand, cand.average_bits(sizes), losses[(t, cand.bits)]))
+                advance(1)
+            advance(ctx.config.candidates - len(cands))
+            out.append(entries)
+    return out
+
+
+def _timestep(ctx: CompileContext, t: int) -> torch.Tensor:
+    ts = ctx.calibration.timesteps[t]
+    return ts.long() if ctx.spec.family == "wan" else ts.float()
+
+
+def latent_metric(ctx: CompileContext, qmodel: nn.Module) -> Callable[[Sequence[tuple[int, ...]]], float]:
+    """End-to-end metric: relative error ‖x0_q − x0_fp‖² / ‖x0_fp‖² of the final latents over held-out seeds
+    (not the calibration seeds), with the quantized model switching bit configurations per step."""
+    c = ctx.config
+    generator = torch.Generator().manual_seed(c.seed + 10_000)
+    cond, _ = conditioning(ctx, c.heldout_samples, c.calib_samples, generator)
+    noise = ctx.family.sample_noise(ctx.spec, ctx.model, ctx.resolution, c.heldout_samples, generator)
+    with torch.no_grad():
+        reference = run_sampler(ctx.family, ctx.spec, ctx.model, noise, cond, ctx.steps)
+    modules = quant_linears(qmodel)
+
+    def metric(step_bits: Sequence[tuple[int, ...]]) -> float:
+        def before(i: int) -> None:
+            set_activation_bits(qmodel, _unit_bits_to_layers(ctx, step_bits[i]), modules)
+
+        with torch.no_grad():
+            final = run_sampler(ctx.family, ctx.spec, qmodel, noise, cond, ctx.steps, before_step=before)
+        return float((final - reference).pow(2).sum() / reference.pow(2).sum())
+
+    return metric
+
+
+def _path_bits(
+    path: Path, step_cands: Sequence[Sequence[tuple[Candidate, float, float]]]
+) -> tuple[tuple[int, ...], ...]:
+    return tuple(step_cands[t][c][0].bits for t, c in enumerate(path.choices))
+
+
+def run_search(ctx: CompileContext) -> None:
+    c = ctx.config
+    qmodel = ctx.quantized_copy()
+    cache = ctx.out.cache / "search.pt"
+    fkey = stable_hash(_frontier_key(ctx))
+    cached = torch.load(cache, weights_only=False) if cache.exists() else None
+    fresh = cached is None or cached.get("key") != fkey
+    losses: dict[tuple[int, tuple[int, ...]], float] = {} if fresh else cached["losses"]
+    metrics: dict[tuple[tuple[int, ...], ...], float] = {} if fresh else cached["metrics"]
+
+    step_cands = _step_candidates(ctx, qmodel, losses)
+    paths = pareto_beam_search(
+        step_cands, beam_width=c.candidates, max_engines=c.max_engines, budget=c.target * ctx.steps
+    )
+    feasible = [p for p in paths if p.average_bits(ctx.steps) <= c.target + 1e-9]
+    todo = [p for p in feasible if _path_bits(p, step_cands) not in metrics]
+    metric_fn = _metric(ctx, qmodel) if todo else None
+
+    with ctx.progress("search: end-to-end metric of feasible paths", len(feasible)) as advance:
+
+        def metric(path: Path) -> float:
+            bits = _path_bits(path, step_cands)
+            if bits not in metrics:
+                assert metric_fn is not None
+                metrics[bits] = metric_fn(bits)
+            advance(1)
+            return metrics[bits]
+
+        best, _evaluated = select_path(paths, ctx.steps, c.target, metric)
+    atomic_write(cache, lambda p: torch.save({"key": fkey, "losses": losses, "metrics": metrics}, p))
+    ctx.schedule = _build_schedule(ctx, best, paths, step_cands, metrics)
+    save_schedule(ctx.out.schedule, ctx.schedule)
+
+
+def _metric(ctx: CompileContext, qmodel: nn.Module) -> Callable[[Sequence[tuple[int, ...]]], float]:
+    if ctx.config.metric == "clip":
+        from adatsq.compiler.metrics import clip_metric
+
+        return clip_metric(ctx, qmodel, _unit_bits_to_layers)
+    return latent_metric(ctx, qmodel)
+
+
+def _build_schedule(
+    ctx: CompileContext,
+    best: Path,
+    paths: Sequence[Path],
+    step_cands: Sequence[Sequence[tuple[Candidate, float, float]]],
+    metrics: dict[tuple[tuple[int, ...], ...], float],
+) -> Schedule:
+    inv = ctx.inventory
+    data = ctx.calibration
+    best_bits = _path_bits(best, step_cands)
+    configs: list[tuple[int, ...]] = []
+    step_configs: list[int] = []
+    for unit_bits in best_bits:
+        layer_bits = _unit_bits_to_layers(ctx, unit_bits)
+        vec = tuple(layer_bits[m] for m in inv.act_layers)
+        if vec not in configs:
+            configs.append(vec)
+        step_configs.append(configs.index(vec))
+    pareto = tuple(
+        ParetoEntry(
+            step_configs=_path_bits(p, step_cands),
+            average_bits=p.average_bits(ctx.steps),
+            cumulative_loss=p.cum_loss,
+            metric=metrics.get(_path_bits(p, step_cands)),
+            selected=p == best,
+        )
+        for p in paths
+    )
+    scheduler = ctx.family.make_scheduler(ctx.spec)
+    c = ctx.config
+    schedule = Schedule(
+        format_version=SCHEDULE_VERSION,
+        model=ctx.spec.name,
+        model_id=c.model_path or ctx.spec.hf_id,
+        revision=ctx.spec.revision,
+        model_fingerprint=ctx.fingerprint,
+        steps=ctx.steps,
+        resolution=tuple(ctx.resolution),
+        sampler=SamplerSpec(
+            scheduler=type(scheduler).__name__,
+            scheduler_config=dict(ctx.spec.scheduler_config),
+            guidance_scale=ctx.spec.guidance_scale,
+            timesteps=tuple(round(float(t), 6) for t in data.timesteps),
+        ),
+        target_bits=c.target,
+        achieved_bits=0.0,
+        group_size=ctx.group_size,
+        act_layers=inv.act_layers,
+        units=tuple(u.members for u in inv.units),
+        weight_bits={n: ctx.weight_bits for n in inv.quantized_layers},
+        weight_only_layers=inv.weight_only,
+        configs=tuple(configs),
+        step_configs=tuple(step_configs),
+        pareto=pareto,
+        calibration=CalibrationProvenance(
+            prompts=tuple(data.provenance["prompts"]) if data.provenance.get("prompts") else None,
+            seed=c.seed,
+            samples=c.calib_samples,
+            heldout_seeds=(c.seed + 10_000,),
+        ),
+        search={
+            "candidates": c.candidates,
+            "max_engines": c.max_engines,
+            "metric": c.metric,
+            "beam_width": c.candidates,
+        },
+    )
+    return schedule.replace(achieved_bits=round(schedule.average_bits(), 6))

@@ -1,0 +1,101 @@
+"""``weights.safetensors``: the one copy of packed weights, scales, biases and every unquantized parameter.
+
+Quantized linear ``name`` stores ``name.w_packed`` (its format's bytes, plugins/formats.py), ``name.w_scale``
+(float16, N×K/G) and ``name.bias``; every other state-dict entry keeps its own name. The header metadata
+``adatsq.layers`` (JSON) records per quantized layer: in/out features, weight bits, group, rotation,
+activation-quantized. ONNX graphs point their initializers into this file (external data offsets), so N
+engine configurations never mean N copies of the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+from adatsq.compiler.atomic import atomic_write
+from adatsq.passes.base import Pass, PassConditionError, PassResult
+from adatsq.passes.quant_linear import QuantLinear, quant_linears
+
+__all__ = ["LoadQuantizedWeightsPass", "layer_records", "load_weight_store", "save_weight_store"]
+
+
+def layer_records(model: nn.Module) -> dict[str, dict[str, Any]]:
+    return {
+        n: {
+            "in_features": m.in_features,
+            "out_features": m.out_features,
+            "w_bits": m.w_bits,
+            "group_size": m.group_size,
+            "rotate": m.rotate_input,
+            "act_quantized": m.act_quantized,
+            "bias": m.bias is not None,
+        }
+        for n, m in quant_linears(model).items()
+    }
+
+
+def save_weight_store(path: Path, model: nn.Module, extra_metadata: Mapping[str, str] | None = None) -> None:
+    """Write the quantized model's state (QuantLinear buffers + everything else) atomically."""
+    tensors: dict[str, torch.Tensor] = {}
+    for name, t in model.state_dict().items():
+        tensors[name] = t.detach().cpu().contiguous()
+    metadata = {"adatsq.layers": json.dumps(layer_records(model), sort_keys=True), "format": "pt"}
+    metadata.update(extra_metadata or {})
+    atomic_write(path, lambda p: save_file(tensors, str(p), metadata=metadata))
+
+
+def load_weight_store(
+    path: Path,
+) -> tuple[dict[str, torch.Tensor], dict[str, dict[str, Any]], dict[str, str]]:
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no __iter__
+    layers = json.loads(meta.get("adatsq.layers", "{}"))
+    return tensors, layers, meta
+
+
+class LoadQuantizedWeightsPass(Pass[nn.Module]):
+    """Turn a float model (same architecture) into the stored quantized model: QuantLinear where the store
+    says so, stored values everywhere else (in place)."""
+
+    def __init__(self, path: Path) -> None:
+        self.tensors, self.layers, self.metadata = load_weight_store(path)
+
+    def requires(self, target: nn.Module) -> None:
+        modules = dict(target.named_modules())
+        missing = [n for n in self.layers if not isinstance(modules.get(n), (nn.Linear, QuantLinear))]
+        if missing:
+            raise PassConditionError(f"weight store names layers the model lacks: {missing[:3]}")
+
+    def call(self, target: nn.Module) -> PassResult[nn.Module]:
+        from adatsq.passes.quant_linear import _set_submodule
+        from adatsq.plugins.formats import format_for_bits
+
+        for name, rec in self.layers.items():
+            fmt = format_for_bits(rec["w_bits"])
+            codes = fmt.unpack(self.tensors[f"{name}.w_packed"], rec["in_features"])
+            bias = self.tensors.get(f"{name}.bias") if rec["bias"] else None
+            q = QuantLinear(
+                codes,
+                self.tensors[f"{name}.w_scale"],
+                bias,
+                rec["w_bits"],
+                rec["group_size"],
+                rec["rotate"],
+                act_quantized=rec["act_quantized"],
+            )
+            _set_submodule(target, name, q)
+        missing, unexpected = target.load_state_dict(self.tensors, strict=False)
+        if unexpected:
+            raise PassConditionError(f"weight store holds tensors the model lacks: {unexpected[:3]}")
+        real_missing = [m for m in missing if not m.endswith((".w_packed", ".w_scale", ".bias"))]
+        if real_missing:
+            raise PassConditionError(f"weight store lacks model tensors: {real_missing[:3]}")
+        return PassResult(target, modified=True)
