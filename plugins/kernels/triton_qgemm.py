@@ -1,0 +1,207 @@
+"""Triton GEMM of the quantized linear op on Hopper 8-bit tensor cores (wgmma).
+
+y[m, n] = Σ_g s_x[g, m] · s_w[n, g] · Σ_{k ∈ g} q_x[m, k] · q_w[n, k]  (+ b[n])
+
+One K-step of the main loop is exactly one group (BK = G): the tile product ``part = q_x,g · q_w,gᵀ`` starts
+from zero, so every group's integer dot product is exact (FP8 path: |part| ≤ 128·8·8 = 8192, integers of
+that size are exact in the e4m3 wgmma accumulator; int8 path: int32), and it is promoted to float32 with one
+FFMA per element, ``acc += part · (s_x ⊗ s_w)`` (DeepGEMM-style promotion at the group boundary).
+
+Operand paths (constexpr, one compiled kernel each):
+
+* FP8=True: activations as e4m3 bytes (a ≤ 4, |q| ≤ 8) and weights as e4m3 (w ≤ 4), QGMMA.
+* FP8=False: int8 activations (a = 8) and int8 weights, IGMMA with s32 accumulation.
+
+Weight operand (WFMT): 9 = pre-expanded one byte per code (e4m3 or int8 matching the path), 8 = int8 codes
+(int8 path only), 4 = packed int4 (low nibble first, two's complement), 3 = packed int3 (8 codes + 4 in a
+24-bit little-endian word of 3 bytes); packed formats are expanded in registers inside the kernel.
+SWAP=True computes the transposed tile (weights as the wgmma A operand) so the expanded weights can feed
+the tensor cores from registers instead of a shared-memory round trip.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = [
+    "CONFIGS",
+    "DEFAULT",
+    "TUNED",
+    "WFMT_E",
+    "WFMT_INT3",
+    "WFMT_INT4",
+    "WFMT_INT8",
+    "TileConfig",
+    "qgemm_triton",
+]
+
+WFMT_INT3 = 3
+WFMT_INT4 = 4
+WFMT_INT8 = 8
+WFMT_E = 9
+
+
+@dataclasses.dataclass(frozen=True)
+class TileConfig:
+    """One launch configuration: CTA tile BM×BN (BK = G), warps, pipeline stages, operand order."""
+
+    bm: int = 128
+    bn: int = 256
+    warps: int = 8
+    stages: int = 3
+    swap: bool = False
+
+
+CONFIGS: tuple[TileConfig, ...] = (
+    TileConfig(128, 256, 8, 3, False),
+    TileConfig(128, 128, 8, 4, False),
+    TileConfig(256, 128, 8, 3, False),
+    TileConfig(128, 128, 4, 4, False),
+    TileConfig(128, 256, 8, 3, True),
+    TileConfig(128, 128, 8, 4, True),
+    TileConfig(256, 128, 8, 3, True),
+)
+
+# (wfmt, fp8) -> chosen config; benchmarks/bench_qlinear.py fills it from its sweep, else DEFAULT.
+TUNED: dict[tuple[int, bool], TileConfig] = {}
+DEFAULT = TileConfig()
+
+
+@triton.jit
+def _weight_tile(
+    w_ptr,
+    offs_n,
+    nmask,
+    g,
+    stride_w,
+    BN: tl.constexpr,
+    BK: tl.constexpr,
+    WFMT: tl.constexpr,
+    FP8: tl.constexpr,
+):
+    """The (BN, BK) weight codes of group g as e4m3 (FP8) or int8."""
+    if WFMT == 3:
+        # word w of the row: bytes 3w, 3w+1, 3w+2 little endian; code 8w+i = ((word >> 3i) & 7) - 4.
+        offs_w = g * (BK // 8) + tl.arange(0, BK // 8)
+        offs_b = tl.arange(0, 4)
+        ptrs = w_ptr + offs_n[:, None, None] * stride_w + offs_w[None, :, None] * 3 + offs_b[None, None, :]
+        byts = tl.load(ptrs, mask=nmask[:, None, None] & (offs_b < 3)[None, None, :], other=0).to(tl.int32)
+        word = tl.sum(byts << (offs_b * 8)[None, None, :], axis=2)
+        sh = tl.arange(0, 8) * 3
+        codes = tl.reshape(((word[:, :, None] >> sh[None, None, :]) & 7) - 4, (BN, BK))
+        if FP8:
+            tile = codes.to(tl.float16).to(tl.float8e4nv)
+        else:
+            tile = codes.to(tl.int8)
+    elif WFMT == 4:
+        # byte b = codes 2b (low nibble) and 2b+1 (high nibble); v = (u ^ 8) - 8 sign-extends a nibble.
+        offs_b = g * (BK // 2) + tl.arange(0, BK // 2)
+        byts = tl.load(w_ptr + offs_n[:, None] * stride_w + offs_b[None, :], mask=nmask[:, None], other=0)
+        sh = tl.arange(0, 2) * 4
+        codes = tl.reshape((((byts.to(tl.int32)[:, :, None] >> sh[None, None, :]) & 15) ^ 8) - 8, (BN, BK))
+        if FP8:
+            tile = codes.to(tl.float16).to(tl.float8e4nv)
+        else:
+            tile = codes.to(tl.int8)
+    else:
+        offs_k = g * BK + tl.arange(0, BK)
+        # pre-expanded: w_ptr already points at e4m3 / int8 codes (a direct load keeps it pipelined)
+        tile = tl.load(w_ptr + offs_n[:, None] * stride_w + offs_k[None, :], mask=nmask[:, None], other=0.0)
+    return tile
+
+
+@triton.jit
+def _qgemm_kernel(
+    x_ptr, w_ptr, sx_ptr, sw_ptr, bias_ptr, y_ptr,
+    M, N, K, stride_w,
+    WFMT: tl.constexpr, FP8: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SWAP: tl.constexpr, GROUP_M: tl.constexpr = 8,
+):  # fmt: skip
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BM)
+    num_n = tl.cdiv(N, BN)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    size_m = min(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % size_m
+    pid_n = (pid % per_group) // size_m
+
+    offs_m = pid_m * BM + tl.arange(0, BM)
+    offs_n = pid_n * BN + tl.arange(0, BN)
+    mmask = offs_m < M
+    nmask = offs_n < N
+    offs_k = tl.arange(0, BK)
+    x_ptrs = x_ptr + offs_m[:, None].to(tl.int64) * K + offs_k[None, :]
+    NG = K // BK
+    if SWAP:
+        acc = tl.zeros((BN, BM), dtype=tl.float32)
+    else:
+        acc = tl.zeros((BM, BN), dtype=tl.float32)
+    for g in range(0, NG):
+        xt = tl.load(x_ptrs, mask=mmask[:, None], other=0.0)
+        wt = _weight_tile(w_ptr, offs_n, nmask, g, stride_w, BN, BK, WFMT, FP8)
+        sx = tl.load(sx_ptr + g * M + offs_m, mask=mmask, other=0.0)
+        sw = tl.load(sw_ptr + offs_n * NG + g, mask=nmask, other=0.0).to(tl.float32)
+        if SWAP:
+            if FP8:
+                part = tl.dot(wt, tl.trans(xt))
+            else:
+                part = tl.dot(wt, tl.trans(xt), out_dtype=tl.int32).to(tl.float32)
+            acc += part * (sw[:, None] * sx[None, :])
+        else:
+            if FP8:
+                part = tl.dot(xt, tl.trans(wt))
+            else:
+                part = tl.dot(xt, tl.trans(wt), out_dtype=tl.int32).to(tl.float32)
+            acc += part * (sx[:, None] * sw[None, :])
+        x_ptrs += BK
+
+    if SWAP:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_n, mask=nmask, other=0.0)[:, None]
+        y_ptrs = y_ptr + offs_m[None, :].to(tl.int64) * N + offs_n[:, None]
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=nmask[:, None] & mmask[None, :])
+    else:
+        if HAS_BIAS:
+            acc += tl.load(bias_ptr + offs_n, mask=nmask, other=0.0)[None, :]
+        y_ptrs = y_ptr + offs_m[:, None].to(tl.int64) * N + offs_n[None, :]
+        tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mmask[:, None] & nmask[None, :])
+
+
+def qgemm_triton(
+    q: torch.Tensor,
+    s_x: torch.Tensor,
+    w: torch.Tensor,
+    wfmt: int,
+    s_w: torch.Tensor,
+    bias: torch.Tensor | None,
+    group: int,
+    fp8: bool,
+    out_dtype: torch.dtype = torch.bfloat16,
+    config: TileConfig | None = None,
+) -> torch.Tensor:
+    """y = Σ_g s_x·s_w·(q_x·q_w)_g + b; q (M×K) e4m3/int8 codes, s_x float32 (K/G, M) group-major,
+    w (N × row bytes) in ``wfmt``, s_w float16 (N, K/G), bias float32 (N) or None."""
+    m, k = q.shape
+    n = s_w.shape[0]
+    if k % group or group not in (64, 128):
+        raise ValueError(f"Triton qgemm needs group 64 or 128 dividing K, got group={group}, K={k}")
+    y = torch.empty((m, n), device=q.device, dtype=out_dtype)
+    if m == 0:
+        return y
+    qb = q
+    wb = w if wfmt == WFMT_E or wfmt == WFMT_INT8 else w.view(torch.uint8)
+    b = bias if bias is not None else s_x
+
+    cfg = config or TUNED.get((wfmt, fp8), DEFAULT)
+    grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
+    _qgemm_kernel[grid](
+        qb, wb, s_x, s_w, b, y, m, n, k, wb.stride(0),
+        WFMT=wfmt, FP8=fp8, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, BK=group, SWAP=cfg.swap,
+        num_warps=cfg.warps, num_stages=cfg.stages,
+    )  # fmt: skip
+    return y
