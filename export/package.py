@@ -1,0 +1,171 @@
+"""Stage 7, package: plugin sources / library + build record, Triton model repository, trtexec scripts, report,
+and last ``manifest.json`` (DESIGN.md contract 3). Works with or without ``onnx/`` and ``trt/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from adatsq.compiler.atomic import atomic_write_text
+from adatsq.compiler.context import CompileContext
+from adatsq.export.manifest import sha256_file, write_manifest
+from adatsq.export.report import write_report
+from adatsq.export.triton import write_triton_repository
+from adatsq.export.trt_build import build_key, find_plugin_library, onnx_configs, tensorrt_available
+from adatsq.export.trtexec import PLUGIN_LIBRARY, PLUGIN_LIBRARY_DYNAMIC, load_io, write_trtexec_scripts
+
+__all__ = ["package_key", "package_outputs", "run_package"]
+
+_PLUGIN_SRC = Path(__file__).resolve().parent.parent / "plugins" / "trt"
+_KERNEL_SRC = Path(__file__).resolve().parent.parent / "plugins" / "csrc"
+
+
+def _file_hash(p: Path) -> str | None:
+    return sha256_file(p) if p.is_file() else None
+
+
+def package_key(ctx: CompileContext) -> dict[str, Any]:
+    """Inputs: schedule, weights, calibration cache, ONNX/plan files, plugin sources, and the build key."""
+    trt = ctx.out.trt
+    return {
+        "schedule": _file_hash(ctx.out.schedule),
+        "weights": _file_hash(ctx.out.weights),
+        "gptq_errors": _file_hash(ctx.out.cache / "gptq_errors.json"),
+        "build": build_key(ctx),
+        "plans": {p.name: _file_hash(p) for p in sorted(trt.glob("config_*.plan"))} if trt.is_dir() else {},
+        "plugin_sources": {
+            p.relative_to(_PLUGIN_SRC.parent).as_posix(): _file_hash(p)
+            for d in (_PLUGIN_SRC, _KERNEL_SRC)
+            if d.is_dir()
+            for p in sorted(d.rglob("*"))
+            if p.is_file() and "build" not in p.parts
+        },
+        "format": 1,
+    }
+
+
+def package_outputs(ctx: CompileContext) -> list[Path]:
+    return [
+        ctx.out.manifest,
+        ctx.out.report / "report.md",
+        ctx.out.root / "triton" / "README.md",
+        ctx.out.root / "plugins" / "BUILD.json",
+    ]
+
+
+def _copy_tree(src: Path, dst: Path) -> list[str]:
+    copied = []
+    for p in sorted(src.rglob("*")):
+        if not p.is_file() or "build" in p.relative_to(src).parts or p.suffix in (".o", ".so", ".pyc"):
+            continue
+        target = dst / p.relative_to(src)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, target)
+        copied.append(target.as_posix())
+    return copied
+
+
+def write_plugins(ctx: CompileContext) -> dict[str, Any]:
+    """``<out>/plugins/``: the built library when found, else nothing binary; always the sources
+    (``src/`` = plugins/trt with the kernels under ``src/csrc``) and ``BUILD.json``."""
+    out = ctx.out.root / "plugins"
+    if (out / "src").exists():
+        shutil.rmtree(out / "src")
+    out.mkdir(parents=True, exist_ok=True)
+    sources = _copy_tree(_PLUGIN_SRC, out / "src") if _PLUGIN_SRC.is_dir() else []
+    sources += _copy_tree(_KERNEL_SRC, out / "src" / "csrc") if _KERNEL_SRC.is_dir() else []
+    lib = find_plugin_library(ctx)
+    libs: list[str] = []
+    if lib is not None and lib.is_file():
+        for name in (PLUGIN_LIBRARY, PLUGIN_LIBRARY_DYNAMIC):
+            cand = lib.parent / name
+            if cand.is_file() and cand.resolve() != (out / name).resolve():
+                shutil.copy2(cand, out / name)
+            if (out / name).is_file():
+                libs.append(name)
+    record: dict[str, Any] = {
+        "built": bool(libs),
+        "libraries": libs,
+        "plugin": {
+            "name": "QLinear",
+            "namespace": "adatsq",
+            "version": "1",
+            "fields": ["a_bits", "w_bits", "group_size", "rotate", "rotation_m"],
+        },
+        "sources": sorted(Path(s).relative_to(out).as_posix() for s in sources),
+    }
+    if not libs:
+        record["reason"] = (
+            "not built: no TensorRT headers/libraries and no CUDA compiler on the compile machine"
+            if not tensorrt_available()
+            else "TensorRT is importable but no built plugin library was found"
+        )
+        record["how_to_build"] = (
+            "cmake -S plugins/src -B plugins/build -DTRT_ROOT=/path/to/TensorRT -DCUDA_ARCH=90 "
+            f"&& cmake --build plugins/build -j && cp plugins/build/{PLUGIN_LIBRARY} "
+            f"plugins/build/{PLUGIN_LIBRARY_DYNAMIC} plugins/"
+        )
+    record["verified_against_tensorrt"] = False
+    atomic_write_text(out / "BUILD.json", json.dumps(record, indent=2, sort_keys=True) + "\n")
+    return record
+
+
+def _sigmas(ctx: CompileContext) -> list[float]:
+    s = ctx.schedule
+    n_train = float(s.sampler.scheduler_config.get("num_train_timesteps", 1000))
+    return [float(t) / n_train for t in s.sampler.timesteps] + [0.0]
+
+
+def run_package(ctx: CompileContext) -> None:
+    s = ctx.schedule
+    root = ctx.out.root
+    io = load_io(ctx.out.onnx)
+    graphs = dict(onnx_configs(ctx.out.onnx))
+    config_ids = list(range(len(s.configs)))
+    if graphs and sorted(graphs) != config_ids:
+        ctx.log(f"package: onnx/ holds configs {sorted(graphs)}, schedule has {config_ids}")
+    write_plugins(ctx)
+    write_trtexec_scripts(root, config_ids, io)
+    write_triton_repository(
+        root,
+        config_ids=config_ids,
+        step_configs=s.step_configs,
+        sigmas=_sigmas(ctx),
+        scheduler=s.sampler.scheduler,
+        family=ctx.spec.family,
+        io=io,
+    )
+    engines = []
+    for k in config_ids:
+        onnx = ctx.out.onnx / f"config_{k:02d}.onnx"
+        plan = ctx.out.trt / f"config_{k:02d}.plan"
+        engines.append(
+            {
+                "config_id": k,
+                "steps": [i for i, c in enumerate(s.step_configs) if c == k],
+                "onnx": f"onnx/{onnx.name}" if onnx.is_file() else None,
+                "plan": f"trt/{plan.name}" if plan.is_file() else None,
+                "triton_model": f"adatsq_config_{k:02d}",
+            }
+        )
+    write_report(ctx, engines=engines)
+    write_manifest(
+        root,
+        model={
+            "name": s.model,
+            "model_id": s.model_id,
+            "revision": s.revision,
+            "fingerprint": s.model_fingerprint,
+        },
+        schedule={
+            "steps": s.steps,
+            "target_bits": s.target_bits,
+            "achieved_bits": s.achieved_bits,
+            "configs": len(s.configs),
+            "step_configs": list(s.step_configs),
+        },
+        engines=engines,
+    )
