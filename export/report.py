@@ -51,7 +51,7 @@ def _save(fig: Any, path: Path) -> None:
 
 
 def _short(name: str, width: int = 28) -> str:
-    n = name.replace("transformer_blocks.", "tb.").replace("single_transformer_blocks.", "stb.")
+    n = name.replace("single_transformer_blocks.", "stb.").replace("transformer_blocks.", "tb.")
     return n if len(n) <= width else "…" + n[-(width - 1) :]
 
 
@@ -203,15 +203,16 @@ def plot_step_error(rows: Sequence[dict[str, float]], path: Path) -> None:
             va="bottom",
             fontsize=7,
         )
-    for c in sorted(set(cfgs)):
-        ax.bar([], [], color=colors(c % 10), label=f"config {c}")
+    from matplotlib.patches import Patch
+
+    handles = [Patch(color=colors(c % 10), label=f"config {c}") for c in sorted(set(cfgs))]
     ax.set_xlabel("denoising step")
     ax.set_ylabel("relative MSE of velocity vs full precision")
     ax.set_title("Per-step error of the quantized model (GPTQ weights, scheduled activation bits)")
     ax.set_xticks(steps)
     if err and min(err) > 0 and max(err) / min(err) > 30:
         ax.set_yscale("log")
-    ax.legend(fontsize=8)
+    ax.legend(handles=handles, fontsize=8, loc="lower right")
     ax.grid(axis="y", alpha=0.3)
     _save(fig, path)
 
