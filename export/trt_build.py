@@ -276,7 +276,7 @@ def write_skip_record(ctx: CompileContext, reason: str) -> Path:
         "",
         "1. Build the plugin library (sources in plugins/src, see plugins/BUILD.json):",
         "     cmake -S plugins/src -B plugins/build -DTRT_ROOT=/path/to/TensorRT -DCUDA_ARCH=90 \\",
-        "           -DADATSQ_KERNELS_DIR=plugins/src/csrc && cmake --build plugins/build -j",
+        "           -DADATSQ_KERNELS_DIR=$PWD/plugins/src/csrc && cmake --build plugins/build -j",
         f"     cp plugins/build/{PLUGIN_LIBRARY} plugins/build/{PLUGIN_LIBRARY_DYNAMIC} plugins/",
         "",
         "2. Either re-run the build stage (TensorRT Python API, checks the plugin layers):",

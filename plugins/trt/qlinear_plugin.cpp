@@ -1,0 +1,230 @@
+// adatsq::QLinear v1 TensorRT plugin. NOT COMPILED where written (no TensorRT/CUDA); see qlinear_plugin.h.
+#include "qlinear_plugin.h"
+
+#include "qlinear_kernels.h"
+
+#include <cstring>
+#include <mutex>
+
+using namespace nvinfer1;
+
+namespace adatsq {
+namespace {
+constexpr char const* kName = "QLinear";
+constexpr char const* kVersion = "1";
+constexpr char const* kNamespace = "adatsq";
+
+bool hasBias(int32_t nbInputs) { return nbInputs == 6; }
+
+int kernelDtype(DataType t) {
+    switch (t) {
+    case DataType::kFLOAT: return ADATSQ_F32;
+    case DataType::kHALF: return ADATSQ_F16;
+    case DataType::kBF16: return ADATSQ_BF16;
+    default: return -1;
+    }
+}
+
+int64_t rowsOf(Dims const& d) {
+    int64_t m = 1;
+    for (int32_t i = 0; i + 1 < d.nbDims; ++i) m *= d.d[i];
+    return m;
+}
+
+// Effective group and scratch sizes: q (M*K bytes) then s_x (M*(K/G) floats), 256-byte aligned.
+size_t scratchBytes(int64_t M, int64_t K, int32_t group) {
+    size_t q = static_cast<size_t>(M * K);
+    q = (q + 255) / 256 * 256;
+    return q + static_cast<size_t>(M * (K / group)) * sizeof(float) + 256;
+}
+}  // namespace
+
+QLinearPlugin::QLinearPlugin(QLinearParams const& p) : mParams(p) {
+    mFields = {
+        PluginField("a_bits", &mParams.a_bits, PluginFieldType::kINT32, 1),
+        PluginField("w_bits", &mParams.w_bits, PluginFieldType::kINT32, 1),
+        PluginField("group_size", &mParams.group_size, PluginFieldType::kINT32, 1),
+        PluginField("rotate", &mParams.rotate, PluginFieldType::kINT32, 1),
+        PluginField("rotation_m", &mParams.rotation_m, PluginFieldType::kINT32, 1),
+    };
+    mFc.nbFields = static_cast<int32_t>(mFields.size());
+    mFc.fields = mFields.data();
+}
+
+QLinearPlugin::~QLinearPlugin() {
+    if (mHm != nullptr) cudaFree(mHm);
+}
+
+IPluginCapability* QLinearPlugin::getCapabilityInterface(PluginCapabilityType type) noexcept {
+    switch (type) {
+    case PluginCapabilityType::kCORE: return static_cast<IPluginV3OneCore*>(this);
+    case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
+    case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
+    }
+    return nullptr;
+}
+
+IPluginV3* QLinearPlugin::clone() noexcept {
+    auto* p = new (std::nothrow) QLinearPlugin(mParams);
+    if (p != nullptr) p->mNbInputs = mNbInputs;
+    return p;
+}
+
+char const* QLinearPlugin::getPluginName() const noexcept { return kName; }
+char const* QLinearPlugin::getPluginVersion() const noexcept { return kVersion; }
+char const* QLinearPlugin::getPluginNamespace() const noexcept { return kNamespace; }
+
+int32_t QLinearPlugin::getNbOutputs() const noexcept { return 1; }
+
+int32_t QLinearPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_t nbInputs,
+                                       DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept {
+    if ((nbInputs != 5 && nbInputs != 6) || nbOutputs != 1) return -1;
+    mNbInputs = nbInputs;
+    if (mParams.a_bits > 8) return -1;  // a_bits = 16: no kernel path yet (see README)
+    int64_t K = in[0].desc.dims.d[in[0].desc.dims.nbDims - 1];
+    if (K > 0 && (K % mParams.group_size) != 0) return -1;
+    return 0;
+}
+
+int32_t QLinearPlugin::getOutputDataTypes(DataType* outputTypes, int32_t nbOutputs, DataType const* inputTypes,
+                                          int32_t) const noexcept {
+    if (nbOutputs != 1) return -1;
+    outputTypes[0] = inputTypes[0];  // y has the dtype of x (fp32 or bf16, see supportsFormatCombination)
+    return 0;
+}
+
+int32_t QLinearPlugin::getOutputShapes(DimsExprs const* inputs, int32_t nbInputs, DimsExprs const*, int32_t,
+                                       DimsExprs* outputs, int32_t nbOutputs, IExprBuilder&) noexcept {
+    if ((nbInputs != 5 && nbInputs != 6) || nbOutputs != 1) return -1;
+    outputs[0] = inputs[0];                                   // [..., K] -> [..., N]
+    outputs[0].d[inputs[0].nbDims - 1] = inputs[1].d[0];      // N = rows of the packed weight
+    return 0;
+}
+
+bool QLinearPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDesc const* inOut, int32_t nbInputs,
+                                              int32_t) noexcept {
+    PluginTensorDesc const& d = inOut[pos].desc;
+    if (d.format != TensorFormat::kLINEAR) return false;
+    int32_t const out = nbInputs;  // the output's position
+    bool const bias = hasBias(nbInputs);
+    if (pos == 0) return d.type == DataType::kFLOAT || d.type == DataType::kBF16;
+    if (pos == 1) return d.type == DataType::kUINT8 || d.type == DataType::kINT8;
+    if (pos == 2) return d.type == DataType::kHALF;
+    if (bias && pos == 3) return d.type == DataType::kFLOAT;
+    if (pos == out) return d.type == inOut[0].desc.type;
+    return d.type == DataType::kFLOAT;  // had_m, had_p (not read)
+}
+
+size_t QLinearPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t, DynamicPluginTensorDesc const*,
+                                       int32_t) const noexcept {
+    Dims const& mx = inputs[0].max;
+    int64_t K = mx.d[mx.nbDims - 1];
+    return scratchBytes(rowsOf(mx), K, mParams.group_size);
+}
+
+int32_t QLinearPlugin::onShapeChange(PluginTensorDesc const*, int32_t nbInputs, PluginTensorDesc const*,
+                                     int32_t) noexcept {
+    mNbInputs = nbInputs;  // enqueue() is not told the input count
+    return (nbInputs == 5 || nbInputs == 6) ? 0 : -1;
+}
+
+int32_t QLinearPlugin::ensureHadamard() noexcept {
+    // Called from attachToContext (not from enqueue: enqueue must stay graph-capturable, no malloc/sync).
+    if (!mParams.rotate || mParams.rotation_m <= 1 || mHm != nullptr) return 0;
+    int32_t const m = mParams.rotation_m;
+    std::vector<int8_t> host(static_cast<size_t>(m) * m);
+    if (adatsq_paley_matrix(m, host.data()) != 0) return -1;
+    if (cudaMalloc(&mHm, host.size()) != cudaSuccess) return -1;
+    if (cudaMemcpy(mHm, host.data(), host.size(), cudaMemcpyHostToDevice) != cudaSuccess) return -1;
+    mHmOrder = m;
+    return 0;
+}
+
+IPluginV3* QLinearPlugin::attachToContext(IPluginResourceContext*) noexcept {
+    auto* p = new (std::nothrow) QLinearPlugin(mParams);
+    if (p != nullptr) p->mNbInputs = mNbInputs;
+    if (p != nullptr && p->ensureHadamard() != 0) {
+        delete p;
+        return nullptr;
+    }
+    return p;
+}
+
+int32_t QLinearPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc const* outputDesc,
+                               void const* const* inputs, void* const* outputs, void* workspace,
+                               cudaStream_t stream) noexcept {
+    Dims const& xd = inputDesc[0].dims;
+    int64_t const K = xd.d[xd.nbDims - 1];
+    int64_t const M = rowsOf(xd);
+    int64_t const N = inputDesc[1].dims.d[0];
+    int const xType = kernelDtype(inputDesc[0].type);
+    int const yType = kernelDtype(outputDesc[0].type);
+    if (xType < 0 || (yType != ADATSQ_F32 && yType != ADATSQ_BF16)) return -1;
+    int m = 1, p = static_cast<int>(K);
+    if (mParams.rotate) {
+        if (adatsq_hadamard_factors(K, &m, &p) != 0 || m != mParams.rotation_m) return -1;
+    }
+    float const* bias = hasBias(mNbInputs) ? static_cast<float const*>(inputs[3]) : nullptr;
+    auto* q = static_cast<uint8_t*>(workspace);
+    size_t qBytes = (static_cast<size_t>(M * K) + 255) / 256 * 256;
+    auto* sx = reinterpret_cast<float*>(q + qBytes);
+    // a_bits = 16 (unquantized activations) is not a kernel mode: contract 1 allows only {3, 4, 8} here.
+    if (mParams.a_bits > 8) return -1;
+    return adatsq_qlinear_launch(inputs[0], xType, M, K, mParams.rotate, m, p, mHm, mParams.group_size,
+                                 mParams.a_bits, static_cast<uint8_t const*>(inputs[1]), mParams.w_bits,
+                                 static_cast<uint16_t const*>(inputs[2]), bias, outputs[0], yType, N, q, sx,
+                                 stream);
+}
+
+PluginFieldCollection const* QLinearPlugin::getFieldsToSerialize() noexcept { return &mFc; }
+
+// --- creator ------------------------------------------------------------------------------------------------
+QLinearPluginCreator::QLinearPluginCreator() {
+    for (char const* n : {"a_bits", "w_bits", "group_size", "rotate", "rotation_m"}) {
+        mFields.emplace_back(n, nullptr, PluginFieldType::kINT32, 1);
+    }
+    mFc.nbFields = static_cast<int32_t>(mFields.size());
+    mFc.fields = mFields.data();
+}
+
+char const* QLinearPluginCreator::getPluginName() const noexcept { return kName; }
+char const* QLinearPluginCreator::getPluginVersion() const noexcept { return kVersion; }
+char const* QLinearPluginCreator::getPluginNamespace() const noexcept { return kNamespace; }
+PluginFieldCollection const* QLinearPluginCreator::getFieldNames() noexcept { return &mFc; }
+
+IPluginV3* QLinearPluginCreator::createPlugin(char const*, PluginFieldCollection const* fc, TensorRTPhase) noexcept {
+    QLinearParams p;
+    for (int32_t i = 0; fc != nullptr && i < fc->nbFields; ++i) {
+        PluginField const& f = fc->fields[i];
+        if (f.data == nullptr || f.type != PluginFieldType::kINT32) continue;  // parser narrows INT to INT32
+        int32_t const v = *static_cast<int32_t const*>(f.data);
+        if (!std::strcmp(f.name, "a_bits")) p.a_bits = v;
+        else if (!std::strcmp(f.name, "w_bits")) p.w_bits = v;
+        else if (!std::strcmp(f.name, "group_size")) p.group_size = v;
+        else if (!std::strcmp(f.name, "rotate")) p.rotate = v;
+        else if (!std::strcmp(f.name, "rotation_m")) p.rotation_m = v;
+    }
+    bool const ok = (p.a_bits == 3 || p.a_bits == 4 || p.a_bits == 8 || p.a_bits == 16) &&
+                    (p.w_bits == 3 || p.w_bits == 4 || p.w_bits == 8) && p.group_size > 0;
+    return ok ? new (std::nothrow) QLinearPlugin(p) : nullptr;
+}
+
+}  // namespace adatsq
+
+// --- registration -------------------------------------------------------------------------------------------
+#ifdef ADATSQ_STATIC_REGISTRATION
+// For trtexec --staticPlugins, Triton --backend-config=tensorrt,plugins=..., LD_PRELOAD, ctypes.CDLL.
+REGISTER_TENSORRT_PLUGIN(adatsq::QLinearPluginCreator);
+#else
+// For trtexec --dynamicPlugins / IPluginRegistry::loadLibrary (which fails on already-registered creators,
+// hence a separate library without static registration).
+extern "C" {
+__attribute__((visibility("default"))) IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
+    static adatsq::QLinearPluginCreator creator;
+    static IPluginCreatorInterface* const creators[] = {&creator};
+    nbCreators = 1;
+    return creators;
+}
+__attribute__((visibility("default"))) void setLoggerFinder(ILoggerFinder*) {}
+}
+#endif
