@@ -48,11 +48,7 @@ def compiled_dir() -> Path:
 def make_ctx(out: Path) -> CompileContext:
     cfg = json.loads((out / "compile_config.json").read_text())
     cfg["out"] = str(out)
-    return CompileContext(
-        CompileConfig.from_dict(cfg)
-        if hasattr(CompileConfig, "from_dict")
-        else CompileConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items()})
-    )
+    return CompileContext(CompileConfig.from_dict(cfg))
 
 
 @pytest.fixture(scope="module")
@@ -90,19 +86,21 @@ def test_triton_configs_structurally_valid(packaged: Path) -> None:
         text = (d / "config.pbtxt").read_text()
         assert _balanced(text)
         assert f'name: "adatsq_config_{k:02d}"' in text
-        assert 'platform: "tensorrt_plan"' in text and "max_batch_size: 0" in text
-        assert (
-            'name: "hidden_states"' in text
-            and "data_type: TYPE_FP32" in text
-            and "dims: [ -1, 64, 64 ]" in text
-        )
-        assert (d / "1" / "README.md").exists() and not (d / "1" / "model.plan").exists()  # no fake plans
+        assert 'platform: "tensorrt_plan"' in text
+        assert "max_batch_size: 0" in text
+        assert 'name: "hidden_states"' in text
+        assert "data_type: TYPE_FP32" in text
+        assert "dims: [ -1, 64, 64 ]" in text
+        assert (d / "1" / "README.md").exists()
+        assert not (d / "1" / "model.plan").exists()
     den = packaged / "triton" / "adatsq_denoiser"
     text = (den / "config.pbtxt").read_text()
-    assert _balanced(text) and 'backend: "python"' in text
+    assert _balanced(text)
+    assert 'backend: "python"' in text
     cfg = json.loads((den / "1" / "denoiser.json").read_text())
     assert cfg["step_models"] == [f"adatsq_config_{c:02d}" for c in sched["step_configs"]]
-    assert len(cfg["sigmas"]) == sched["steps"] + 1 and cfg["sigmas"][-1] == 0.0
+    assert len(cfg["sigmas"]) == sched["steps"] + 1
+    assert cfg["sigmas"][-1] == 0.0
     compile(  # noqa: S102 - syntax check of the generated model.py
         (den / "1" / "model.py").read_text(), "model.py", "exec"
     )
@@ -111,21 +109,25 @@ def test_triton_configs_structurally_valid(packaged: Path) -> None:
 
 def test_trtexec_scripts(packaged: Path) -> None:
     build = (packaged / "trtexec" / "build_config_00.sh").read_text()
-    assert "--onnx=onnx/config_00.onnx" in build and "--saveEngine=trt/config_00.plan" in build
+    assert "--onnx=onnx/config_00.onnx" in build
+    assert "--saveEngine=trt/config_00.plan" in build
     assert "--minShapes=hidden_states:1x64x64,timestep:1,encoder_hidden_states:1x4x32" in build
     assert "--maxShapes=hidden_states:2x64x64,timestep:2,encoder_hidden_states:2x16x32" in build
-    assert "--staticPlugins=" in build and "--fp16" not in build
+    assert "--staticPlugins=" in build
+    assert "--fp16" not in build
     prof = (packaged / "trtexec" / "profile_config_00.sh").read_text()
-    assert (
-        "--loadEngine=trt/config_00.plan" in prof and "--dumpProfile" in prof and "--exportLayerInfo" in prof
-    )
+    assert "--loadEngine=trt/config_00.plan" in prof
+    assert "--dumpProfile" in prof
+    assert "--exportLayerInfo" in prof
     assert "--shapes=hidden_states:1x64x64" in prof
     assert os.access(packaged / "trtexec" / "build_config_00.sh", os.X_OK)
 
 
 def test_plugin_record(packaged: Path) -> None:
     rec = json.loads((packaged / "plugins" / "BUILD.json").read_text())
-    assert rec["built"] is False and "reason" in rec and rec["verified_against_tensorrt"] is False
+    assert rec["built"] is False
+    assert "reason" in rec
+    assert rec["verified_against_tensorrt"] is False
     assert any(s.endswith("qlinear_plugin.cpp") for s in rec["sources"])
 
 
@@ -141,7 +143,8 @@ def test_manifest_hashes_and_tamper(packaged: Path, tmp_path: Path) -> None:
         "report/report.md",
     ):
         assert name in man["files"], name
-    assert man["versions"]["tensorrt"] is None and man["versions"]["torch"]
+    assert man["versions"]["tensorrt"] is None
+    assert man["versions"]["torch"]
     assert [e["config_id"] for e in man["engines"]] == list(range(man["schedule"]["configs"]))
     copy = tmp_path / "c"
     shutil.copytree(packaged, copy, symlinks=True)
@@ -150,7 +153,9 @@ def test_manifest_hashes_and_tamper(packaged: Path, tmp_path: Path) -> None:
     data[-1] ^= 0xFF
     w.write_bytes(bytes(data))
     problems = verify_manifest(copy)
-    assert len(problems) == 1 and problems[0].startswith("weights.safetensors") and "sha256" in problems[0]
+    assert len(problems) == 1
+    assert problems[0].startswith("weights.safetensors")
+    assert "sha256" in problems[0]
     (copy / "schedule.json").unlink()
     assert any("schedule.json" in p and "missing" in p for p in verify_manifest(copy))
     (copy / "manifest.json").unlink()
