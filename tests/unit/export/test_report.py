@@ -1,0 +1,52 @@
+"""Report: figures exist, are real images, and report.md states the schedule's bits and engine count."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from adatsq.export.report import REPORT_FIGURES, write_report
+from tests.unit.export.test_package import compiled_dir, make_ctx
+
+
+@pytest.fixture(scope="module")
+def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("rep") / "out"
+    shutil.copytree(compiled_dir(), out)
+    write_report(make_ctx(out))
+    return out
+
+
+def test_figures_are_images(report_dir: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.image as mpimg
+
+    for name in (*REPORT_FIGURES, "gptq_errors.png"):
+        path = report_dir / "report" / name
+        assert path.stat().st_size > 10_000, name
+        img = mpimg.imread(path)
+        assert img.shape[0] > 200
+        assert img.shape[1] > 300
+        assert img.std() > 0.05, f"{name} looks blank"
+
+
+def test_report_md_matches_schedule(report_dir: Path) -> None:
+    s = json.loads((report_dir / "schedule.json").read_text())
+    md = (report_dir / "report" / "report.md").read_text()
+    assert f"**{s['achieved_bits']:.4f}**" in md
+    assert f"engines (distinct configurations): **{len(s['configs'])}**" in md
+    assert str(list(s["step_configs"])) in md
+    for name in REPORT_FIGURES:
+        assert f"({name})" in md
+
+
+def test_step_errors_finite(report_dir: Path) -> None:
+    rows = json.loads((report_dir / "report" / "step_error.json").read_text())
+    s = json.loads((report_dir / "schedule.json").read_text())
+    assert [r["config"] for r in rows] == s["step_configs"]
+    assert all(0 < r["relative_mse"] < 10 for r in rows)
