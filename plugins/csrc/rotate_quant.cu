@@ -66,7 +66,7 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
   extern __shared__ float4 smem_raw[];
   float* buf = reinterpret_cast<float*>(smem_raw);          // K floats
   unsigned* gmax = reinterpret_cast<unsigned*>(buf + K);    // K/group absmax bit patterns
-  int8_t* hm_s = reinterpret_cast<int8_t*>(gmax + K / group);  // m*m signs
+  float* hm_s = reinterpret_cast<float*>(gmax + K / group);     // m*m signs as +-1.f
 
   const int64_t token = blockIdx.x;
   const int tid = threadIdx.x;
@@ -77,7 +77,7 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
 
   for (int i = tid; i < ngroups; i += kThreads) gmax[i] = 0u;
   if (rotate && m > 1) {
-    for (int i = tid; i < m * m; i += kThreads) hm_s[i] = hm[i];
+    for (int i = tid; i < m * m; i += kThreads) hm_s[i] = static_cast<float>(hm[i]);
   }
 
   float v[CPT][kVec];
@@ -136,12 +136,14 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
     }
     if (smem_stages) {
       // Stages h = 256 .. p/2: pair t -> segment t / (p/2), index i0 = seg*p + (r / h)*2h + r % h.
-      const int half = p >> 1;
+      // p and h are powers of two: shifts and masks instead of divisions.
+      const int log_half = __ffs(p) - 2;
       for (int h = 32 * kVec; h < p; h <<= 1) {
+        const int log_h = __ffs(h) - 1;
         for (int t = tid; t < K / 2; t += kThreads) {
-          const int seg = t / half;
-          const int r = t - seg * half;
-          const int i0 = seg * p + (r / h) * 2 * h + (r % h);
+          const int seg = t >> log_half;
+          const int r = t & ((p >> 1) - 1);
+          const int i0 = (seg << (log_half + 1)) + ((r >> log_h) << (log_h + 1)) + (r & (h - 1));
           const float a = buf[i0], b = buf[i0 + h];
           buf[i0] = a + b;
           buf[i0 + h] = a - b;
@@ -156,13 +158,13 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
         const int c = tid + j * kThreads;
         if (c < nchunks) {
           const int e = c * kVec;
-          const int row = e / p;
-          const int col = e - row * p;
+          const int row = e >> (__ffs(p) - 1);
+          const int col = e & (p - 1);
           float acc[kVec];
 #pragma unroll
           for (int i = 0; i < kVec; ++i) acc[i] = 0.f;
           for (int a = 0; a < m; ++a) {
-            const float sgn = static_cast<float>(hm_s[a * m + row]);
+            const float sgn = hm_s[a * m + row];
             const float4* src = reinterpret_cast<const float4*>(buf + a * p + col);
             const float4 u0 = src[0], u1 = src[1];
             acc[0] = fmaf(sgn, u0.x, acc[0]); acc[1] = fmaf(sgn, u0.y, acc[1]);
@@ -186,14 +188,11 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
         }
       }
     }
-    // x~ = (H_m^T X H_p) / sqrt(K): a true division, as plugins/hadamard.py:rotate does.
-#pragma unroll
-    for (int j = 0; j < CPT; ++j) {
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) v[j][i] = __fdiv_rn(v[j][i], sqrt_k);
-    }
+    // x~ = u / sqrt(K) with u = H_m^T X H_p: the division is folded into the scale below (one per group):
+    // absmax(x~) = absmax(u) / sqrt(K) exactly (rounding is monotonic), so s matches the reference bit for
+    // bit and the codes use u * (1 / (sqrt(K) s)); a code can differ from rint((u/sqrt(K))/s) only when
+    // the quotient lies within an ulp of a .5 boundary.
   }
-
   // Per-group absmax. Chunks of one group are G/8 consecutive lanes when G/8 divides 32, or whole warps
   // when 32 divides G/8; otherwise every thread publishes its own maximum.
   const int cpg = group / kVec;  // chunks per group
@@ -217,17 +216,19 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
   __syncthreads();
 
   const float fq = static_cast<float>(qmax);
+  const float norm = rotate ? sqrt_k : 1.f;
 #pragma unroll
   for (int j = 0; j < CPT; ++j) {
     const int c = tid + j * kThreads;
     if (c < nchunks) {
       const int g = c / cpg;
-      const float amax = __uint_as_float(gmax[g]);
+      const float amax = rotate ? __fdiv_rn(__uint_as_float(gmax[g]), norm) : __uint_as_float(gmax[g]);
       const float s = amax > 1e-30f ? __fdiv_rn(amax, fq) : 1.f;
+      const float inv = __frcp_rn(__fmul_rn(norm, s));
       uint8_t out[kVec];
 #pragma unroll
       for (int i = 0; i < kVec; ++i) {
-        float code = rintf(__fdiv_rn(v[j][i], s));  // round half to even, like torch.round
+        float code = rintf(v[j][i] * inv);  // round half to even, like torch.round
         code = fminf(fmaxf(code, -fq - 1.f), fq);
         out[i] = encode<kFp8>(code);
       }
@@ -242,7 +243,7 @@ template <int CPT, typename TIn, bool kFp8>
 int launch_typed(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, int p, const int8_t* hm,
                  int group, int qmax, void* q, float* s_x, cudaStream_t stream) {
   const size_t smem = static_cast<size_t>(K) * sizeof(float) + (K / group) * sizeof(unsigned) +
-                      ((rotate && m > 1) ? static_cast<size_t>(m) * m : 0);
+                      ((rotate && m > 1) ? static_cast<size_t>(m) * m * sizeof(float) : 0);
   auto kernel = rotate_quant_kernel<CPT, TIn, kFp8>;
   if (smem > 48 * 1024) {
     const cudaError_t e =

@@ -54,21 +54,38 @@ class TileConfig:
     warps: int = 8
     stages: int = 3
     swap: bool = False
+    pair: bool = False
 
 
 CONFIGS: tuple[TileConfig, ...] = (
-    TileConfig(128, 256, 8, 3, False),
-    TileConfig(128, 128, 8, 4, False),
-    TileConfig(256, 128, 8, 3, False),
-    TileConfig(128, 128, 4, 4, False),
-    TileConfig(128, 256, 8, 3, True),
-    TileConfig(128, 128, 8, 4, True),
-    TileConfig(256, 128, 8, 3, True),
+    TileConfig(128, 128, 8, 4, False, False),
+    TileConfig(128, 128, 8, 3, False, True),
+    TileConfig(64, 128, 4, 4, False, False),
+    TileConfig(64, 128, 4, 3, False, True),
+    TileConfig(128, 128, 8, 4, True, False),
+    TileConfig(128, 128, 8, 3, True, True),
+    TileConfig(128, 64, 4, 4, True, False),
+    TileConfig(256, 128, 8, 3, True, False),
 )
 
 # (wfmt, fp8) -> chosen config; benchmarks/bench_qlinear.py fills it from its sweep, else DEFAULT.
 TUNED: dict[tuple[int, bool], TileConfig] = {}
-DEFAULT = TileConfig()
+DEFAULT = TileConfig(128, 128, 8, 4, False, False)
+
+
+@triton.jit
+def _codes_to_operand(u, OFFSET: tl.constexpr, FP8: tl.constexpr):
+    """Unsigned u = code + OFFSET → e4m3 (FP8) or int8 code.
+
+    FP8: float16 with bits 0x6400 | u is exactly 1024 + u, so (that − 1024 − OFFSET) is the code in
+    float16, exact, then one cvt to e4m3 (|code| ≤ 8 is exact in e4m3). int8: u − OFFSET.
+    """
+    if FP8:
+        h = (u | 0x6400).to(tl.int16).to(tl.float16, bitcast=True) - (1024.0 + OFFSET)
+        out = h.to(tl.float8e4nv)
+    else:
+        out = (u - OFFSET).to(tl.int8)
+    return out
 
 
 @triton.jit
@@ -87,26 +104,30 @@ def _weight_tile(
     if WFMT == 3:
         # word w of the row: bytes 3w, 3w+1, 3w+2 little endian; code 8w+i = ((word >> 3i) & 7) - 4.
         offs_w = g * (BK // 8) + tl.arange(0, BK // 8)
-        offs_b = tl.arange(0, 4)
-        ptrs = w_ptr + offs_n[:, None, None] * stride_w + offs_w[None, :, None] * 3 + offs_b[None, None, :]
-        byts = tl.load(ptrs, mask=nmask[:, None, None] & (offs_b < 3)[None, None, :], other=0).to(tl.int32)
-        word = tl.sum(byts << (offs_b * 8)[None, None, :], axis=2)
-        sh = tl.arange(0, 8) * 3
-        codes = tl.reshape(((word[:, :, None] >> sh[None, None, :]) & 7) - 4, (BN, BK))
-        if FP8:
-            tile = codes.to(tl.float16).to(tl.float8e4nv)
-        else:
-            tile = codes.to(tl.int8)
+        rows = w_ptr + offs_n[:, None] * stride_w + offs_w[None, :] * 3
+        b0 = tl.load(rows, mask=nmask[:, None], other=0).to(tl.int32)
+        b1 = tl.load(rows + 1, mask=nmask[:, None], other=0).to(tl.int32)
+        b2 = tl.load(rows + 2, mask=nmask[:, None], other=0).to(tl.int32)
+        word = b0 | (b1 << 8) | (b2 << 16)
+        # u_i = code_i + 4 in [0, 7]; joins keep the 8 codes of a word in one thread, in order i = 4a+2b+c
+        u0 = word & 7
+        u1 = (word >> 3) & 7
+        u2 = (word >> 6) & 7
+        u3 = (word >> 9) & 7
+        u4 = (word >> 12) & 7
+        u5 = (word >> 15) & 7
+        u6 = (word >> 18) & 7
+        u7 = (word >> 21) & 7
+        u = tl.join(tl.join(tl.join(u0, u4), tl.join(u2, u6)), tl.join(tl.join(u1, u5), tl.join(u3, u7)))
+        u = tl.reshape(u, (BN, BK))
+        tile = _codes_to_operand(u, 4, FP8)
     elif WFMT == 4:
-        # byte b = codes 2b (low nibble) and 2b+1 (high nibble); v = (u ^ 8) - 8 sign-extends a nibble.
+        # byte b = codes 2b (low nibble) and 2b+1 (high nibble); u = nibble ^ 8 = code + 8 in [0, 15].
         offs_b = g * (BK // 2) + tl.arange(0, BK // 2)
         byts = tl.load(w_ptr + offs_n[:, None] * stride_w + offs_b[None, :], mask=nmask[:, None], other=0)
-        sh = tl.arange(0, 2) * 4
-        codes = tl.reshape((((byts.to(tl.int32)[:, :, None] >> sh[None, None, :]) & 15) ^ 8) - 8, (BN, BK))
-        if FP8:
-            tile = codes.to(tl.float16).to(tl.float8e4nv)
-        else:
-            tile = codes.to(tl.int8)
+        byts = byts.to(tl.int32)
+        u = tl.reshape(tl.join((byts & 15) ^ 8, (byts >> 4) ^ 8), (BN, BK))
+        tile = _codes_to_operand(u, 8, FP8)
     else:
         offs_k = g * BK + tl.arange(0, BK)
         # pre-expanded: w_ptr already points at e4m3 / int8 codes (a direct load keeps it pipelined)
@@ -115,11 +136,43 @@ def _weight_tile(
 
 
 @triton.jit
+def _group_dot(x_ptrs, mmask, w_ptr, offs_n, nmask, g, stride_w, BN: tl.constexpr, BK: tl.constexpr,
+               WFMT: tl.constexpr, FP8: tl.constexpr, SWAP: tl.constexpr):  # fmt: skip
+    """Exact integer tile product of one group: (BM, BN), or (BN, BM) when SWAP; float32 values."""
+    xt = tl.load(x_ptrs, mask=mmask[:, None], other=0.0)
+    wt = _weight_tile(w_ptr, offs_n, nmask, g, stride_w, BN, BK, WFMT, FP8)
+    if SWAP:
+        if FP8:
+            part = tl.dot(wt, tl.trans(xt))
+        else:
+            part = tl.dot(wt, tl.trans(xt), out_dtype=tl.int32).to(tl.float32)
+    else:
+        if FP8:
+            part = tl.dot(xt, tl.trans(wt))
+        else:
+            part = tl.dot(xt, tl.trans(wt), out_dtype=tl.int32).to(tl.float32)
+    return part
+
+
+@triton.jit
+def _promote(acc, part, sx_ptr, sw_ptr, g, M, N, offs_m, offs_n, mmask, nmask, SWAP: tl.constexpr):
+    """acc += part · s_x[g, m] · s_w[g, n]; both scale vectors are contiguous (group-major) loads."""
+    sx = tl.load(sx_ptr + g * M + offs_m, mask=mmask, other=0.0)
+    sw = tl.load(sw_ptr + g * N + offs_n, mask=nmask, other=0.0)
+    if SWAP:
+        acc += part * (sw[:, None] * sx[None, :])
+    else:
+        acc += part * (sx[:, None] * sw[None, :])
+    return acc
+
+
+@triton.jit
 def _qgemm_kernel(
     x_ptr, w_ptr, sx_ptr, sw_ptr, bias_ptr, y_ptr,
     M, N, K, stride_w,
     WFMT: tl.constexpr, FP8: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SWAP: tl.constexpr, GROUP_M: tl.constexpr = 8,
+    BM: tl.constexpr, BN: tl.constexpr, BK: tl.constexpr, SWAP: tl.constexpr, PAIR: tl.constexpr,
+    GROUP_M: tl.constexpr = 8,
 ):  # fmt: skip
     pid = tl.program_id(0)
     num_m = tl.cdiv(M, BM)
@@ -141,24 +194,19 @@ def _qgemm_kernel(
         acc = tl.zeros((BN, BM), dtype=tl.float32)
     else:
         acc = tl.zeros((BM, BN), dtype=tl.float32)
-    for g in range(0, NG):
-        xt = tl.load(x_ptrs, mask=mmask[:, None], other=0.0)
-        wt = _weight_tile(w_ptr, offs_n, nmask, g, stride_w, BN, BK, WFMT, FP8)
-        sx = tl.load(sx_ptr + g * M + offs_m, mask=mmask, other=0.0)
-        sw = tl.load(sw_ptr + offs_n * NG + g, mask=nmask, other=0.0).to(tl.float32)
-        if SWAP:
-            if FP8:
-                part = tl.dot(wt, tl.trans(xt))
-            else:
-                part = tl.dot(wt, tl.trans(xt), out_dtype=tl.int32).to(tl.float32)
-            acc += part * (sw[:, None] * sx[None, :])
-        else:
-            if FP8:
-                part = tl.dot(xt, tl.trans(wt))
-            else:
-                part = tl.dot(xt, tl.trans(wt), out_dtype=tl.int32).to(tl.float32)
-            acc += part * (sx[:, None] * sw[None, :])
-        x_ptrs += BK
+    # PAIR: two groups per iteration, two independent wgmma chains, so the promotion FFMAs of the first
+    # group run on the CUDA cores while the tensor cores work on the second (needs NG even).
+    for it in range(0, NG // (2 if PAIR else 1)):
+        g = it * (2 if PAIR else 1)
+        p0 = _group_dot(x_ptrs, mmask, w_ptr, offs_n, nmask, g, stride_w, BN, BK, WFMT, FP8, SWAP)
+        if PAIR:
+            p1 = _group_dot(
+                x_ptrs + BK, mmask, w_ptr, offs_n, nmask, g + 1, stride_w, BN, BK, WFMT, FP8, SWAP
+            )
+        acc = _promote(acc, p0, sx_ptr, sw_ptr, g, M, N, offs_m, offs_n, mmask, nmask, SWAP)
+        if PAIR:
+            acc = _promote(acc, p1, sx_ptr, sw_ptr, g + 1, M, N, offs_m, offs_n, mmask, nmask, SWAP)
+        x_ptrs += BK * (2 if PAIR else 1)
 
     if SWAP:
         if HAS_BIAS:
@@ -170,6 +218,19 @@ def _qgemm_kernel(
             acc += tl.load(bias_ptr + offs_n, mask=nmask, other=0.0)[None, :]
         y_ptrs = y_ptr + offs_m[:, None].to(tl.int64) * N + offs_n[None, :]
         tl.store(y_ptrs, acc.to(y_ptr.dtype.element_ty), mask=mmask[:, None] & nmask[None, :])
+
+
+_SW_CACHE: dict[tuple[int, int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def s_w_group_major(s_w: torch.Tensor) -> torch.Tensor:
+    """float16 (N, K/G) → float32 (K/G, N), cached per tensor version (weights are static)."""
+    key = (s_w.data_ptr(), s_w.shape[0], s_w._version)
+    hit = _SW_CACHE.get(key)
+    if hit is None or hit[0] is not s_w:
+        hit = (s_w, s_w.t().float().contiguous())
+        _SW_CACHE[key] = hit
+    return hit[1]
 
 
 def qgemm_triton(
@@ -185,7 +246,8 @@ def qgemm_triton(
     config: TileConfig | None = None,
 ) -> torch.Tensor:
     """y = Σ_g s_x·s_w·(q_x·q_w)_g + b; q (M×K) e4m3/int8 codes, s_x float32 (K/G, M) group-major,
-    w (N × row bytes) in ``wfmt``, s_w float16 (N, K/G), bias float32 (N) or None."""
+    w (N × row bytes) in ``wfmt``, s_w float16 (N, K/G) (used group-major float32, cached), bias
+    float32 (N) or None."""
     m, k = q.shape
     n = s_w.shape[0]
     if k % group or group not in (64, 128):
@@ -196,12 +258,15 @@ def qgemm_triton(
     qb = q
     wb = w if wfmt == WFMT_E or wfmt == WFMT_INT8 else w.view(torch.uint8)
     b = bias if bias is not None else s_x
+    sw_t = s_w_group_major(s_w)
 
     cfg = config or TUNED.get((wfmt, fp8), DEFAULT)
+    if cfg.pair and (k // group) % 2:
+        cfg = dataclasses.replace(cfg, pair=False)
     grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
     _qgemm_kernel[grid](
-        qb, wb, s_x, s_w, b, y, m, n, k, wb.stride(0),
-        WFMT=wfmt, FP8=fp8, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, BK=group, SWAP=cfg.swap,
+        qb, wb, s_x, sw_t, b, y, m, n, k, wb.stride(0),
+        WFMT=wfmt, FP8=fp8, HAS_BIAS=bias is not None, BM=cfg.bm, BN=cfg.bn, BK=group, SWAP=cfg.swap, PAIR=cfg.pair,
         num_warps=cfg.warps, num_stages=cfg.stages,
     )  # fmt: skip
     return y
