@@ -55,6 +55,15 @@ _TRITON_DTYPES = {
 }
 
 
+def _outputs(io: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
+    """io.json outputs: a list under ``outputs`` or one dict under ``output`` (export/graph_io.py form)."""
+    if not io:
+        return []
+    if "outputs" in io:
+        return list(io["outputs"])
+    return [io["output"]] if isinstance(io.get("output"), Mapping) else []
+
+
 def config_model_name(k: int) -> str:
     return f"adatsq_config_{k:02d}"
 
@@ -96,7 +105,7 @@ def plan_config_pbtxt(k: int, io: Mapping[str, Any] | None) -> str:
     ]
     if io is not None:
         lines += _tensor_block("input", io.get("inputs", []))
-        lines += _tensor_block("output", io.get("outputs", []))
+        lines += _tensor_block("output", _outputs(io))
     lines += [
         "instance_group [",
         "  {",
@@ -122,7 +131,7 @@ def denoiser_config_pbtxt(
     and the per-request conditioning the engines take (everything but the timestep); output the final
     latent in the same packed layout."""
     by_name = {t["name"]: t for t in (io or {}).get("inputs", [])}
-    outs = {t["name"]: t for t in (io or {}).get("outputs", [])}
+    outs = {t["name"]: t for t in _outputs(io)}
     inputs = [by_name.get(latent_input, {"name": latent_input, "dtype": "float32", "shape": [-1, -1, -1]})]
     inputs += [by_name[n] for n in passthrough if n in by_name]
     out = dict(outs.get(output, {"name": output, "dtype": "float32", "shape": [-1, -1, -1]}))
@@ -274,13 +283,13 @@ def write_triton_repository(
                 f"`model.plan`:\n\n    ln -s ../../../trt/config_{k:02d}.plan model.plan   # or cp\n",
             )
     inputs = [t["name"] for t in (io or {}).get("inputs", [])]
-    outputs = [t["name"] for t in (io or {}).get("outputs", [])]
+    outputs = [t["name"] for t in _outputs(io)]
     latent = "hidden_states" if "hidden_states" in inputs or not inputs else inputs[0]
     timestep = "timestep"
     output = outputs[0] if outputs else "output"
     passthrough = [n for n in inputs if n not in (latent, timestep)]
     dtypes = {t["name"]: t.get("dtype", "float32") for t in (io or {}).get("inputs", [])}
-    out_dtypes = {t["name"]: t.get("dtype", "float32") for t in (io or {}).get("outputs", [])}
+    out_dtypes = {t["name"]: t.get("dtype", "float32") for t in _outputs(io)}
     den = repo / DENOISER_MODEL
     put(den / "config.pbtxt", denoiser_config_pbtxt(io, latent, output, passthrough))
     put(den / "1" / "model.py", _MODEL_PY)

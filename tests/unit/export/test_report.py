@@ -7,9 +7,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_package import compiled_dir, make_ctx
 
 from adatsq.export.report import REPORT_FIGURES, write_report
-from tests.unit.export.test_package import compiled_dir, make_ctx
 
 
 @pytest.fixture(scope="module")

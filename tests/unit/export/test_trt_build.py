@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_package import IO, compiled_dir, make_ctx
 
 from adatsq.compiler.settings import CompileError
 from adatsq.export import trt_build
 from adatsq.export.trt_build import count_plugin_layers, run_build
-from tests.unit.export.test_package import IO, compiled_dir, make_ctx
 
 
 @pytest.fixture
