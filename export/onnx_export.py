@@ -1,0 +1,199 @@
+"""Stage 5, export: ONE dynamo export of the quantized transformer, specialised per distinct configuration.
+
+    weights.safetensors + transformer_config.json ─► QuantLinear model (LoadQuantizedWeightsPass)
+      ─► family wrapper with tensor inputs (export/graph_io.py)
+      ─► torch.onnx.export(dynamo=True, opset 21, QLinear translation, dynamic batch and token dims)
+      ─► finalize_exported_model (shared Hadamard initializers, QLinear function, ir_version 10)
+      ─► per configuration k of schedule.json:
+           SetActivationBitsPass(configs[k]) → ExternalizeWeightsPass → CleanupPass → onnx/config_kk.onnx
+      ─► onnx/io.json (graph I/O per family and how the runner builds the inputs)
+
+All configuration graphs read their parameters from ``onnx/weights.safetensors``, a hard link to
+``weights.safetensors`` (ORT refuses external data outside the graph's folder), so N configurations cost
+N small graphs and ONE copy of the weights. The example batch is 2 (a batch of 1 would be specialised
+away by torch.export); the exporter runs without its optimizer (``optimize=False``), because constant
+folding would turn parameters into transposed/renamed copies that can no longer point into the weight file.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from adatsq.compiler.atomic import atomic_write, atomic_write_text
+from adatsq.export.graph_io import PREFIX, add_dtype_anchors, adapter_for
+from adatsq.passes.onnx import CleanupPass, ExternalizeWeightsPass, SetActivationBitsPass
+
+__all__ = [
+    "EXPORT_VERSION",
+    "config_path",
+    "export_base_graph",
+    "export_key",
+    "export_outputs",
+    "link_weights",
+    "load_quantized_model",
+    "run_export",
+    "specialise",
+]
+
+EXPORT_VERSION = 1
+OPSET = 21
+WEIGHTS_LINK = "weights.safetensors"
+
+
+def config_path(onnx_dir: Path, config_id: int) -> Path:
+    return Path(onnx_dir) / f"config_{config_id:02d}.onnx"
+
+
+def load_quantized_model(out_dir: Path) -> nn.Module:
+    """The quantized transformer stored in ``out_dir`` (architecture from transformer_config.json, every
+    value from weights.safetensors). Tiny models are built directly; big ones would be built on the meta
+    device first (not needed on this CPU machine: the weight-store pass assigns every tensor anyway)."""
+    import diffusers
+
+    from adatsq.passes.weight_store import LoadQuantizedWeightsPass
+
+    out_dir = Path(out_dir)
+    cfg = json.loads((out_dir / "transformer_config.json").read_text())
+    cls = getattr(diffusers, cfg["_class_name"])
+    with torch.random.fork_rng():
+        model = cls.from_config(cfg).eval()
+    LoadQuantizedWeightsPass(out_dir / "weights.safetensors")(model)
+    return add_dtype_anchors(model.float().eval())
+
+
+def export_base_graph(
+    model: nn.Module, family: str, latent_shape: tuple[int, ...], text_len: int
+) -> onnx.ModelProto:
+    """The one exported graph (QLinear a_bits as set on the model; configs are applied by passes)."""
+    from adatsq.plugins.onnx_op import export_translation_table, finalize_exported_model
+
+    adapter = adapter_for(family)
+    wrapper = adapter.wrap(model).eval()
+    config = model.config
+    example = adapter.example_inputs(config, latent_shape, text_len)
+    dynamic = adapter.dynamic_shapes(config)
+    names = [s.name for s in adapter.inputs(config)]
+    kwargs: dict[str, Any] = {}
+    shapes: dict[str, Any] = {}
+    for name in example:
+        kwargs[name] = example[name] if name in names else None
+        shapes[name] = dynamic[name] if name in names else None
+    with torch.no_grad():
+        program = torch.onnx.export(
+            wrapper,
+            (),
+            kwargs=kwargs,
+            dynamo=True,
+            opset_version=OPSET,
+            custom_translation_table=export_translation_table(),
+            dynamic_shapes=shapes,
+            input_names=names,
+            output_names=[adapter.output(config).name],
+            optimize=False,
+            verbose=False,
+        )
+    return finalize_exported_model(program.model_proto)
+
+
+def specialise(
+    base: onnx.ModelProto, bits: dict[str, int], weights: Path, location: str = WEIGHTS_LINK
+) -> onnx.ModelProto:
+    """One configuration graph: a_bits per layer, parameters pointing into ``weights``, cleaned, checked."""
+    model = copy.deepcopy(base)
+    SetActivationBitsPass(bits, prefix=PREFIX)(model)
+    ExternalizeWeightsPass(weights, location=location, prefix=PREFIX)(model)
+    CleanupPass()(model)
+    model.producer_name = "adatsq"
+    return model
+
+
+def link_weights(out_dir: Path) -> Path:
+    """``onnx/weights.safetensors`` as a hard link to ``weights.safetensors`` (same bytes, no copy)."""
+    src = Path(out_dir) / "weights.safetensors"
+    dst = Path(out_dir) / "onnx" / WEIGHTS_LINK
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.exists() and os.path.samefile(src, dst):
+        return dst
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    if tmp.exists():
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError as exc:
+        raise OSError(
+            f"cannot hard-link {src} into {dst.parent} ({exc.strerror}); the ONNX graphs need the weight "
+            f"file inside onnx/ without a second copy, so the output directory must be on one file system"
+        ) from None
+    os.replace(tmp, dst)
+    return dst
+
+
+# --------------------------------------------------------------------------------------- stage functions
+
+
+def export_key(ctx: Any) -> dict[str, Any]:
+    """What the export depends on: the quantized weights (the quantize stage's key), the configurations,
+    the export code version and the torch/onnx versions."""
+    s = ctx.schedule
+    return {
+        "quantize": ctx.out.stage_key("quantize"),
+        "act_layers": list(s.act_layers),
+        "configs": [list(c) for c in s.configs],
+        "resolution": list(s.resolution),
+        "export_version": EXPORT_VERSION,
+        "opset": OPSET,
+        "torch": torch.__version__,
+        "onnx": onnx.__version__,
+    }
+
+
+def export_outputs(ctx: Any) -> list[Path]:
+    onnx_dir = ctx.out.onnx
+    return [config_path(onnx_dir, k) for k in range(len(ctx.schedule.configs))] + [
+        onnx_dir / "io.json",
+        onnx_dir / WEIGHTS_LINK,
+    ]
+
+
+def run_export(ctx: Any) -> None:
+    """Write onnx/config_NN.onnx for every distinct configuration, onnx/io.json and the weight link."""
+    from adatsq.compiler.models.registry import family_of, get_spec
+
+    schedule = ctx.schedule
+    out_dir = Path(ctx.out.root)
+    spec = get_spec(schedule.model)
+    family = family_of(spec)
+    model = load_quantized_model(out_dir)
+    latent_shape = family.latent_shape(spec, model, tuple(schedule.resolution))
+    ctx.log(f"export: {spec.name} ({family.name}), {len(schedule.configs)} configuration(s)")
+    base = export_base_graph(model, family.name, latent_shape, spec.text_len)
+    weights = link_weights(out_dir)
+    onnx_dir = weights.parent
+    for k, cfg in enumerate(schedule.configs):
+        graph = specialise(base, dict(zip(schedule.act_layers, cfg)), weights)
+        atomic_write(config_path(onnx_dir, k), lambda p, g=graph: onnx.save_model(g, str(p)))
+    for stale in sorted(onnx_dir.glob("config_*.onnx")):
+        idx = stale.stem.removeprefix("config_")
+        if not idx.isdigit() or int(idx) >= len(schedule.configs):
+            stale.unlink()
+    adapter = adapter_for(family.name)
+    record = adapter.io_record(model.config)
+    record.update(
+        {
+            "opset": OPSET,
+            "ir_version": base.ir_version,
+            "configs": {f"{k:02d}": config_path(Path("onnx"), k).name for k in range(len(schedule.configs))},
+            "weights": f"onnx/{WEIGHTS_LINK} (hard link of weights.safetensors)",
+            "latent_shape": list(latent_shape),
+            "text_len": spec.text_len,
+        }
+    )
+    atomic_write_text(onnx_dir / "io.json", json.dumps(record, indent=2) + "\n")
