@@ -43,6 +43,7 @@ setup(
         "onnx-ir",
         "matplotlib",
         "transformers",
+        "accelerate",
     ],
     extras_require={
         "dev": ["pytest", "pytest-timeout", "ruff", "polygraphy", "onnx-graphsurgeon"],

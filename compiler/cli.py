@@ -127,7 +127,7 @@ def main(
         ctx = CompileContext(config, console=console)
         status = run_pipeline(ctx)
     except (ConfigError, ModelLoadError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False)
+        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished stages are kept; rerun the same command to resume")

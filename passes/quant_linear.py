@@ -59,6 +59,21 @@ class QuantLinear(nn.Module):
         self.register_buffer("w_packed", fmt.pack(codes))
         self.register_buffer("w_scale", scale.to(torch.float16).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """An empty tensor with the module's compute dtype and device, for diffusers code that reads
+        ``linear.weight.dtype`` (e.g. Z-Image's timestep embedder); the weights live in ``w_packed``."""
+        return self._dtype_probe
+
+    def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
+        # model.to(bfloat16) must not touch the op's contract: scales stay float16, bias float32
+        super()._apply(fn, recurse)
+        self.w_scale = self.w_scale.to(torch.float16)
+        if self.bias is not None:
+            self.bias = self.bias.float()
+        return self
 
     @property
     def codes(self) -> torch.Tensor:

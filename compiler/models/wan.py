@@ -21,6 +21,8 @@ WAN_RULES = (
     LayerRule(r"(blocks\.\d+)\.attn2\.to_[kv]", "act", r"\1.attn2.kv"),
     LayerRule(r"blocks\.\d+\.attn[12]\.(to_q|to_out\.0)", "act"),
     LayerRule(r"blocks\.\d+\.ffn\.net\.(0\.proj|2)", "act"),
+    # Wan keeps time_embedder in float32 (_keep_in_fp32_modules) and reads its parameter dtype: keep it as is
+    LayerRule(r"condition_embedder\.time_embedder\..*", "skip"),
     LayerRule(r"condition_embedder\..*", "weight_only"),
     LayerRule(r"proj_out", "skip"),
 )
