@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from adatsq.compiler.atomic import atomic_write, atomic_write_text
-from adatsq.export.graph_io import PREFIX, add_dtype_anchors, adapter_for
+from adatsq.export.graph_io import PREFIX, adapter_for, add_dtype_anchors
 from adatsq.passes.onnx import CleanupPass, ExternalizeWeightsPass, SetActivationBitsPass
 
 __all__ = [

@@ -1,0 +1,378 @@
+"""The engine-switching runner: reads ONLY an output directory and, per denoising step i, runs the engine
+of configuration ``schedule.step_configs[i]``.
+
+Backends
+--------
+* ``ort``: one ONNX Runtime session per configuration (``onnx/config_NN.onnx``), created lazily; all
+  sessions read the one ``onnx/weights.safetensors`` (hard link of ``weights.safetensors``).
+* ``torch``: ONE QuantLinear model (weights from ``weights.safetensors``); per step its activation bits
+  are switched with ``set_activation_bits`` (no weight copies).
+* ``trt``: one deserialized TensorRT engine per configuration (``trt/config_NN.plan``), written to the
+  documented TensorRT 10/11 Python API (``IRuntime.deserialize_cuda_engine``, ``create_execution_context``,
+  ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). UNVERIFIED: no TensorRT here.
+
+Step tracking
+-------------
+:class:`Transformer` is a drop-in for the family's diffusers transformer (same call signature, ``.config``,
+``.dtype``, ``.device``, ``return_dict``). The step index advances when the timestep VALUE changes between
+calls (so Wan's two CFG calls per step and Flux's true-CFG calls count once), and restarts at 0 after
+``schedule.steps`` steps (a new generation) or on :meth:`EngineRunner.reset`. With ``generate`` and
+``run_sampler`` the sampler's ``before_step(i)`` sets the step explicitly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+__all__ = ["BACKENDS", "EngineRunner", "RunnerError", "StepRecord", "Transformer"]
+
+BACKENDS = ("ort", "torch", "trt")
+
+
+class RunnerError(RuntimeError):
+    """The output directory cannot be run as asked; the message names the file or option at fault."""
+
+
+@dataclasses.dataclass
+class StepRecord:
+    step: int
+    config: int
+    seconds: float
+    calls: int
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _manifest_files(manifest: Any) -> dict[str, str]:
+    """relative path → sha256 from a manifest.json (accepts {"files": {path: sha}} or {"files": {path:
+    {"sha256": ...}}} or {"files": [{"path", "sha256"}]})."""
+    files = manifest.get("files", {}) if isinstance(manifest, dict) else {}
+    out: dict[str, str] = {}
+    if isinstance(files, dict):
+        for k, v in files.items():
+            out[k] = v if isinstance(v, str) else v.get("sha256", "")
+    elif isinstance(files, list):
+        for rec in files:
+            out[rec["path"]] = rec.get("sha256", "")
+    return {k: v for k, v in out.items() if v}
+
+
+class EngineRunner:
+    """Runs the compiled schedule of ``out_dir`` with ``backend`` (see the module docstring)."""
+
+    def __init__(
+        self, out_dir: str | Path, backend: str = "ort", device: str = "cpu", verify: bool = True
+    ) -> None:
+        from adatsq.compiler.models.registry import family_of, get_spec
+        from adatsq.compiler.schedule import load_schedule
+
+        if backend not in BACKENDS:
+            raise RunnerError(f"--backend must be one of {BACKENDS}, got {backend!r}")
+        self.root = Path(out_dir)
+        self.backend = backend
+        self.device = device
+        for required in ("schedule.json", "transformer_config.json", "weights.safetensors"):
+            if not (self.root / required).is_file():
+                raise RunnerError(
+                    f"{self.root / required} is missing; is {self.root} a compiled output directory?"
+                )
+        if verify:
+            self.verify_manifest()
+        try:
+            self.schedule = load_schedule(self.root / "schedule.json")
+        except Exception as exc:
+            raise RunnerError(f"{self.root / 'schedule.json'}: {exc}") from None
+        self.spec = get_spec(self.schedule.model)
+        self.family = family_of(self.spec)
+        self.transformer_config = json.loads((self.root / "transformer_config.json").read_text())
+        self.used_configs: list[int] = []
+        self.steps: list[StepRecord] = []
+        self._step = 0
+        self._last_t: float | None = None
+        self.explicit_steps = False
+        self._engines: dict[int, Callable[[dict[str, np.ndarray]], np.ndarray]] = {}
+        self._torch_model: nn.Module | None = None
+        self._adapter: Any = None
+        self.check_engines()
+
+    # ------------------------------------------------------------------------------------------ checks
+    def verify_manifest(self) -> None:
+        """If manifest.json exists, every file it lists must exist and match its sha256."""
+        path = self.root / "manifest.json"
+        if not path.exists():
+            return
+        try:
+            files = _manifest_files(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
+            raise RunnerError(f"{path} is not a valid manifest ({exc})") from None
+        for rel, sha in sorted(files.items()):
+            f = self.root / rel
+            if not f.is_file():
+                raise RunnerError(f"{f} is listed in manifest.json but missing")
+            if _sha256(f) != sha:
+                raise RunnerError(f"{f} does not match its sha256 in manifest.json (modified or corrupt)")
+
+    def engine_path(self, config: int) -> Path:
+        if self.backend == "trt":
+            return self.root / "trt" / f"config_{config:02d}.plan"
+        return self.root / "onnx" / f"config_{config:02d}.onnx"
+
+    def check_engines(self) -> None:
+        """Every configuration the schedule names must have its engine file."""
+        if self.backend == "torch":
+            return
+        for c in sorted(set(self.schedule.step_configs)):
+            p = self.engine_path(c)
+            if not p.is_file():
+                raise RunnerError(f"schedule.json uses configuration {c}, but its engine {p} is missing")
+        if self.backend == "ort" and not (self.root / "onnx" / "weights.safetensors").is_file():
+            raise RunnerError(
+                f"{self.root / 'onnx' / 'weights.safetensors'} (link to the weights) is missing"
+            )
+
+    # ------------------------------------------------------------------------------------------ engines
+    @property
+    def adapter(self) -> Any:
+        if self._adapter is None:
+            from adatsq.export.graph_io import adapter_for
+
+            self._adapter = adapter_for(self.family.name)
+        return self._adapter
+
+    @property
+    def torch_model(self) -> nn.Module:
+        """The single QuantLinear model of the torch backend (also the reference for tests)."""
+        if self._torch_model is None:
+            from adatsq.export.onnx_export import load_quantized_model
+
+            self._torch_model = load_quantized_model(self.root).to(self.device)
+        return self._torch_model
+
+    def _engine(self, config: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        if config not in self._engines:
+            self._engines[config] = (
+                self._ort_engine(config) if self.backend == "ort" else self._trt_engine(config)
+            )
+        return self._engines[config]
+
+    def _ort_engine(self, config: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        providers = ["CUDAExecutionProvider"] if self.device.startswith("cuda") else []
+        providers.append("CPUExecutionProvider")
+        available = set(ort.get_available_providers())
+        try:
+            sess = ort.InferenceSession(
+                str(self.engine_path(config)), opts, providers=[p for p in providers if p in available]
+            )
+        except Exception as exc:
+            raise RunnerError(f"{self.engine_path(config)}: ONNX Runtime cannot load it ({exc})") from None
+        names = {i.name for i in sess.get_inputs()}
+
+        def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+            return sess.run(None, {k: v for k, v in feeds.items() if k in names})[0]
+
+        return run
+
+    def _trt_engine(self, config: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        """TensorRT 10/11 Python API (UNVERIFIED here: written to the documented API, never executed)."""
+        try:
+            import tensorrt as trt  # noqa: TID251 - lazy import in runtime/, allowed by DESIGN.md
+        except ImportError:
+            raise RunnerError(
+                "--backend trt needs the tensorrt Python package, which is not installed"
+            ) from None
+        logger = trt.Logger(trt.Logger.WARNING)
+        trt.init_libnvinfer_plugins(logger, "")
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(self.engine_path(config).read_bytes())
+        if engine is None:
+            raise RunnerError(f"{self.engine_path(config)}: TensorRT could not deserialize the engine")
+        context = engine.create_execution_context()
+        out_name = next(
+            engine.get_tensor_name(i)
+            for i in range(engine.num_io_tensors)
+            if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT
+        )
+        stream = torch.cuda.Stream()
+
+        def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
+            keep = []
+            for name, value in feeds.items():
+                if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
+                    continue
+                t = torch.from_numpy(np.ascontiguousarray(value)).cuda()
+                keep.append(t)
+                context.set_input_shape(name, tuple(t.shape))
+                context.set_tensor_address(name, t.data_ptr())
+            shape = tuple(context.get_tensor_shape(out_name))
+            out = torch.empty(shape, dtype=torch.float32, device="cuda")
+            context.set_tensor_address(out_name, out.data_ptr())
+            if not context.execute_async_v3(stream.cuda_stream):
+                raise RunnerError(f"TensorRT execution of configuration {config} failed")
+            stream.synchronize()
+            return out.cpu().numpy()
+
+        return run
+
+    # ------------------------------------------------------------------------------------------ stepping
+    def reset(self) -> None:
+        self._step = 0
+        self._last_t = None
+        self.explicit_steps = False
+        self.used_configs = []
+        self.steps = []
+
+    def set_step(self, step: int) -> None:
+        """Explicit step index (the sampler's ``before_step`` hook)."""
+        if not 0 <= step < self.schedule.steps:
+            raise RunnerError(f"step {step} is outside the schedule's {self.schedule.steps} steps")
+        if step == 0:
+            self.reset()
+        self._step = step
+        self._last_t = None
+        self.explicit_steps = True
+        self._begin_step()
+
+    def _begin_step(self) -> None:
+        config = self.schedule.step_configs[self._step]
+        self.used_configs.append(config)
+        self.steps.append(StepRecord(self._step, config, 0.0, 0))
+        if self.backend == "torch":
+            from adatsq.passes.quant_linear import set_activation_bits
+
+            set_activation_bits(self.torch_model, self.schedule.bits_at(self._step))
+
+    def observe_timestep(self, t: float) -> None:
+        """Pipeline integration: a new timestep value starts the next step (first call: step 0)."""
+        if self._last_t is None and not self.steps:
+            self._step = 0
+            self._begin_step()
+        elif self._last_t is not None and t != self._last_t:
+            nxt = self._step + 1
+            if nxt >= self.schedule.steps:
+                self.reset()
+                nxt = 0
+            self._step = nxt
+            self._begin_step()
+        self._last_t = t
+
+    @property
+    def current_config(self) -> int:
+        return self.schedule.step_configs[self._step]
+
+    def call(self, kwargs: Mapping[str, Any]) -> torch.Tensor:
+        """One transformer call at the current step, diffusers kwargs in, the transformer's sample out."""
+        if not self.steps:
+            self._begin_step()
+        start = time.perf_counter()
+        if self.backend == "torch":
+            model = self.torch_model
+            with torch.no_grad():
+                out = model(**{**kwargs, "return_dict": False})[0]
+        else:
+            feeds = self.adapter.feeds(self.torch_config, kwargs)
+            out = torch.from_numpy(self._engine(self.current_config)(feeds))
+        rec = self.steps[-1]
+        rec.seconds += time.perf_counter() - start
+        rec.calls += 1
+        return out
+
+    @property
+    def torch_config(self) -> Any:
+        from diffusers.configuration_utils import FrozenDict
+
+        return FrozenDict(self.transformer_config)
+
+    # ------------------------------------------------------------------------------------------ sampling
+    def transformer(self) -> Transformer:
+        """A diffusers-compatible stand-in for the family's transformer."""
+        return Transformer(self)
+
+    def generate(
+        self, seed: int = 0, n: int = 1, steps: int | None = None, resolution: tuple[int, ...] | None = None
+    ) -> torch.Tensor:
+        """Final latents of ``n`` samples: synthetic conditioning exactly as compile builds it
+        (``family.synthetic_conditioning`` with a generator seeded by ``seed``), noise from the same
+        generator, and the family's real sampling loop with this runner as the transformer."""
+        from adatsq.compiler.models.base import run_sampler
+
+        steps = self.schedule.steps if steps is None else steps
+        if steps != self.schedule.steps:
+            raise RunnerError(
+                f"--steps {steps} differs from the schedule's {self.schedule.steps} steps; the engines were "
+                f"chosen per step, recompile with --steps {steps}"
+            )
+        resolution = tuple(resolution or self.schedule.resolution)
+        shim = self.transformer()
+        g = torch.Generator().manual_seed(seed)
+        cond = self.family.synthetic_conditioning(self.spec, shim, n, g)
+        noise = self.family.sample_noise(self.spec, shim, resolution, n, g)
+        self.reset()
+        try:
+            return run_sampler(self.family, self.spec, shim, noise, cond, steps, before_step=self.set_step)
+        finally:
+            self.explicit_steps = False
+
+
+class Transformer(nn.Module):
+    """Drop-in for the family's diffusers transformer, backed by an :class:`EngineRunner`.
+
+    ``forward`` takes the family transformer's keyword arguments (Flux: hidden_states, timestep, guidance,
+    pooled_projections, encoder_hidden_states, txt_ids, img_ids, joint_attention_kwargs, return_dict;
+    Wan: hidden_states, timestep, encoder_hidden_states, attention_kwargs, return_dict) and returns
+    ``(sample,)`` or an object with ``.sample``. Outside ``generate`` the step is tracked from the timestep
+    value (module docstring of :mod:`adatsq.runtime.runner`).
+    """
+
+    def __init__(self, runner: EngineRunner) -> None:
+        super().__init__()
+        from diffusers.configuration_utils import FrozenDict
+
+        self.runner = runner
+        self.config = FrozenDict(runner.transformer_config)
+        self._anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # .dtype/.device/parameters()
+        self.call_count = 0
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return torch.float32
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def forward(self, *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
+        if args:
+            names = ("hidden_states", "timestep", "encoder_hidden_states")
+            kwargs.update(dict(zip(names, args)))
+        kwargs.pop("joint_attention_kwargs", None)
+        kwargs.pop("attention_kwargs", None)
+        if not self.runner.explicit_steps:
+            t = torch.as_tensor(kwargs["timestep"]).reshape(-1)[0]
+            self.runner.observe_timestep(float(t))
+        self.call_count += 1
+        out = self.runner.call(kwargs)
+        if not return_dict:
+            return (out,)
+        from diffusers.models.modeling_outputs import Transformer2DModelOutput
+
+        return Transformer2DModelOutput(sample=out)
