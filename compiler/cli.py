@@ -86,6 +86,13 @@ def main(
 ) -> None:
     """Compile MODEL (flux-dev, flux-schnell, z-image, wan2.1-1.3b, tiny-flux, tiny-wan, tiny-zimage) into
     per-timestep-configuration engines with an average of at most --target activation bits."""
+    import os
+    import warnings
+
+    os.environ.setdefault(
+        "TRANSFORMERS_VERBOSITY", "error"
+    )  # diffusers' pipeline imports warn about torchvision
+    warnings.filterwarnings("ignore", category=FutureWarning)
     from rich.console import Console
 
     from adatsq.compiler.config import ConfigError

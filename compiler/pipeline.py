@@ -20,6 +20,9 @@ from adatsq.compiler.stages.calibrate import calibrate_key, run_calibrate
 from adatsq.compiler.stages.load import load_key, run_load
 from adatsq.compiler.stages.quantize import quantize_key, run_quantize
 from adatsq.compiler.stages.search import run_search, search_key
+from adatsq.export.onnx_export import export_key, export_outputs, run_export
+from adatsq.export.package import package_key, package_outputs, run_package
+from adatsq.export.trt_build import build_key, build_outputs, run_build
 
 __all__ = ["STAGES", "Stage", "run_pipeline"]
 
@@ -37,8 +40,11 @@ STAGES: tuple[Stage, ...] = (
     Stage("calibrate", calibrate_key, run_calibrate, lambda c: [c.out.cache / "calibration.pt"]),
     Stage("search", search_key, run_search, lambda c: [c.out.schedule]),
     Stage("quantize", quantize_key, run_quantize, lambda c: [c.out.weights]),
+    Stage("export", export_key, run_export, export_outputs),
+    Stage("build", build_key, run_build, build_outputs),
+    Stage("package", package_key, run_package, package_outputs),
 )
-assert tuple(s.name for s in STAGES) == STAGE_NAMES[: len(STAGES)]
+assert tuple(s.name for s in STAGES) == STAGE_NAMES
 
 
 def run_pipeline(ctx: CompileContext) -> dict[str, str]:
