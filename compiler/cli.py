@@ -30,6 +30,7 @@ def _known_models() -> str:
 )
 @click.option("--calib-samples", type=int, default=4, help="Calibration conditionings / seeds.")
 @click.option("--candidates", type=int, default=8, help="M: candidates per step and beam width.")
+@click.option("--clusters", type=int, default=4, help="Sensitivity clusters per step (candidate bit tuples).")
 @click.option(
     "--tau", type=float, default=1.0, help="Temperature of the Fisher softmax over steps (GPTQ weights)."
 )
