@@ -19,7 +19,7 @@ from adatsq.compiler.models.base import Family, LayerInventory, ModelSpec
 from adatsq.compiler.models.registry import family_of, get_spec, load_transformer
 from adatsq.compiler.output_dir import OutputDir
 from adatsq.compiler.schedule import Schedule, load_schedule
-from adatsq.compiler.settings import CompileConfig
+from adatsq.compiler.settings import CompileConfig, CompileError
 from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
 
 __all__ = ["CompileContext", "model_fingerprint"]
@@ -50,6 +50,10 @@ class CompileContext:
         self._fingerprint: str | None = None
         self._calibration: CalibrationData | None = None
         self._schedule: Schedule | None = None
+        if config.metric == "clip" and self.spec.is_tiny:
+            raise CompileError(
+                f"--metric clip needs a real model with a VAE and prompts; {self.spec.name} has none"
+            )
         self.steps = config.resolved_steps(self.spec)
         self.resolution = config.resolved_resolution(self.spec)
         self.weight_bits = config.resolved_weight_bits()

@@ -133,6 +133,7 @@ def test_model_path_and_python_api(tmp_path: Path) -> None:
         (["sdxl", "--target", "3.1"], "unknown model 'sdxl'; known models: flux-dev"),
         (["tiny-wan", "--target", "2.5"], "--target 2.5 is outside [3, 16]"),
         (["tiny-wan", "--target", "17"], "--target 17.0 is outside [3, 16]"),
+        (["tiny-wan", "--target", "4", "--metric", "clip"], "--metric clip needs a real model"),
     ],
 )
 def test_bad_input_exit_2_nothing_written(tmp_path: Path, args: list[str], message: str) -> None:
