@@ -19,7 +19,7 @@ import os
 
 import torch
 
-from adatsq.plugins.hadamard import hadamard_factors, paley_base
+from adatsq.plugins.hadamard import hadamard_factors, hadamard_matrix, paley_base
 from adatsq.plugins.kernels import cuda_lib
 from adatsq.plugins.reference import UNQUANTIZED, dequantize_weight, effective_group
 
@@ -185,14 +185,14 @@ def _fallback(
 ) -> torch.Tensor:
     """a = 16 (unquantized activations) or shapes the kernels do not take: torch on the GPU."""
     from adatsq.plugins.formats import format_for_bits
-    from adatsq.plugins.hadamard import rotate as rotate_fn
+    from adatsq.plugins.kernels.layouts import unpack_int3
     from adatsq.plugins.reference import quantize_activation
 
     k = x.shape[-1]
-    codes = format_for_bits(w_bits).unpack(w_packed, k)
+    codes = unpack_int3(w_packed, k) if w_bits == 3 else format_for_bits(w_bits).unpack(w_packed, k)
     w = dequantize_weight(codes, w_scale)
     x2 = x.reshape(-1, k).float()
-    xr = rotate_fn(x2) if rotate else x2
+    xr = _rotate_on_device(x2) if rotate else x2
     if a_bits < UNQUANTIZED:
         g = effective_group(k, group_size)
         qx, sx = quantize_activation(xr, a_bits, group_size)
@@ -207,6 +207,16 @@ def _fallback(
     if bias is not None:
         y = y + bias.float()
     return y.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
+
+
+def _rotate_on_device(x2: torch.Tensor) -> torch.Tensor:
+    """x̃ = H_mᵀ·X·H_p/√K per token on x2's device (plugins/hadamard.py:rotate builds H_p on the CPU)."""
+    k = x2.shape[-1]
+    m, p = hadamard_factors(k)
+    xm = x2.reshape(-1, m, p) @ hadamard_matrix(p).to(x2)
+    if m > 1:
+        xm = torch.einsum("nap,ai->nip", xm, paley_base(m).to(x2))
+    return (xm / math.sqrt(k)).reshape(-1, k)
 
 
 def flops(m: int, n: int, k: int) -> float:

@@ -13,8 +13,10 @@ Operand paths (constexpr, one compiled kernel each):
 * FP8=False: int8 activations (a = 8) and int8 weights, IGMMA with s32 accumulation.
 
 Weight operand (WFMT): 9 = pre-expanded one byte per code (e4m3 or int8 matching the path), 8 = int8 codes
-(int8 path only), 4 = packed int4 (low nibble first, two's complement), 3 = packed int3 (8 codes + 4 in a
-24-bit little-endian word of 3 bytes); packed formats are expanded in registers inside the kernel.
+(int8 path only), 4 = packed int4 (low nibble first, two's complement), 5 = int3 bit planes (3 bits per code,
+plugins/kernels/layouts.py; ``qgemm_triton`` builds them once from the exchange int3 format, WFMT 3, whose
+24-bit words straddle bytes), 3 = exchange int3 decoded directly (byte loads, slow; kept for reference);
+packed formats are expanded in registers inside the kernel.
 SWAP=True computes the transposed tile (weights as the wgmma A operand) so the expanded weights can feed
 the tensor cores from registers instead of a shared-memory round trip.
 """
@@ -27,12 +29,15 @@ import torch
 import triton
 import triton.language as tl
 
+from adatsq.plugins.kernels.layouts import int3_planes_cached
+
 __all__ = [
     "CONFIGS",
     "DEFAULT",
     "TUNED",
     "WFMT_E",
     "WFMT_INT3",
+    "WFMT_INT3P",
     "WFMT_INT4",
     "WFMT_INT8",
     "TileConfig",
@@ -41,6 +46,7 @@ __all__ = [
 
 WFMT_INT3 = 3
 WFMT_INT4 = 4
+WFMT_INT3P = 5
 WFMT_INT8 = 8
 WFMT_E = 9
 
@@ -60,17 +66,62 @@ class TileConfig:
 CONFIGS: tuple[TileConfig, ...] = (
     TileConfig(128, 128, 8, 4, False, False),
     TileConfig(128, 128, 8, 3, False, True),
-    TileConfig(64, 128, 4, 4, False, False),
-    TileConfig(64, 128, 4, 3, False, True),
     TileConfig(128, 128, 8, 4, True, False),
-    TileConfig(128, 128, 8, 3, True, True),
     TileConfig(128, 64, 4, 4, True, False),
-    TileConfig(256, 128, 8, 3, True, False),
+    TileConfig(256, 64, 8, 4, True, False),
+    TileConfig(256, 64, 8, 3, True, True),
 )
 
 # (wfmt, fp8) -> chosen config; benchmarks/bench_qlinear.py fills it from its sweep, else DEFAULT.
 TUNED: dict[tuple[int, bool], TileConfig] = {}
 DEFAULT = TileConfig(128, 128, 8, 4, False, False)
+
+
+# PTX for 4 int4 codes: input register [b0, b0, b1, b1], output [c(2i), c(2i+1), c(2i+2), c(2i+3)].
+# nib = [b0 & 15, b0 >> 4, b1 & 15, b1 >> 4]; e4m3 by two 8-entry byte-permute tables (codes 0..7 and
+# -8..-1, selected by the nibble's sign bit); int8 by sign-extending the nibble.
+_NIBBLES = """
+    .reg .b32 lo, hi, nib;
+    and.b32 lo, $1, 0x0F0F0F0F;
+    shr.u32 hi, $1, 4;
+    and.b32 hi, hi, 0x0F0F0F0F;
+    prmt.b32 nib, lo, hi, 0x7250;
+"""
+_INT4_TO_E4M3 = tl.constexpr(
+    "{"
+    + _NIBBLES
+    + """
+    .reg .b32 idx, t, sel, p0, p1, n0, n1, pos, neg, msk;
+    and.b32 idx, nib, 0x07070707;
+    shr.u32 t, idx, 4;
+    or.b32 t, idx, t;
+    and.b32 sel, t, 0xFF;
+    shr.u32 t, t, 8;
+    and.b32 t, t, 0xFF00;
+    or.b32 sel, sel, t;
+    mov.b32 p0, 0x44403800;
+    mov.b32 p1, 0x4E4C4A48;
+    mov.b32 n0, 0xCACCCED0;
+    mov.b32 n1, 0xB8C0C4C8;
+    prmt.b32 pos, p0, p1, sel;
+    prmt.b32 neg, n0, n1, sel;
+    and.b32 msk, nib, 0x08080808;
+    shr.u32 msk, msk, 3;
+    mul.lo.u32 msk, msk, 0xFF;
+    lop3.b32 $0, pos, neg, msk, 0xD8;
+    }"""
+)
+_INT4_TO_S8 = tl.constexpr(
+    "{"
+    + _NIBBLES
+    + """
+    .reg .b32 s;
+    and.b32 s, nib, 0x08080808;
+    shr.u32 s, s, 3;
+    mul.lo.u32 s, s, 0xF0;
+    or.b32 $0, nib, s;
+    }"""
+)
 
 
 @triton.jit
@@ -121,13 +172,30 @@ def _weight_tile(
         u = tl.join(tl.join(tl.join(u0, u4), tl.join(u2, u6)), tl.join(tl.join(u1, u5), tl.join(u3, u7)))
         u = tl.reshape(u, (BN, BK))
         tile = _codes_to_operand(u, 4, FP8)
+    elif WFMT == 5:
+        # int3 bit planes (plugins/kernels/layouts.py): per group 12 int32 words, L_0..7 then H_0..3;
+        # u(16i + t) = ((L_i >> 2t) & 3) | (((H_{i//2} >> (16(i%2) + t)) & 1) << 2).
+        base = w_ptr.to(tl.pointer_type(tl.int32)) + offs_n[:, None] * (stride_w // 4) + g * 12
+        lo = tl.load(base + tl.arange(0, 8)[None, :], mask=nmask[:, None], other=0)
+        hi = tl.load(base + 8 + tl.arange(0, 4)[None, :], mask=nmask[:, None], other=0)
+        hi8 = tl.reshape(tl.join(hi, hi >> 16), (BN, 8))
+        t = tl.arange(0, 16)
+        u = ((lo[:, :, None] >> (2 * t)[None, None, :]) & 3) | (
+            ((hi8[:, :, None] >> t[None, None, :]) & 1) << 2
+        )
+        tile = _codes_to_operand(tl.reshape(u, (BN, BK)), 4, FP8)
     elif WFMT == 4:
-        # byte b = codes 2b (low nibble) and 2b+1 (high nibble); u = nibble ^ 8 = code + 8 in [0, 15].
+        # byte b = codes 2b (low nibble) and 2b+1 (high nibble), two's complement. Each byte is duplicated
+        # ([b0, b0, b1, b1] per 32-bit register) and 4 codes are converted at once with byte permutes.
         offs_b = g * (BK // 2) + tl.arange(0, BK // 2)
         byts = tl.load(w_ptr + offs_n[:, None] * stride_w + offs_b[None, :], mask=nmask[:, None], other=0)
-        byts = byts.to(tl.int32)
-        u = tl.reshape(tl.join((byts & 15) ^ 8, (byts >> 4) ^ 8), (BN, BK))
-        tile = _codes_to_operand(u, 8, FP8)
+        dup = tl.reshape(tl.join(byts, byts), (BN, BK))
+        if FP8:
+            tile = tl.inline_asm_elementwise(
+                _INT4_TO_E4M3, "=r,r", [dup], dtype=tl.float8e4nv, is_pure=True, pack=4
+            )
+        else:
+            tile = tl.inline_asm_elementwise(_INT4_TO_S8, "=r,r", [dup], dtype=tl.int8, is_pure=True, pack=4)
     else:
         offs_k = g * BK + tl.arange(0, BK)
         # pre-expanded: w_ptr already points at e4m3 / int8 codes (a direct load keeps it pipelined)
@@ -256,6 +324,8 @@ def qgemm_triton(
     if m == 0:
         return y
     qb = q
+    if wfmt == WFMT_INT3:  # the exchange int3 straddles bytes: use its bit-plane form (built once, cached)
+        w, wfmt = int3_planes_cached(w, k), WFMT_INT3P
     wb = w if wfmt == WFMT_E or wfmt == WFMT_INT8 else w.view(torch.uint8)
     b = bias if bias is not None else s_x
     sw_t = s_w_group_major(s_w)

@@ -103,3 +103,45 @@ def test_kernels_import_registers_cuda_impl_without_cuda() -> None:
     scale = torch.full((8, 2), 0.01, dtype=torch.float16)
     y = torch.ops.adatsq.qlinear(x, format_for_bits(4).pack(codes), scale, None, 4, 4, 128, True)
     assert y.shape == (3, 8)
+
+
+def test_int3_planes_roundtrip_and_kernel_decode() -> None:
+    from adatsq.plugins.kernels.layouts import int3_planes, unpack_int3, unpack_int3_planes
+
+    codes = _codes(16, 512, 3)
+    planes = int3_planes(codes)
+    assert planes.shape == (16, 512 * 3 // 8)  # exactly 3 bits per code
+    assert torch.equal(unpack_int3_planes(planes, 512), codes)
+    assert torch.equal(unpack_int3(format_for_bits(3).pack(codes), 512), codes)
+    # the Triton decode: u(16i + t) = ((L_i >> 2t) & 3) | (((H_{i//2} >> (16(i%2) + t)) & 1) << 2)
+    w = planes.view(torch.int32).reshape(16, 4, 12)
+    lo, hi = w[..., :8], w[..., 8:]
+    hi8 = torch.stack([hi, hi >> 16], -1).reshape(16, 4, 8)
+    t = torch.arange(16, dtype=torch.int32)
+    u = ((lo[..., None] >> (2 * t)) & 3) | (((hi8[..., None] >> t) & 1) << 2)
+    assert torch.equal(_magic_fp16(u.reshape(16, 512), 4), codes.float())
+
+
+def _prmt(a: int, b: int, sel: int) -> int:
+    src = [(a >> (8 * i)) & 0xFF for i in range(4)] + [(b >> (8 * i)) & 0xFF for i in range(4)]
+    return sum(src[(sel >> (4 * i)) & 7] << (8 * i) for i in range(4))
+
+
+def test_int4_byte_permute_tables() -> None:
+    """The PTX of triton_qgemm._INT4_TO_E4M3 / _INT4_TO_S8, emulated on every byte value."""
+    for b0 in range(256):
+        b1 = (b0 * 37 + 11) & 0xFF
+        r = b0 | (b0 << 8) | (b1 << 16) | (b1 << 24)
+        nib = _prmt(r & 0x0F0F0F0F, (r >> 4) & 0x0F0F0F0F, 0x7250)
+        idx = nib & 0x07070707
+        t = idx | (idx >> 4)
+        sel = (t & 0xFF) | ((t >> 8) & 0xFF00)
+        pos, neg = _prmt(0x44403800, 0x4E4C4A48, sel), _prmt(0xCACCCED0, 0xB8C0C4C8, sel)
+        msk = ((nib & 0x08080808) >> 3) * 0xFF
+        e4m3 = ((pos & ~msk) | (neg & msk)) & 0xFFFFFFFF
+        s8 = (nib | (((nib & 0x08080808) >> 3) * 0xF0)) & 0xFFFFFFFF
+        codes = [n - 16 if n >= 8 else n for b in (b0, b1) for n in (b & 15, b >> 4)]
+        want = torch.tensor(codes, dtype=torch.float32).to(torch.float8_e4m3fn).view(torch.uint8)
+        got = torch.tensor([(e4m3 >> (8 * i)) & 0xFF for i in range(4)], dtype=torch.uint8)
+        assert torch.equal(got, want), (b0, b1)
+        assert [((s8 >> (8 * i)) & 0xFF) for i in range(4)] == [c & 0xFF for c in codes]
