@@ -111,13 +111,14 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
     // Stages h = 8 .. 128 across lanes: the chunk at distance h/8 sits in lane ^ (h/8).
     for (int h = kVec; h < p && h < 32 * kVec; h <<= 1) {
       const int mask = h / kVec;
-      const bool upper = (lane & mask) != 0;
+      // lower lane: a + b; upper lane: a - b = fma(-1, b, a), one rounding either way (exact as the adds)
+      const float sgn = (lane & mask) ? -1.f : 1.f;
 #pragma unroll
       for (int j = 0; j < CPT; ++j) {
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
           const float other = __shfl_xor_sync(0xffffffffu, v[j][i], mask);
-          v[j][i] = upper ? other - v[j][i] : v[j][i] + other;
+          v[j][i] = fmaf(sgn, v[j][i], other);
         }
       }
     }

@@ -77,53 +77,6 @@ TUNED: dict[tuple[int, bool], TileConfig] = {}
 DEFAULT = TileConfig(128, 128, 8, 4, False, False)
 
 
-# PTX for 4 int4 codes: input register [b0, b0, b1, b1], output [c(2i), c(2i+1), c(2i+2), c(2i+3)].
-# nib = [b0 & 15, b0 >> 4, b1 & 15, b1 >> 4]; e4m3 by two 8-entry byte-permute tables (codes 0..7 and
-# -8..-1, selected by the nibble's sign bit); int8 by sign-extending the nibble.
-_NIBBLES = """
-    .reg .b32 lo, hi, nib;
-    and.b32 lo, $1, 0x0F0F0F0F;
-    shr.u32 hi, $1, 4;
-    and.b32 hi, hi, 0x0F0F0F0F;
-    prmt.b32 nib, lo, hi, 0x7250;
-"""
-_INT4_TO_E4M3 = tl.constexpr(
-    "{"
-    + _NIBBLES
-    + """
-    .reg .b32 idx, t, sel, p0, p1, n0, n1, pos, neg, msk;
-    and.b32 idx, nib, 0x07070707;
-    shr.u32 t, idx, 4;
-    or.b32 t, idx, t;
-    and.b32 sel, t, 0xFF;
-    shr.u32 t, t, 8;
-    and.b32 t, t, 0xFF00;
-    or.b32 sel, sel, t;
-    mov.b32 p0, 0x44403800;
-    mov.b32 p1, 0x4E4C4A48;
-    mov.b32 n0, 0xCACCCED0;
-    mov.b32 n1, 0xB8C0C4C8;
-    prmt.b32 pos, p0, p1, sel;
-    prmt.b32 neg, n0, n1, sel;
-    and.b32 msk, nib, 0x08080808;
-    shr.u32 msk, msk, 3;
-    mul.lo.u32 msk, msk, 0xFF;
-    lop3.b32 $0, pos, neg, msk, 0xD8;
-    }"""
-)
-_INT4_TO_S8 = tl.constexpr(
-    "{"
-    + _NIBBLES
-    + """
-    .reg .b32 s;
-    and.b32 s, nib, 0x08080808;
-    shr.u32 s, s, 3;
-    mul.lo.u32 s, s, 0xF0;
-    or.b32 $0, nib, s;
-    }"""
-)
-
-
 @triton.jit
 def _codes_to_operand(u, OFFSET: tl.constexpr, FP8: tl.constexpr):
     """Unsigned u = code + OFFSET → e4m3 (FP8) or int8 code.
@@ -185,17 +138,13 @@ def _weight_tile(
         )
         tile = _codes_to_operand(tl.reshape(u, (BN, BK)), 4, FP8)
     elif WFMT == 4:
-        # byte b = codes 2b (low nibble) and 2b+1 (high nibble), two's complement. Each byte is duplicated
-        # ([b0, b0, b1, b1] per 32-bit register) and 4 codes are converted at once with byte permutes.
+        # byte b = codes 2b (low nibble) and 2b+1 (high nibble); u = nibble ^ 8 = code + 8 in [0, 15].
+        # (A byte-permute LUT in inline PTX, 4 codes per instruction group, measured slower: NOTES.md.)
         offs_b = g * (BK // 2) + tl.arange(0, BK // 2)
         byts = tl.load(w_ptr + offs_n[:, None] * stride_w + offs_b[None, :], mask=nmask[:, None], other=0)
-        dup = tl.reshape(tl.join(byts, byts), (BN, BK))
-        if FP8:
-            tile = tl.inline_asm_elementwise(
-                _INT4_TO_E4M3, "=r,r", [dup], dtype=tl.float8e4nv, is_pure=True, pack=4
-            )
-        else:
-            tile = tl.inline_asm_elementwise(_INT4_TO_S8, "=r,r", [dup], dtype=tl.int8, is_pure=True, pack=4)
+        byts = byts.to(tl.int32)
+        u = tl.reshape(tl.join((byts & 15) ^ 8, (byts >> 4) ^ 8), (BN, BK))
+        tile = _codes_to_operand(u, 8, FP8)
     else:
         offs_k = g * BK + tl.arange(0, BK)
         # pre-expanded: w_ptr already points at e4m3 / int8 codes (a direct load keeps it pipelined)
@@ -324,13 +273,12 @@ def qgemm_triton(
     if m == 0:
         return y
     qb = q
+    cfg = config or TUNED.get((wfmt, fp8), DEFAULT)
     if wfmt == WFMT_INT3:  # the exchange int3 straddles bytes: use its bit-plane form (built once, cached)
         w, wfmt = int3_planes_cached(w, k), WFMT_INT3P
     wb = w if wfmt == WFMT_E or wfmt == WFMT_INT8 else w.view(torch.uint8)
     b = bias if bias is not None else s_x
     sw_t = s_w_group_major(s_w)
-
-    cfg = config or TUNED.get((wfmt, fp8), DEFAULT)
     if cfg.pair and (k // group) % 2:
         cfg = dataclasses.replace(cfg, pair=False)
     grid = (triton.cdiv(m, cfg.bm) * triton.cdiv(n, cfg.bn),)
