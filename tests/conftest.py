@@ -1,0 +1,60 @@
+"""Shared session fixtures: tiny models compiled ONCE per test session.
+
+``compiled_tiny_flux`` / ``compiled_tiny_wan`` / ``compiled_tiny_zimage`` each return the output directory
+(a ``Path``) of ``adatsq.compile(model, target, until="quantize", steps=4, calib_samples=2,
+heldout_samples=2)`` followed by the export stage (``run_export``), so ``onnx/config_NN.onnx``,
+``onnx/io.json`` and ``onnx/weights.safetensors`` exist. Targets are chosen so that flux and wan have ≥ 2
+distinct configurations (checked). Z-Image has no ONNX export yet: its fixture returns the directory
+after quantize only (no ``onnx/``). Treat the directories as read-only; copy them to mutate.
+Fixtures are lazy: a test session that does not use one does not compile it (tiny-wan takes ~1–2 min).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+
+import pytest
+
+TINY_TARGETS = {"tiny-flux": 5.0, "tiny-wan": 4.0, "tiny-zimage": 4.0}
+
+
+def compile_tiny(root: Path, model: str, export: bool = True) -> Path:
+    import adatsq
+    from adatsq.compiler.context import CompileContext
+    from adatsq.compiler.settings import CompileConfig
+
+    out = root / model
+    adatsq.compile(
+        model=model,
+        target=TINY_TARGETS[model],
+        out=str(out),
+        until="quantize",
+        steps=4,
+        calib_samples=2,
+        heldout_samples=2,
+    )
+    if export:
+        from adatsq.export.onnx_export import run_export
+
+        cfg = json.loads((out / "compile_config.json").read_text())
+        ctx = CompileContext(CompileConfig(**cfg))
+        with contextlib.redirect_stdout(None):
+            run_export(ctx)
+    return out
+
+
+@pytest.fixture(scope="session")
+def compiled_tiny_flux(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_tiny(tmp_path_factory.mktemp("compiled"), "tiny-flux")
+
+
+@pytest.fixture(scope="session")
+def compiled_tiny_wan(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_tiny(tmp_path_factory.mktemp("compiled"), "tiny-wan")
+
+
+@pytest.fixture(scope="session")
+def compiled_tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return compile_tiny(tmp_path_factory.mktemp("compiled"), "tiny-zimage", export=False)
