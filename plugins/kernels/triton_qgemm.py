@@ -172,10 +172,17 @@ def _group_dot(x_ptrs, mmask, w_ptr, offs_n, nmask, g, stride_w, BN: tl.constexp
 
 
 @triton.jit
-def _promote(acc, part, sx_ptr, sw_ptr, g, M, N, offs_m, offs_n, mmask, nmask, SWAP: tl.constexpr):
-    """acc += part · s_x[g, m] · s_w[g, n]; both scale vectors are contiguous (group-major) loads."""
+def _scales(sx_ptr, sw_ptr, g, M, N, offs_m, offs_n, mmask, nmask):
+    """s_x[g, m-tile] and s_w[g, n-tile]: contiguous (group-major) loads, issued before the group's wgmma so
+    their latency hides behind it (loaded after the wait they stalled every group: NOTES.md)."""
     sx = tl.load(sx_ptr + g * M + offs_m, mask=mmask, other=0.0)
     sw = tl.load(sw_ptr + g * N + offs_n, mask=nmask, other=0.0)
+    return sx, sw
+
+
+@triton.jit
+def _promote(acc, part, sx, sw, SWAP: tl.constexpr):
+    """acc += part · s_x[g, m] · s_w[g, n] (one FMUL for the outer product, one FFMA)."""
     if SWAP:
         acc += part * (sw[:, None] * sx[None, :])
     else:
@@ -215,14 +222,17 @@ def _qgemm_kernel(
     # group run on the CUDA cores while the tensor cores work on the second (needs NG even).
     for it in range(0, NG // (2 if PAIR else 1)):
         g = it * (2 if PAIR else 1)
+        sx0, sw0 = _scales(sx_ptr, sw_ptr, g, M, N, offs_m, offs_n, mmask, nmask)
+        if PAIR:
+            sx1, sw1 = _scales(sx_ptr, sw_ptr, g + 1, M, N, offs_m, offs_n, mmask, nmask)
         p0 = _group_dot(x_ptrs, mmask, w_ptr, offs_n, nmask, g, stride_w, BN, BK, WFMT, FP8, SWAP)
         if PAIR:
             p1 = _group_dot(
                 x_ptrs + BK, mmask, w_ptr, offs_n, nmask, g + 1, stride_w, BN, BK, WFMT, FP8, SWAP
             )
-        acc = _promote(acc, p0, sx_ptr, sw_ptr, g, M, N, offs_m, offs_n, mmask, nmask, SWAP)
+        acc = _promote(acc, p0, sx0, sw0, SWAP)
         if PAIR:
-            acc = _promote(acc, p1, sx_ptr, sw_ptr, g + 1, M, N, offs_m, offs_n, mmask, nmask, SWAP)
+            acc = _promote(acc, p1, sx1, sw1, SWAP)
         x_ptrs += BK * (2 if PAIR else 1)
 
     if SWAP:
