@@ -120,28 +120,3 @@ def test_int3_planes_roundtrip_and_kernel_decode() -> None:
     t = torch.arange(16, dtype=torch.int32)
     u = ((lo[..., None] >> (2 * t)) & 3) | (((hi8[..., None] >> t) & 1) << 2)
     assert torch.equal(_magic_fp16(u.reshape(16, 512), 4), codes.float())
-
-
-def _prmt(a: int, b: int, sel: int) -> int:
-    src = [(a >> (8 * i)) & 0xFF for i in range(4)] + [(b >> (8 * i)) & 0xFF for i in range(4)]
-    return sum(src[(sel >> (4 * i)) & 7] << (8 * i) for i in range(4))
-
-
-def test_int4_byte_permute_tables() -> None:
-    """The PTX of triton_qgemm._INT4_TO_E4M3 / _INT4_TO_S8, emulated on every byte value."""
-    for b0 in range(256):
-        b1 = (b0 * 37 + 11) & 0xFF
-        r = b0 | (b0 << 8) | (b1 << 16) | (b1 << 24)
-        nib = _prmt(r & 0x0F0F0F0F, (r >> 4) & 0x0F0F0F0F, 0x7250)
-        idx = nib & 0x07070707
-        t = idx | (idx >> 4)
-        sel = (t & 0xFF) | ((t >> 8) & 0xFF00)
-        pos, neg = _prmt(0x44403800, 0x4E4C4A48, sel), _prmt(0xCACCCED0, 0xB8C0C4C8, sel)
-        msk = ((nib & 0x08080808) >> 3) * 0xFF
-        e4m3 = ((pos & ~msk) | (neg & msk)) & 0xFFFFFFFF
-        s8 = (nib | (((nib & 0x08080808) >> 3) * 0xF0)) & 0xFFFFFFFF
-        codes = [n - 16 if n >= 8 else n for b in (b0, b1) for n in (b & 15, b >> 4)]
-        want = torch.tensor(codes, dtype=torch.float32).to(torch.float8_e4m3fn).view(torch.uint8)
-        got = torch.tensor([(e4m3 >> (8 * i)) & 0xFF for i in range(4)], dtype=torch.uint8)
-        assert torch.equal(got, want), (b0, b1)
-        assert [((s8 >> (8 * i)) & 0xFF) for i in range(4)] == [c & 0xFF for c in codes]
