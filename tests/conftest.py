@@ -4,8 +4,7 @@
 (a ``Path``) of ``adatsq.compile(model, target, until="quantize", steps=4, calib_samples=2,
 heldout_samples=2)`` followed by the export stage (``run_export``), so ``onnx/config_NN.onnx``,
 ``onnx/io.json`` and ``onnx/weights.safetensors`` exist. Targets are chosen so that flux and wan have ≥ 2
-distinct configurations (checked). Z-Image has no ONNX export yet: its fixture returns the directory
-after quantize only (no ``onnx/``). Treat the directories as read-only; copy them to mutate.
+distinct configurations (checked). Z-Image is exported too (tensor-input wrapper, real RoPE). Treat the directories as read-only; copy them to mutate.
 Fixtures are lazy: a test session that does not use one does not compile it (tiny-wan takes ~1–2 min).
 """
 
@@ -57,4 +56,4 @@ def compiled_tiny_wan(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def compiled_tiny_zimage(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return compile_tiny(tmp_path_factory.mktemp("compiled"), "tiny-zimage", export=False)
+    return compile_tiny(tmp_path_factory.mktemp("compiled"), "tiny-zimage")
