@@ -37,7 +37,7 @@ def _unpack_int4(packed: torch.Tensor, k: int) -> torch.Tensor:
 def _pack_int3(codes: torch.Tensor) -> torch.Tensor:
     n, k = codes.shape
     u = (codes.to(torch.int32) + 4).reshape(n, k // 8, 8)
-    shifts = torch.arange(0, 24, 3, dtype=torch.int32)
+    shifts = torch.arange(0, 24, 3, dtype=torch.int32, device=codes.device)
     word = (u << shifts).sum(dim=-1)
     out = torch.stack([(word >> s) & 0xFF for s in (0, 8, 16)], dim=-1)
     return out.to(torch.uint8).reshape(n, k // 8 * 3).contiguous()
@@ -47,7 +47,7 @@ def _unpack_int3(packed: torch.Tensor, k: int) -> torch.Tensor:
     n = packed.shape[0]
     b = packed.to(torch.int32).reshape(n, k // 8, 3)
     word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
-    shifts = torch.arange(0, 24, 3, dtype=torch.int32)
+    shifts = torch.arange(0, 24, 3, dtype=torch.int32, device=packed.device)
     codes = ((word.unsqueeze(-1) >> shifts) & 0x7) - 4
     return codes.reshape(n, k).to(torch.int8)
 

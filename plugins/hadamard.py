@@ -133,10 +133,10 @@ def rotate(x: torch.Tensor, k: int | None = None) -> torch.Tensor:
     """x̃ = x·R along the last axis, computed as H_mᵀ·X·H_p/√K per token (never forms R)."""
     k = x.shape[-1] if k is None else k
     m, p = hadamard_factors(k)
-    hp = _sylvester(p).to(x.dtype)
+    hp = _sylvester(p).to(device=x.device, dtype=x.dtype)
     lead = x.shape[:-1]
     xm = x.reshape(*lead, m, p) @ hp
     if m > 1:
-        hm = paley_base(m).to(x.dtype)
+        hm = paley_base(m).to(device=x.device, dtype=x.dtype)
         xm = torch.einsum("...ap,ai->...ip", xm, hm)
     return (xm / math.sqrt(k)).reshape(*lead, k)

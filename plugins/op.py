@@ -50,3 +50,7 @@ def _(
     rotate: bool,
 ) -> torch.Tensor:
     return x.new_empty((*x.shape[:-1], w_scale.shape[0]))
+
+
+# The CUDA implementation (plugins/kernels) registers itself on import; it needs no GPU or Triton to import.
+from adatsq.plugins import kernels as _kernels  # noqa: E402, F401
