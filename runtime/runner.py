@@ -279,16 +279,21 @@ class EngineRunner:
     def current_config(self) -> int:
         return self.schedule.step_configs[self._step]
 
-    def call(self, kwargs: Mapping[str, Any]) -> torch.Tensor:
-        """One transformer call at the current step, diffusers kwargs in, the transformer's sample out."""
+    def call(self, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> torch.Tensor:
+        """One transformer call at the current step: the transformer's own arguments in, its sample out."""
         if not self.steps:
             self._begin_step()
         start = time.perf_counter()
         if self.backend == "torch":
             model = self.torch_model
             with torch.no_grad():
-                out = model(**{**kwargs, "return_dict": False})[0]
+                out = model(*args, **{**kwargs, "return_dict": False})[0]
         else:
+            if args:
+                kwargs = {**dict(zip(("hidden_states", "timestep", "encoder_hidden_states"), args)), **kwargs}
+            kwargs = {
+                k: v for k, v in kwargs.items() if k not in ("joint_attention_kwargs", "attention_kwargs")
+            }
             feeds = self.adapter.feeds(self.torch_config, kwargs)
             out = torch.from_numpy(self._engine(self.current_config)(feeds))
         rec = self.steps[-1]
@@ -361,16 +366,16 @@ class Transformer(nn.Module):
         return torch.device("cpu")
 
     def forward(self, *args: Any, return_dict: bool = True, **kwargs: Any) -> Any:
-        if args:
-            names = ("hidden_states", "timestep", "encoder_hidden_states")
-            kwargs.update(dict(zip(names, args)))
-        kwargs.pop("joint_attention_kwargs", None)
-        kwargs.pop("attention_kwargs", None)
+        # positional calls (Z-Image: x, t, cap_feats) pass through unchanged to the torch backend
         if not self.runner.explicit_steps:
-            t = torch.as_tensor(kwargs["timestep"]).reshape(-1)[0]
-            self.runner.observe_timestep(float(t))
+            t = (
+                kwargs["timestep"]
+                if "timestep" in kwargs
+                else (kwargs.get("t") if "t" in kwargs else args[1])
+            )
+            self.runner.observe_timestep(float(torch.as_tensor(t).reshape(-1)[0]))
         self.call_count += 1
-        out = self.runner.call(kwargs)
+        out = self.runner.call(kwargs, args)
         if not return_dict:
             return (out,)
         from diffusers.models.modeling_outputs import Transformer2DModelOutput

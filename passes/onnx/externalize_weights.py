@@ -131,7 +131,7 @@ class ExternalizeWeightsPass(Pass[onnx.ModelProto]):
 
     def ensures(self, result: onnx.ModelProto) -> None:
         for t in result.graph.initializer:
-            if _is_external(t):
+            if _is_external(t) or t.name.startswith("adatsq_hadamard_"):  # rotation factors stay inline
                 continue
             size = len(_inline_bytes(t))
             if size > self.max_inline_bytes:
