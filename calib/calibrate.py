@@ -170,9 +170,7 @@ def fisher_information(
     target = data.noise - data.final
     try:
         for ti in range(data.steps):
-            t = data.timesteps[ti].to(torch.float32)
-            if spec.family == "wan":
-                t = t.long()
+            t = family.scheduler_timestep(data.timesteps[ti])
             for n in range(data.samples):
                 cond = data.cond.select(slice(n, n + 1))
                 v = family.velocity(model, data.latents[ti, n : n + 1], t, cond, spec)

@@ -71,7 +71,6 @@ __all__ = [
     "WanAdapter",
     "ZImageAdapter",
     "adapter_for",
-    "add_dtype_anchors",
 ]
 
 PREFIX = "model."
@@ -81,20 +80,6 @@ MAX_TOKENS = 65536
 
 class ExportUnsupported(NotImplementedError):
     """The family has no export wrapper yet."""
-
-
-def add_dtype_anchors(model: nn.Module) -> nn.Module:
-    """Give every QuantLinear a zero-size float parameter ``dtype_anchor``, in place.
-
-    diffusers reads ``next(module.parameters()).dtype`` (Wan's time embedder) of modules whose linears
-    became QuantLinear (buffers only); the anchor answers that read. It holds no data, is unused by the computation and vanishes from exported graphs.
-    """
-    from adatsq.passes.quant_linear import QuantLinear
-
-    for m in model.modules():
-        if isinstance(m, QuantLinear) and not any(True for _ in m.parameters(recurse=False)):
-            m.register_parameter("dtype_anchor", nn.Parameter(torch.zeros(0), requires_grad=False))
-    return model
 
 
 @dataclasses.dataclass(frozen=True)

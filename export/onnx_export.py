@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from adatsq.compiler.atomic import atomic_write, atomic_write_text
-from adatsq.export.graph_io import PREFIX, adapter_for, add_dtype_anchors
+from adatsq.export.graph_io import PREFIX, adapter_for
 from adatsq.passes.onnx import CleanupPass, ExternalizeWeightsPass, SetActivationBitsPass
 
 __all__ = [
@@ -66,7 +66,7 @@ def load_quantized_model(out_dir: Path) -> nn.Module:
     with torch.random.fork_rng():
         model = cls.from_config(cfg).eval()
     LoadQuantizedWeightsPass(out_dir / "weights.safetensors")(model)
-    return add_dtype_anchors(model.float().eval())
+    return model.float().eval()
 
 
 def export_base_graph(

@@ -171,7 +171,7 @@ def per_step_error(ctx: CompileContext) -> list[dict[str, float]]:
     with torch.no_grad():
         for t in range(min(s.steps, data.steps)):
             set_activation_bits(qmodel, s.bits_at(t), modules)
-            ts = data.timesteps[t].long() if ctx.spec.family == "wan" else data.timesteps[t].float()
+            ts = ctx.family.scheduler_timestep(data.timesteps[t])
             v = ctx.family.velocity(qmodel, data.latents[t], ts, data.cond, ctx.spec).float()
             ref = data.outputs[t].float()
             rel = float((v - ref).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-30))

@@ -116,7 +116,7 @@ def qlinear_reference(
         qx = qx.reshape(-1, groups, g)
         qw = w_codes.float().reshape(n, groups, g)
         sw = w_scale.float()
-        y = torch.zeros(x2.shape[0], n, dtype=torch.float32)
+        y = torch.zeros(x2.shape[0], n, dtype=torch.float32, device=x2.device)
         for j in range(groups):
             y += (qx[:, j, :] @ qw[:, j, :].t()) * sx[:, j : j + 1] * sw[:, j].unsqueeze(0)
     if bias is not None:

@@ -196,6 +196,10 @@ class Family:
         """Model output in the scheduler's convention for ``scheduler.step`` (CFG applied)."""
         raise NotImplementedError
 
+    def scheduler_timestep(self, t: torch.Tensor) -> torch.Tensor:
+        """A stored (float64) timestep in the dtype the family's scheduler yields (Wan: int64)."""
+        return t.float()
+
     def sample_noise(
         self,
         spec: ModelSpec,
@@ -209,6 +213,21 @@ class Family:
 
 
 StepHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
+
+
+def dynamic_shift_mu(scheduler_config: Any, image_seq_len: int) -> float:
+    """The pipelines' ``calculate_shift``: mu linear in the image token count between the config's
+    (base_image_seq_len, base_shift) and (max_image_seq_len, max_shift)."""
+    from diffusers.pipelines.flux.pipeline_flux import calculate_shift
+
+    cfg = scheduler_config
+    return calculate_shift(
+        image_seq_len,
+        cfg.get("base_image_seq_len", 256),
+        cfg.get("max_image_seq_len", 4096),
+        cfg.get("base_shift", 0.5),
+        cfg.get("max_shift", 1.15),
+    )
 
 
 def timesteps_for(

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec
+from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec, dynamic_shift_mu
 
 VAE_SCALE = 8
 
@@ -91,18 +91,8 @@ class FluxFamily(Family):
     def set_timesteps(
         self, scheduler: Any, spec: ModelSpec, steps: int, latent_shape: tuple[int, ...]
     ) -> None:
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
         _, h, w = latent_shape
-        seq_len = (h // 2) * (w // 2)
-        cfg = scheduler.config
-        mu = calculate_shift(
-            seq_len,
-            cfg.get("base_image_seq_len", 256),
-            cfg.get("max_image_seq_len", 4096),
-            cfg.get("base_shift", 0.5),
-            cfg.get("max_shift", 1.15),
-        )
+        mu = dynamic_shift_mu(scheduler.config, (h // 2) * (w // 2))
         sigmas = np.linspace(1.0, 1 / steps, steps)
         scheduler.set_timesteps(sigmas=sigmas, mu=mu)
 

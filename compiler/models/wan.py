@@ -61,6 +61,9 @@ class WanFamily(Family):
     ) -> None:
         scheduler.set_timesteps(steps)
 
+    def scheduler_timestep(self, t: torch.Tensor) -> torch.Tensor:
+        return t.long()
+
     def velocity(
         self, model: nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, spec: ModelSpec
     ) -> torch.Tensor:

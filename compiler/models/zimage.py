@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec
+from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec, dynamic_shift_mu
 
 ZIMAGE_RULES = (
     LayerRule(r"(.*\.\d+)\.attention\.to_[qkv]", "act", r"\1.attention.qkv"),
@@ -69,17 +69,8 @@ class ZImageFamily(Family):
     def set_timesteps(
         self, scheduler: Any, spec: ModelSpec, steps: int, latent_shape: tuple[int, ...]
     ) -> None:
-        from diffusers.pipelines.flux.pipeline_flux import calculate_shift
-
         _, h, w = latent_shape
-        cfg = scheduler.config
-        mu = calculate_shift(
-            (h // 2) * (w // 2),
-            cfg.get("base_image_seq_len", 256),
-            cfg.get("max_image_seq_len", 4096),
-            cfg.get("base_shift", 0.5),
-            cfg.get("max_shift", 1.15),
-        )
+        mu = dynamic_shift_mu(scheduler.config, (h // 2) * (w // 2))
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / steps, steps).tolist(), mu=mu)
 
     def velocity(

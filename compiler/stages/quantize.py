@@ -74,7 +74,7 @@ def _accumulate(
         with torch.no_grad():
             for t in range(data.steps):
                 state["t"] = t
-                ts = data.timesteps[t].long() if ctx.spec.family == "wan" else data.timesteps[t].float()
+                ts = ctx.family.scheduler_timestep(data.timesteps[t])
                 ctx.family.velocity(ctx.model, data.latents[t], ts, data.cond, ctx.spec)
     finally:
         for h in handles:

@@ -109,8 +109,7 @@ def _step_candidates(
 
 
 def _timestep(ctx: CompileContext, t: int) -> torch.Tensor:
-    ts = ctx.calibration.timesteps[t]
-    return ts.long() if ctx.spec.family == "wan" else ts.float()
+    return ctx.family.scheduler_timestep(ctx.calibration.timesteps[t])
 
 
 def latent_metric(ctx: CompileContext, qmodel: nn.Module) -> Callable[[Sequence[tuple[int, ...]]], float]:

@@ -19,9 +19,10 @@ import os
 
 import torch
 
-from adatsq.plugins.hadamard import hadamard_factors, hadamard_matrix, paley_base
+from adatsq.plugins.formats import format_for_bits
+from adatsq.plugins.hadamard import hadamard_factors, paley_base
 from adatsq.plugins.kernels import cuda_lib
-from adatsq.plugins.reference import UNQUANTIZED, dequantize_weight, effective_group
+from adatsq.plugins.reference import UNQUANTIZED, effective_group, qlinear_reference
 
 __all__ = [
     "expand_weight",
@@ -183,40 +184,10 @@ def _fallback(
     group_size: int,
     rotate: bool,
 ) -> torch.Tensor:
-    """a = 16 (unquantized activations) or shapes the kernels do not take: torch on the GPU."""
-    from adatsq.plugins.formats import format_for_bits
-    from adatsq.plugins.kernels.layouts import unpack_int3
-    from adatsq.plugins.reference import quantize_activation
-
-    k = x.shape[-1]
-    codes = unpack_int3(w_packed, k) if w_bits == 3 else format_for_bits(w_bits).unpack(w_packed, k)
-    w = dequantize_weight(codes, w_scale)
-    x2 = x.reshape(-1, k).float()
-    xr = _rotate_on_device(x2) if rotate else x2
-    if a_bits < UNQUANTIZED:
-        g = effective_group(k, group_size)
-        qx, sx = quantize_activation(xr, a_bits, group_size)
-        groups = k // g
-        qw = codes.float().reshape(-1, groups, g)
-        y = torch.zeros(x2.shape[0], w.shape[0], device=x.device, dtype=torch.float32)
-        qx = qx.reshape(-1, groups, g)
-        for j in range(groups):
-            y += (qx[:, j] @ qw[:, j].t()) * sx[:, j : j + 1] * w_scale[:, j].float().unsqueeze(0)
-    else:
-        y = xr @ w.t()
-    if bias is not None:
-        y = y + bias.float()
-    return y.to(x.dtype).reshape(*x.shape[:-1], w.shape[0])
-
-
-def _rotate_on_device(x2: torch.Tensor) -> torch.Tensor:
-    """x̃ = H_mᵀ·X·H_p/√K per token on x2's device (plugins/hadamard.py:rotate builds H_p on the CPU)."""
-    k = x2.shape[-1]
-    m, p = hadamard_factors(k)
-    xm = x2.reshape(-1, m, p) @ hadamard_matrix(p).to(x2)
-    if m > 1:
-        xm = torch.einsum("nap,ai->nip", xm, paley_base(m).to(x2))
-    return (xm / math.sqrt(k)).reshape(-1, k)
+    """a = 16 (unquantized activations) or shapes the kernels do not take: the reference, on the GPU."""
+    codes = format_for_bits(w_bits).unpack(w_packed, x.shape[-1])
+    y = qlinear_reference(x, codes, w_scale, bias, a_bits, group_size, rotate)
+    return y.to(x.dtype)
 
 
 def flops(m: int, n: int, k: int) -> float:

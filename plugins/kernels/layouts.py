@@ -15,18 +15,11 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["int3_planes", "int3_planes_cached", "unpack_int3", "unpack_int3_planes"]
+from adatsq.plugins.formats import format_for_bits
+
+__all__ = ["int3_planes", "int3_planes_cached", "unpack_int3_planes"]
 
 GROUP = 128
-
-
-def unpack_int3(packed: torch.Tensor, k: int) -> torch.Tensor:
-    """plugins/formats.py int3 (3 bytes = 8 codes + 4, little endian) → int8 codes, on packed's device."""
-    n = packed.shape[0]
-    b = packed.to(torch.int32).reshape(n, k // 8, 3)
-    word = b[..., 0] | (b[..., 1] << 8) | (b[..., 2] << 16)
-    shifts = torch.arange(0, 24, 3, dtype=torch.int32, device=packed.device)
-    return (((word.unsqueeze(-1) >> shifts) & 7) - 4).reshape(n, k).to(torch.int8)
 
 
 def _to_int32(words: torch.Tensor) -> torch.Tensor:
@@ -67,6 +60,6 @@ def int3_planes_cached(packed: torch.Tensor, k: int) -> torch.Tensor:
     key = (packed.untyped_storage().data_ptr(), packed.storage_offset(), packed._version)
     hit = _PLANES.get(key)
     if hit is None or hit[0] is not packed:
-        hit = (packed, int3_planes(unpack_int3(packed, k)))
+        hit = (packed, int3_planes(format_for_bits(3).unpack(packed, k)))
         _PLANES[key] = hit
     return hit[1]

@@ -106,13 +106,13 @@ def test_kernels_import_registers_cuda_impl_without_cuda() -> None:
 
 
 def test_int3_planes_roundtrip_and_kernel_decode() -> None:
-    from adatsq.plugins.kernels.layouts import int3_planes, unpack_int3, unpack_int3_planes
+    from adatsq.plugins.kernels.layouts import int3_planes, unpack_int3_planes
 
     codes = _codes(16, 512, 3)
     planes = int3_planes(codes)
     assert planes.shape == (16, 512 * 3 // 8)  # exactly 3 bits per code
     assert torch.equal(unpack_int3_planes(planes, 512), codes)
-    assert torch.equal(unpack_int3(format_for_bits(3).pack(codes), 512), codes)
+    assert torch.equal(format_for_bits(3).unpack(format_for_bits(3).pack(codes), 512), codes)
     # the Triton decode: u(16i + t) = ((L_i >> 2t) & 3) | (((H_{i//2} >> (16(i%2) + t)) & 1) << 2)
     w = planes.view(torch.int32).reshape(16, 4, 12)
     lo, hi = w[..., :8], w[..., 8:]
