@@ -5,12 +5,13 @@
       ─► torch.onnx.export(dynamo=True, opset 21, QLinear translation, dynamic batch and token dims)
       ─► finalize_exported_model (shared Hadamard initializers, QLinear function, ir_version 10)
       ─► per configuration k of schedule.json:
-           SetActivationBitsPass(configs[k]) → ExternalizeWeightsPass → CleanupPass → onnx/config_kk.onnx
+           SetActivationBitsPass(configs[k]) → WeightOnlyDequantPass → ExternalizeWeightsPass → CleanupPass
+           → onnx/config_kk.onnx
       ─► onnx/io.json (graph I/O per family and how the runner builds the inputs)
 
-All configuration graphs read their parameters from ``onnx/weights.safetensors``, a hard link to
-``weights.safetensors`` (ORT refuses external data outside the graph's folder), so N configurations cost
-N small graphs and ONE copy of the weights. The example batch is 2 (a batch of 1 would be specialised
+All configuration graphs read their parameters from ``onnx/weights.safetensors``, the one weight file
+(``weights.safetensors`` at the root is a symlink to it, see :func:`place_weights`), so N configurations
+cost N small graphs and ONE copy of the weights. The example batch is 2 (a batch of 1 would be specialised
 away by torch.export); the exporter runs without its optimizer (``optimize=False``), because constant
 folding would turn parameters into transposed/renamed copies that can no longer point into the weight file.
 """
@@ -29,7 +30,12 @@ from torch import nn
 
 from adatsq.compiler.atomic import atomic_write, atomic_write_text
 from adatsq.export.graph_io import PREFIX, adapter_for
-from adatsq.passes.onnx import CleanupPass, ExternalizeWeightsPass, SetActivationBitsPass
+from adatsq.passes.onnx import (
+    CleanupPass,
+    ExternalizeWeightsPass,
+    SetActivationBitsPass,
+    WeightOnlyDequantPass,
+)
 
 __all__ = [
     "EXPORT_VERSION",
@@ -37,7 +43,7 @@ __all__ = [
     "export_base_graph",
     "export_key",
     "export_outputs",
-    "link_weights",
+    "place_weights",
     "load_quantized_model",
     "run_export",
     "specialise",
@@ -109,30 +115,37 @@ def specialise(
     """One configuration graph: a_bits per layer, parameters pointing into ``weights``, cleaned, checked."""
     model = copy.deepcopy(base)
     SetActivationBitsPass(bits, prefix=PREFIX)(model)
+    WeightOnlyDequantPass()(model)
     ExternalizeWeightsPass(weights, location=location, prefix=PREFIX)(model)
     CleanupPass()(model)
     model.producer_name = "adatsq"
     return model
 
 
-def link_weights(out_dir: Path) -> Path:
-    """``onnx/weights.safetensors`` as a hard link to ``weights.safetensors`` (same bytes, no copy)."""
-    src = Path(out_dir) / "weights.safetensors"
-    dst = Path(out_dir) / "onnx" / WEIGHTS_LINK
+def place_weights(out_dir: Path) -> Path:
+    """Put THE weight file where the graphs can read it: ``onnx/weights.safetensors`` is the one regular
+    file and ``weights.safetensors`` a relative symlink to it (contract 3 paths, one copy of the bytes).
+
+    Why this way round: onnx.load / onnx.checker refuse external data that is a symlink or has several
+    hard links ("potential hardlink attack"), and ORT refuses a path outside the graph's folder, so the
+    file the graphs name must be a plain, singly linked file inside ``onnx/``. Every other reader (the
+    runner, the torch backend, safetensors) follows the root symlink. Idempotent; a fresh quantize stage
+    output at the root (a regular file) replaces the previous one.
+    """
+    root = Path(out_dir)
+    src = root / "weights.safetensors"
+    dst = root / "onnx" / WEIGHTS_LINK
     dst.parent.mkdir(parents=True, exist_ok=True)
-    if dst.exists() and os.path.samefile(src, dst):
+    target = os.path.relpath(dst, root)
+    if src.is_symlink() and os.readlink(src) == target and dst.is_file():
         return dst
-    tmp = dst.with_name(f".{dst.name}.tmp")
-    if tmp.exists():
-        tmp.unlink()
-    try:
-        os.link(src, tmp)
-    except OSError as exc:
-        raise OSError(
-            f"cannot hard-link {src} into {dst.parent} ({exc.strerror}); the ONNX graphs need the weight "
-            f"file inside onnx/ without a second copy, so the output directory must be on one file system"
-        ) from None
-    os.replace(tmp, dst)
+    if not src.is_file() or src.is_symlink():
+        raise FileNotFoundError(f"{src} is not the quantize stage's weight file; rerun the quantize stage")
+    tmp_link = root / f".{src.name}.link.tmp"
+    tmp_link.unlink(missing_ok=True)
+    os.symlink(target, tmp_link)
+    os.replace(src, dst)  # same file system: a rename, no copy
+    os.replace(tmp_link, src)
     return dst
 
 
@@ -175,7 +188,7 @@ def run_export(ctx: Any) -> None:
     latent_shape = family.latent_shape(spec, model, tuple(schedule.resolution))
     ctx.log(f"export: {spec.name} ({family.name}), {len(schedule.configs)} configuration(s)")
     base = export_base_graph(model, family.name, latent_shape, spec.text_len)
-    weights = link_weights(out_dir)
+    weights = place_weights(out_dir)
     onnx_dir = weights.parent
     for k, cfg in enumerate(schedule.configs):
         graph = specialise(base, dict(zip(schedule.act_layers, cfg)), weights)
@@ -191,7 +204,7 @@ def run_export(ctx: Any) -> None:
             "opset": OPSET,
             "ir_version": base.ir_version,
             "configs": {f"{k:02d}": config_path(Path("onnx"), k).name for k in range(len(schedule.configs))},
-            "weights": f"onnx/{WEIGHTS_LINK} (hard link of weights.safetensors)",
+            "weights": f"onnx/{WEIGHTS_LINK} (weights.safetensors is a symlink to it)",
             "latent_shape": list(latent_shape),
             "text_len": spec.text_len,
         }

@@ -69,6 +69,9 @@ class WeightFormat:
     k_multiple: int
     pack: Callable[[torch.Tensor], torch.Tensor]
     unpack: Callable[[torch.Tensor, int], torch.Tensor]
+    #: ONNX element type (``onnx.TensorProto`` attribute name) whose raw layout IS this packing, so a
+    #: standard blocked ``DequantizeLinear`` can read the stored bytes unchanged; None when there is none.
+    onnx_raw_type: str | None = None
 
     @property
     def qmin(self) -> int:
@@ -99,8 +102,8 @@ def register_format(fmt: WeightFormat) -> WeightFormat:
 
 
 register_format(WeightFormat("int3", 3, 8, _pack_int3, _unpack_int3))
-register_format(WeightFormat("int4", 4, 2, _pack_int4, _unpack_int4))
-register_format(WeightFormat("int8", 8, 1, _pack_int8, _unpack_int8))
+register_format(WeightFormat("int4", 4, 2, _pack_int4, _unpack_int4, onnx_raw_type="INT4"))
+register_format(WeightFormat("int8", 8, 1, _pack_int8, _unpack_int8, onnx_raw_type="INT8"))
 
 
 def format_for_bits(bits: int) -> WeightFormat:

@@ -4,7 +4,7 @@ of configuration ``schedule.step_configs[i]``.
 Backends
 --------
 * ``ort``: one ONNX Runtime session per configuration (``onnx/config_NN.onnx``), created lazily; all
-  sessions read the one ``onnx/weights.safetensors`` (hard link of ``weights.safetensors``).
+  sessions read the one ``onnx/weights.safetensors`` (``weights.safetensors`` is a symlink to it).
 * ``torch``: ONE QuantLinear model (weights from ``weights.safetensors``); per step its activation bits
   are switched with ``set_activation_bits`` (no weight copies).
 * ``trt``: one deserialized TensorRT engine per configuration (``trt/config_NN.plan``), written to the
@@ -22,6 +22,7 @@ calls (so Wan's two CFG calls per step and Flux's true-CFG calls count once), an
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -143,7 +144,7 @@ class EngineRunner:
                 raise RunnerError(f"schedule.json uses configuration {c}, but its engine {p} is missing")
         if self.backend == "ort" and not (self.root / "onnx" / "weights.safetensors").is_file():
             raise RunnerError(
-                f"{self.root / 'onnx' / 'weights.safetensors'} (link to the weights) is missing"
+                f"{self.root / 'onnx' / 'weights.safetensors'} (the weight file the graphs read) is missing"
             )
 
     # ------------------------------------------------------------------------------------------ engines
@@ -360,6 +361,15 @@ class Transformer(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return torch.float32
+
+    @property
+    def in_channels(self) -> int:  # ZImagePipeline reads transformer.in_channels
+        return int(self.config["in_channels"])
+
+    def cache_context(self, name: str, **where: Any) -> contextlib.AbstractContextManager[None]:
+        """diffusers' CacheMixin hook (Flux/Wan pipelines wrap each call in it, Wan with ``step_index``);
+        engines keep no cache, and the step is tracked from the timestep as for every pipeline."""
+        return contextlib.nullcontext()
 
     @property
     def device(self) -> torch.device:

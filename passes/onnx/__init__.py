@@ -4,6 +4,8 @@ They specialise the ONE exported graph per distinct configuration of ``schedule.
 
 * :class:`~adatsq.passes.onnx.set_activation_bits.SetActivationBitsPass`: a_bits of every QLinear node
   from the configuration (layer name ← the node's packed-weight initializer name ``<layer>.w_packed``);
+* :class:`~adatsq.passes.onnx.weight_only_dequant.WeightOnlyDequantPass`: weight-only int4 layers become
+  TensorRT's native blocked ``DequantizeLinear`` + MatMul (block 64/128); others stay QLinear;
 * :class:`~adatsq.passes.onnx.externalize_weights.ExternalizeWeightsPass`: every parameter initializer
   points into ``weights.safetensors`` by byte offset (one copy of the weights for all graphs);
 * :class:`~adatsq.passes.onnx.cleanup.CleanupPass`: drops unused initializers/constants, strips exporter
@@ -13,11 +15,14 @@ They specialise the ONE exported graph per distinct configuration of ``schedule.
 from adatsq.passes.onnx.cleanup import CleanupPass
 from adatsq.passes.onnx.externalize_weights import ExternalizeWeightsPass, safetensors_layout
 from adatsq.passes.onnx.set_activation_bits import SetActivationBitsPass, qlinear_layers
+from adatsq.passes.onnx.weight_only_dequant import TRT_INT4_BLOCK_SIZES, WeightOnlyDequantPass
 
 __all__ = [
     "CleanupPass",
     "ExternalizeWeightsPass",
     "SetActivationBitsPass",
+    "TRT_INT4_BLOCK_SIZES",
+    "WeightOnlyDequantPass",
     "qlinear_layers",
     "safetensors_layout",
 ]

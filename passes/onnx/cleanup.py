@@ -2,8 +2,8 @@
 (stack traces of the build machine), shape inference, and ``onnx.checker`` with ``full_check``.
 
 Shape inference and the checker run on :func:`checkable` (external initializers as typed graph inputs):
-the checker's external-data checks resolve paths against the working directory and reject the hard-linked
-weight file ("multiple hard links"); the byte ranges are verified by :class:`~adatsq.passes.onnx.externalize_weights.ExternalizeWeightsPass` anyway.
+the checker's external-data checks resolve paths against the working directory, not the graph's folder;
+the byte ranges are verified by :class:`~adatsq.passes.onnx.externalize_weights.ExternalizeWeightsPass` anyway.
 """
 
 from __future__ import annotations
@@ -72,8 +72,7 @@ class CleanupPass(Pass[onnx.ModelProto]):
 def checkable(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy for ``onnx.checker``: external initializers become graph inputs of the same type and shape.
 
-    The checker insists on opening external files relative to the working directory and refuses hard
-    links; as inputs, the tensors keep their types and shapes for the full check and shape inference.
+    The checker insists on opening external files relative to the working directory; as inputs, the tensors keep their types and shapes for the full check and shape inference.
     """
     out = onnx.ModelProto()
     out.CopyFrom(model)

@@ -8,8 +8,9 @@ relative to the graph's folder, ``offset`` = 8 + n + begin and ``length`` = end 
 are dropped. All configuration graphs then share ONE weight file and stay a few hundred KiB each.
 
 ORT and ``onnx.checker`` refuse external data outside the model's folder (``../weights.safetensors`` is
-rejected: "External data path escapes model directory"), so ``onnx/weights.safetensors`` is a hard link to
-``weights.safetensors`` (same inode, no second copy of the bytes); see :func:`adatsq.export.onnx_export`.
+rejected: "External data path escapes model directory"), and onnx.load refuses a symlinked or hard-linked
+one, so the weight file itself lives in ``onnx/`` (the root ``weights.safetensors`` is a symlink to it);
+see :func:`adatsq.export.onnx_export.place_weights`.
 
 Initializers not in the file (the Hadamard factors ``adatsq_hadamard_<n>`` and the exporter's small
 constants) stay inline; anything inline larger than ``max_inline_bytes`` is an error, so no parameter is
@@ -71,6 +72,25 @@ def _inline_bytes(t: TensorProto) -> bytes:
     return numpy_helper.to_array(t).tobytes()
 
 
+_PACKED_4BIT = (TensorProto.INT4, TensorProto.UINT4)
+_BYTES = (TensorProto.UINT8, TensorProto.INT8)
+
+
+def _same_storage(t: TensorProto, rec: dict[str, Any]) -> bool:
+    """The initializer can be the file's tensor: same dtype and shape, or a 4-bit tensor [..., K] re-typed
+    from the stored packed bytes [..., K/2] (two codes per byte, low nibble first, is the ONNX raw layout)."""
+    dims, shape = tuple(t.dims), tuple(rec["shape"])
+    if rec["dtype"] == t.data_type and shape == dims:
+        return True
+    return (
+        t.data_type in _PACKED_4BIT
+        and rec["dtype"] in _BYTES
+        and len(dims) == len(shape) >= 1
+        and dims[:-1] == shape[:-1]
+        and (dims[-1] + 1) // 2 == shape[-1]
+    )
+
+
 def _is_external(t: TensorProto) -> bool:
     return t.data_location == TensorProto.EXTERNAL
 
@@ -109,7 +129,7 @@ class ExternalizeWeightsPass(Pass[onnx.ModelProto]):
             if key is None or _is_external(t):
                 continue
             rec = self.layout[key]
-            if rec["dtype"] != t.data_type or tuple(rec["shape"]) != tuple(t.dims):
+            if not _same_storage(t, rec):
                 raise PassConditionError(
                     f"{self.name}: {t.name} is {onnx.helper.tensor_dtype_to_np_dtype(t.data_type)}"
                     f"{tuple(t.dims)} in the graph but {rec['shape']} (type {rec['dtype']}) in the weight file"

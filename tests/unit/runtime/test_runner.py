@@ -37,9 +37,7 @@ def test_ort_switching_matches_torch(compiled_tiny_flux: Path) -> None:
 
 
 def _copy(src: Path, dst: Path) -> Path:
-    shutil.copytree(src, dst)
-    (dst / "onnx" / "weights.safetensors").unlink()
-    (dst / "onnx" / "weights.safetensors").hardlink_to(dst / "weights.safetensors")
+    shutil.copytree(src, dst, symlinks=True)  # keeps weights.safetensors -> onnx/weights.safetensors
     return dst
 
 
