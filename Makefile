@@ -2,7 +2,7 @@
 PY ?= python3
 OUT ?= engines/tiny-flux
 
-.PHONY: install demo test test-unit test-e2e test-gpu lint format bench clean
+.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench clean
 
 install:  ## install adatsq (editable) with its dev tools; torch 2.13.0 CPU build
 	$(PY) -m pip install -q torch==2.13.0
@@ -21,7 +21,10 @@ test-unit:
 test-e2e:
 	$(PY) -m pytest tests/e2e -q
 
-test-gpu:  ## kernels and full-size models; needs a Hopper GPU
+gpu-fixture:  ## the compiled medium Flux the GPU runner test uses (CPU, ~1 min)
+	test -f gpu_fixture/medium-flux/schedule.json || $(PY) tests/gpu/make_fixture.py gpu_fixture/medium-flux
+
+test-gpu: gpu-fixture  ## kernels and the runner's torch backend on the GPU; needs a Hopper GPU
 	$(PY) -m pytest tests/gpu -q
 
 lint:
@@ -33,7 +36,8 @@ format:
 	ruff format .
 
 bench:  ## GPU benchmarks; writes JSON under benchmarks/results/
-	$(PY) -m benchmarks.bench_qlinear --out benchmarks/results/qlinear.json
+	$(PY) benchmarks/bench_qlinear.py --out benchmarks/results
+	$(PY) benchmarks/bench_weight_only.py --out benchmarks/results
 
 clean:
 	rm -rf build *.egg-info engines .pytest_cache

@@ -287,8 +287,9 @@ class EngineRunner:
         start = time.perf_counter()
         if self.backend == "torch":
             model = self.torch_model
-            with torch.no_grad():
-                out = model(*args, **{**kwargs, "return_dict": False})[0]
+            with torch.no_grad():  # the shim reports the CPU: inputs go to the model's device and back
+                out = model(*_to(args, self.device), **_to({**kwargs, "return_dict": False}, self.device))[0]
+            out = _to(out, "cpu")
         else:
             if args:
                 kwargs = {**dict(zip(("hidden_states", "timestep", "encoder_hidden_states"), args)), **kwargs}
@@ -337,6 +338,17 @@ class EngineRunner:
             return run_sampler(self.family, self.spec, shim, noise, cond, steps, before_step=self.set_step)
         finally:
             self.explicit_steps = False
+
+
+def _to(value: Any, device: str) -> Any:
+    """``value`` with every tensor in it (also inside lists, tuples and dicts) moved to ``device``."""
+    if isinstance(value, torch.Tensor):
+        return value.to(device)
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to(v, device) for k, v in value.items()}
+    return value
 
 
 class Transformer(nn.Module):

@@ -125,4 +125,8 @@ def _transformer_config_json(model: nn.Module) -> str:
 
     cfg = dict(model.config)
     cfg["_class_name"] = type(model).__name__
-    return json.dumps(cfg, indent=2, sort_keys=True, default=list) + "\n"
+
+    def plain(value: object) -> object:  # tuples come out as lists; paths (``_name_or_path``) as strings
+        return list(value) if isinstance(value, (tuple, set, frozenset)) else str(value)
+
+    return json.dumps(cfg, indent=2, sort_keys=True, default=plain) + "\n"

@@ -62,6 +62,13 @@ int adatsq_qgemm(const void* q, int fp8_codes, const float* s_x, const uint8_t* 
                  const uint16_t* s_w_f16, const float* bias, void* y, int y_dtype, int64_t M, int64_t N,
                  int64_t K, int group, cudaStream_t stream);
 
+// Weight-only op (a_bits = 16, no rotation): y = x . (q_w (.) s_w)^T + b in float32, one warp per output
+// channel (the layers that see one vector per sample: M = batch). x is M x K (row stride ldx); w in int3 /
+// int4 / int8. Requirements: K % 8 == 0, group % 8 == 0, K % group == 0. bias may be NULL.
+int adatsq_weight_only_gemv(const void* x, int x_dtype, int64_t M, int64_t K, int64_t ldx, const uint8_t* w,
+                            int w_format, const uint16_t* s_w_f16, const float* bias, void* y, int y_dtype,
+                            int64_t N, int group, cudaStream_t stream);
+
 // Full op: rotate_quant into caller-provided scratch (q: M*K bytes, s_x: M*(K/group) floats), then qgemm.
 int adatsq_qlinear_launch(const void* x, int x_dtype, int64_t M, int64_t K, int rotate, int m, int p,
                           const int8_t* hm, int group, int a_bits, const uint8_t* w, int w_format,

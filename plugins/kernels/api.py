@@ -3,6 +3,8 @@
 * :func:`quantize_activations`: CUDA C++ (plugins/csrc/rotate_quant.cu) through ctypes; one pass over x.
 * :func:`qgemm`: Triton wgmma GEMM (plugins/kernels/triton_qgemm.py) or the CUDA C++ mma.sync GEMM
   (plugins/csrc/qgemm_mma.cu, the TensorRT path) selected by ``backend``.
+* :func:`weight_only_gemv`: a = 16 layers (one vector per sample) as a GEMV over the packed weights
+  (plugins/csrc/weight_only_gemv.cu).
 * :func:`qlinear_cuda`: the registered CUDA implementation of the op. The weight operand stays packed
   (int3/int4, expanded in the kernel) unless ``ADATSQ_QLINEAR_WEIGHTS=expanded``, which expands once
   into a cache keyed by the packed tensor's storage (twice the memory of int4; for benchmarking).
@@ -31,6 +33,8 @@ __all__ = [
     "qlinear_cuda",
     "quantize_activations",
     "use_fp8",
+    "weight_only_gemv",
+    "weight_only_supported",
     "wfmt_of",
 ]
 
@@ -133,6 +137,40 @@ def qgemm(
     raise ValueError(f"unknown qgemm backend {backend!r}")
 
 
+def weight_only_supported(k: int, group_size: int, w_bits: int) -> bool:
+    """Shapes of the weight-only (a = 16) kernel: K and G multiples of 8, G dividing K."""
+    g = effective_group(k, group_size)
+    return w_bits in _WFMT and k % 8 == 0 and g % 8 == 0 and k % g == 0
+
+
+def weight_only_gemv(
+    x2: torch.Tensor,
+    w_packed: torch.Tensor,
+    w_bits: int,
+    s_w: torch.Tensor,
+    bias: torch.Tensor | None,
+    group: int,
+    out_dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """y = x·(q_w ⊙ s_w)ᵀ + b (a = 16, no rotation) straight from the packed weights; M×N in ``out_dtype``
+    (float32 or bfloat16)."""
+    if x2.dtype not in cuda_lib.DTYPE_CODE:
+        x2 = x2.float()
+    x2 = x2.contiguous()
+    mrows, k = x2.shape
+    n = s_w.shape[0]
+    s_w = s_w.to(torch.float16).contiguous()
+    b = None if bias is None else bias.float().contiguous()
+    y = torch.empty((mrows, n), device=x2.device, dtype=out_dtype)
+    code = cuda_lib.lib().adatsq_weight_only_gemv(
+        x2.data_ptr(), cuda_lib.DTYPE_CODE[x2.dtype], mrows, k, k, w_packed.contiguous().data_ptr(),
+        wfmt_of(w_bits), s_w.data_ptr(), None if b is None else b.data_ptr(), y.data_ptr(),
+        cuda_lib.DTYPE_CODE[out_dtype], n, group, cuda_lib.stream_ptr(x2.device),
+    )  # fmt: skip
+    cuda_lib.check(code, "adatsq_weight_only_gemv")
+    return y
+
+
 _EXPANDED: dict[tuple[int, int, int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
@@ -160,6 +198,10 @@ def qlinear_cuda(
     n = w_scale.shape[0]
     lead = x.shape[:-1]
     g = effective_group(k, group_size)
+    if a_bits >= UNQUANTIZED and not rotate and weight_only_supported(k, group_size, w_bits):
+        out_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32
+        y = weight_only_gemv(x.reshape(-1, k), w_packed, w_bits, w_scale, bias, g, out_dtype)
+        return y.to(x.dtype).reshape(*lead, n)
     if a_bits >= UNQUANTIZED or not gpu_supported(k, group_size, rotate):
         return _fallback(x, w_packed, w_scale, bias, a_bits, w_bits, group_size, rotate)
     x2 = x.reshape(-1, k)
@@ -184,7 +226,7 @@ def _fallback(
     group_size: int,
     rotate: bool,
 ) -> torch.Tensor:
-    """a = 16 (unquantized activations) or shapes the kernels do not take: the reference, on the GPU."""
+    """Shapes the kernels do not take (or a rotated a = 16 layer): the reference, on the GPU."""
     codes = format_for_bits(w_bits).unpack(w_packed, x.shape[-1])
     y = qlinear_reference(x, codes, w_scale, bias, a_bits, group_size, rotate)
     return y.to(x.dtype)

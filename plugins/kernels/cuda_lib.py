@@ -54,10 +54,11 @@ def lib() -> ctypes.CDLL:
     so.adatsq_rotate_quant.argtypes = [vp, i32, i64, i64, i64, i32, i32, i32, vp, i32, i32, i32, vp, vp, vp]
     so.adatsq_expand_weight.argtypes = [vp, i32, i64, i64, i32, vp, vp]
     so.adatsq_qgemm.argtypes = [vp, i32, vp, vp, i32, vp, vp, vp, i32, i64, i64, i64, i32, vp]
+    so.adatsq_weight_only_gemv.argtypes = [vp, i32, i64, i64, i64, vp, i32, vp, vp, vp, i32, i64, i32, vp]
     so.adatsq_hadamard_factors.argtypes = [i64, ctypes.POINTER(i32), ctypes.POINTER(i32)]
     so.adatsq_paley_matrix.argtypes = [i32, vp]
     for fn in ("adatsq_rotate_quant", "adatsq_expand_weight", "adatsq_qgemm", "adatsq_hadamard_factors",
-               "adatsq_paley_matrix"):  # fmt: skip
+               "adatsq_paley_matrix", "adatsq_weight_only_gemv"):  # fmt: skip
         getattr(so, fn).restype = i32
     return so
 

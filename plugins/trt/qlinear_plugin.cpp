@@ -80,7 +80,7 @@ int32_t QLinearPlugin::configurePlugin(DynamicPluginTensorDesc const* in, int32_
                                        DynamicPluginTensorDesc const*, int32_t nbOutputs) noexcept {
     if ((nbInputs != 5 && nbInputs != 6) || nbOutputs != 1) return -1;
     mNbInputs = nbInputs;
-    if (mParams.a_bits > 8) return -1;  // a_bits = 16: no kernel path yet (see README)
+    if (mParams.a_bits > 8 && mParams.rotate) return -1;  // a_bits = 16 layers are never rotated
     int64_t K = in[0].desc.dims.d[in[0].desc.dims.nbDims - 1];
     if (K > 0 && (K % mParams.group_size) != 0) return -1;
     return 0;
@@ -165,11 +165,14 @@ int32_t QLinearPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDe
         if (adatsq_hadamard_factors(K, &m, &p) != 0 || m != mParams.rotation_m) return -1;
     }
     float const* bias = hasBias(mNbInputs) ? static_cast<float const*>(inputs[3]) : nullptr;
+    if (mParams.a_bits > 8) {  // a_bits = 16: weight-only GEMV over the packed weights, no workspace
+        return adatsq_weight_only_gemv(inputs[0], xType, M, K, K, static_cast<uint8_t const*>(inputs[1]),
+                                       mParams.w_bits, static_cast<uint16_t const*>(inputs[2]), bias, outputs[0],
+                                       yType, N, mParams.group_size, stream);
+    }
     auto* q = static_cast<uint8_t*>(workspace);
     size_t qBytes = (static_cast<size_t>(M * K) + 255) / 256 * 256;
     auto* sx = reinterpret_cast<float*>(q + qBytes);
-    // a_bits = 16 (unquantized activations) is not a kernel mode: contract 1 allows only {3, 4, 8} here.
-    if (mParams.a_bits > 8) return -1;
     return adatsq_qlinear_launch(inputs[0], xType, M, K, mParams.rotate, m, p, mHm, mParams.group_size,
                                  mParams.a_bits, static_cast<uint8_t const*>(inputs[1]), mParams.w_bits,
                                  static_cast<uint16_t const*>(inputs[2]), bias, outputs[0], yType, N, q, sx,

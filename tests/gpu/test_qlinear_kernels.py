@@ -211,3 +211,49 @@ def test_cuda_graph_and_compile() -> None:
     graph.replay()
     torch.cuda.synchronize()
     torch.testing.assert_close(static_y, f(x2), rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------ weight-only (a = 16) GEMV kernel
+
+
+@pytest.mark.parametrize("w_bits", [3, 4, 8])
+@pytest.mark.parametrize("k", [256, 3072, 1536, 15360])
+@pytest.mark.parametrize("m", [1, 2, 13])
+def test_weight_only_gemv_matches_float64(w_bits: int, k: int, m: int) -> None:
+    _cuda()
+    from adatsq.plugins.kernels.api import weight_only_gemv
+    from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
+
+    n = 200  # not a multiple of the 8 channels per block
+    codes, scale = quantize_weight_rtn(torch.randn(n, k), w_bits, G)
+    packed = format_for_bits(w_bits).pack(codes).cuda()
+    x = torch.randn(m, k)
+    x[0, 5] *= 100.0
+    bias = torch.randn(n)
+    ref = x.double() @ dequantize_weight(codes, scale).double().t() + bias.double()
+    y = weight_only_gemv(x.cuda(), packed, w_bits, scale.cuda(), bias.cuda(), G, torch.float32)
+    err = float((y.double().cpu() - ref).norm() / ref.norm())
+    assert err <= 1e-5, err
+    y16 = weight_only_gemv(x.cuda().bfloat16(), packed, w_bits, scale.cuda(), None, G, torch.bfloat16)
+    ref16 = x.bfloat16().double() @ dequantize_weight(codes, scale).double().t()
+    assert float((y16.double().cpu() - ref16).norm() / ref16.norm()) <= 1e-2
+
+
+def test_registered_op_a16_runs_the_gemv(monkeypatch: pytest.MonkeyPatch) -> None:
+    _cuda()
+    import adatsq.plugins.op  # noqa: F401
+    from adatsq.plugins.kernels import api
+    from adatsq.plugins.reference import quantize_weight_rtn
+
+    called = []
+    real = api.weight_only_gemv
+    monkeypatch.setattr(api, "weight_only_gemv", lambda *a, **kw: called.append(1) or real(*a, **kw))
+    k, n = 3072, 96
+    codes, scale = quantize_weight_rtn(torch.randn(n, k), 3, G)
+    packed = format_for_bits(3).pack(codes)
+    x = torch.randn(2, 1, k)
+    bias = torch.randn(n)
+    y_cpu = torch.ops.adatsq.qlinear(x, packed, scale, bias, 16, 3, G, False)
+    y_gpu = torch.ops.adatsq.qlinear(x.cuda(), packed.cuda(), scale.cuda(), bias.cuda(), 16, 3, G, False)
+    assert called and y_gpu.shape == y_cpu.shape
+    assert float((y_gpu.cpu() - y_cpu).norm() / y_cpu.norm()) <= 1e-5
