@@ -124,6 +124,7 @@ __all__ = [
     "qlinear_functions",
     "qlinear_schema",
     "rotation_inputs",
+    "tap_activation_codes",
 ]
 
 DOMAIN = "adatsq"  # ONNX domain = TensorRT plugin namespace
@@ -596,3 +597,39 @@ def finalize_exported_model(model: onnx.ModelProto) -> onnx.ModelProto:
             graph.initializer.remove(init)
     graph.initializer.extend(wanted.values())
     return add_qlinear_functions(model)
+
+
+def tap_activation_codes(
+    model: onnx.ModelProto,
+) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int, int]]]:
+    """A debug copy of ``model`` whose graph also outputs, for every activation-quantized QLinear node (a_bits
+    < 16), its input x and its activation codes (the SAME function body with the extra output ``x_codes``).
+
+    Returns the copy and node name → (input value name, codes value name, a_bits, group_size). For tests and
+    debugging only; never ship such a graph. External data references are kept (load it next to the weights).
+    """
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    add_qlinear_functions(m, [qlinear_function(_default_opset(m), outputs=("y", "x_codes"))])
+    outputs = {o.name for o in m.graph.output}
+    taps: dict[str, tuple[str, str, int, int]] = {}
+    for node in m.graph.node:
+        if node.domain != DOMAIN or node.op_type != OP_TYPE:
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if attrs["a_bits"] >= 16:
+            node.output.append("")
+            continue
+        codes = f"{node.name or node.output[0]}::codes"
+        node.output.append(codes)
+        taps[node.name or node.output[0]] = (
+            node.input[0],
+            codes,
+            int(attrs["a_bits"]),
+            int(attrs["group_size"]),
+        )
+        for name in (node.input[0], codes):
+            if name not in outputs:
+                m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+                outputs.add(name)
+    return m, taps

@@ -94,26 +94,6 @@ def test_weights_shared_not_copied(compiled_tiny_flux: Path) -> None:
     assert max(graph_sizes) < 0.5 * wsize
 
 
-def _debug_graph(path: Path) -> tuple[onnx.ModelProto, dict[str, tuple[str, str, int, int]]]:
-    """Config graph exposing each activation-quantized QLinear's input x and its codes."""
-    m = onnx.load(str(path), load_external_data=False)
-    debug = onnx_op.qlinear_function(21, outputs=("y", "x_codes"))
-    onnx_op.add_qlinear_functions(m, [debug])
-    taps: dict[str, tuple[str, str, int, int]] = {}
-    for layer, node in qlinear_layers(m).items():
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if attrs["a_bits"] >= 16:
-            node.output.append("")
-            continue
-        codes = f"{layer}::codes"
-        node.output.append(codes)
-        taps[layer] = (node.input[0], codes, attrs["a_bits"], attrs["group_size"])
-        for name in (node.input[0], codes):
-            if name not in {o.name for o in m.graph.output}:
-                m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
-    return m, taps
-
-
 def _golden(out: Path, make_kwargs) -> list[tuple[int, float, int, int]]:
     s = load_schedule(out / "schedule.json")
     model = load_quantized_model(out)
@@ -128,7 +108,7 @@ def _golden(out: Path, make_kwargs) -> list[tuple[int, float, int, int]]:
         ref = (torch.stack(ref) if isinstance(ref, list) else ref).numpy()  # Z-Image: list per sample
         y = ort.InferenceSession(str(path)).run(None, feeds)[0]
         err = float(np.linalg.norm(y - ref) / np.linalg.norm(ref))
-        dbg, taps = _debug_graph(path)
+        dbg, taps = onnx_op.tap_activation_codes(onnx.load(str(path), load_external_data=False))
         tmp = path.with_name(f".debug_{path.name}")
         onnx.save(dbg, str(tmp))
         try:

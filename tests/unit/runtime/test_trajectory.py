@@ -29,11 +29,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
-from onnx import TensorProto, helper
 
-from adatsq.export.graph_io import PREFIX, adapter_for
+from adatsq.export.graph_io import adapter_for
 from adatsq.export.onnx_export import config_path, load_quantized_model
-from adatsq.passes.onnx.set_activation_bits import qlinear_layers
 from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 from adatsq.plugins import onnx_op
 from adatsq.plugins.hadamard import rotate
@@ -63,27 +61,15 @@ def _rel(a: np.ndarray | torch.Tensor, b: np.ndarray | torch.Tensor) -> float:
 
 def _debug_session(path: Path) -> tuple[ort.InferenceSession, dict[str, tuple[str, str]]]:
     """ORT session of a configuration graph that also returns every activation-quantized QLinear's input
-    and its activation codes (the SAME function body with two extra outputs)."""
-    m = onnx.load(str(path), load_external_data=False)
-    onnx_op.add_qlinear_functions(m, [onnx_op.qlinear_function(21, outputs=("y", "x_codes"))])
-    taps: dict[str, tuple[str, str]] = {}
-    for layer, node in qlinear_layers(m, PREFIX).items():
-        a_bits = {a.name: helper.get_attribute_value(a) for a in node.attribute}["a_bits"]
-        if a_bits >= 16:
-            node.output.append("")
-            continue
-        codes = f"{layer}::codes"
-        node.output.append(codes)
-        taps[layer] = (node.input[0], codes)
-        for name in (node.input[0], codes):
-            if name not in {o.name for o in m.graph.output}:
-                m.graph.output.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+    and its activation codes, keyed by layer name."""
+    m, taps = onnx_op.tap_activation_codes(onnx.load(str(path), load_external_data=False))
     tmp = path.with_name(f".tie_{path.name}")
     onnx.save(m, str(tmp))
     try:
-        return ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"]), taps
+        sess = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
     finally:
         tmp.unlink()
+    return sess, {name: (x, codes) for name, (x, codes, _a, _g) in taps.items()}
 
 
 def _certify(
