@@ -53,7 +53,7 @@ class WeightOnlyDequantPass(Pass[onnx.ModelProto]):
         if a["a_bits"] != 16 or a["rotate"]:
             return None
         raw = format_for_bits(int(a["w_bits"])).onnx_raw_type
-        if raw is None or raw != "INT4":  # TensorRT's weight-only block DQ is INT4 (and FP4/FP8)
+        if raw != "INT4":  # TensorRT's weight-only block DQ is INT4 (and FP4/FP8)
             return None
         if self.block_sizes is not None and a["group_size"] not in self.block_sizes:
             return None

@@ -148,12 +148,12 @@ def recorded_ort_run(out: Path, seed: int, n: int) -> tuple[EngineRunner, torch.
     return runner, runner.generate(seed=seed, n=n), calls
 
 
-def certify_steps(out: Path, calls: list[StepCall]) -> tuple[list[float], list[TieFlip]]:
+def certify_steps(runner: EngineRunner, calls: list[StepCall]) -> tuple[list[float], list[TieFlip]]:
     """Teacher-forced check of every recorded engine call: torch graph arithmetic with the schedule's bits
     of that step on the SAME feeds equals ORT's output, or the difference is a certified tie flip."""
-    s = EngineRunner(out, backend="ort").schedule
+    out, s = runner.root, runner.schedule
     model = load_quantized_model(out)
-    wrapped = adapter_for(EngineRunner(out, backend="ort").family.name).wrap(model).eval()
+    wrapped = adapter_for(runner.family.name).wrap(model).eval()
     modules = quant_linears(model)
     sessions: dict[int, tuple[ort.InferenceSession, dict[str, tuple[str, str]]]] = {}
     errors: list[float] = []
@@ -202,7 +202,7 @@ def test_ort_trajectory_matches_torch(fixture: str, request: pytest.FixtureReque
     assert [c.config for c in calls] == [s.step_configs[c.step] for c in calls]
     assert sorted({c.step for c in calls}) == list(range(s.steps))
 
-    errors, flips = certify_steps(out, calls)
+    errors, flips = certify_steps(runner, calls)
     for f in flips:
         print(
             f"{out.name} step {f.step}: certified tie flip at {f.layer} ({f.codes}/{f.total} codes, "
@@ -245,4 +245,4 @@ def test_certification_rejects_a_wrong_configuration(compiled_tiny_flux: Path) -
     sess = ort.InferenceSession(str(config_path(compiled_tiny_flux / "onnx", other)))
     call.output = sess.run(None, call.feeds)[0]
     with pytest.raises(AssertionError, match="not that of the schedule's configuration"):
-        certify_steps(compiled_tiny_flux, [call])
+        certify_steps(runner, [call])
