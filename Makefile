@@ -7,6 +7,7 @@ OUT ?= engines/tiny-flux
 install:  ## install adatsq (editable) with its dev tools; torch 2.13.0 CPU build
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps nvidia-cutlass==4.2.0.0  # CUTLASS headers for plugins/csrc (no GPU needed)
 
 demo:  ## tiny end-to-end compile + engine-switching generation on the CPU
 	adatsq-compile tiny-flux --target 3.1 -o $(OUT)

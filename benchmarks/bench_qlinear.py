@@ -2,10 +2,11 @@
 
 For M ∈ {1024, 4608} and (K, N) of the issue, times (CUDA-graph replays, median of do_bench_cudagraph):
 torch bf16 ``F.linear`` (cuBLAS); ``torch._scaled_mm`` e4m3 per-tensor (cuBLAS; alone, with fast
-accumulation, and including the quantization of its bf16 input); our GEMM alone for each path (FP8 a ≤ 4,
-int8 a = 8) and weight variant (pre-expanded, packed int4, packed int3); the activation kernel alone; the
-full op ``torch.ops.adatsq.qlinear`` (rotation + quantization + GEMM) for a ∈ {3, 4, 8}, w ∈ {3, 4} with
-packed and with pre-expanded weights; and the CUDA C++ mma.sync GEMM (TensorRT path).
+accumulation, and including the quantization of its bf16 input); our GEMM alone for each path (FP8 a ≤ 4:
+the CUTLASS sm_90a kernel; int8 a = 8: Triton) and weight variant (pre-expanded; packed int4 / int3, which
+includes expanding them per call); the expansion alone; the activation kernel alone; the full op
+``torch.ops.adatsq.qlinear`` (rotation + quantization + GEMM) for a ∈ {3, 4, 8}, w ∈ {3, 4} with packed and
+with pre-expanded weights; and the CUDA C++ mma.sync GEMM (the TensorRT fallback path).
 
     python benchmarks/bench_qlinear.py --out $OUT [--quick] [--sweep]
 
@@ -70,8 +71,8 @@ def sweep_configs(gen: torch.Generator, log: Callable[[str], None]) -> dict[str,
 
     chosen: dict[str, str] = {}
     m = 4608
-    for fp8 in (True, False):
-        for wfmt, w_bits in ((9, 4), (4, 4), (3, 3)):
+    for fp8 in (False,):  # the FP8 path runs on CUTLASS; Triton serves the int8 path, on expanded weights
+        for wfmt, w_bits in ((9, 4),):
             totals: dict[tq.TileConfig, float] = {}
             for k, n in ((3072, 12288),):
                 inp = _inputs(m, k, n, w_bits, gen)
@@ -81,7 +82,9 @@ def sweep_configs(gen: torch.Generator, log: Callable[[str], None]) -> dict[str,
                     if cfg.swap and wfmt == 9:
                         continue
                     try:
-                        fn = functools.partial(qgemm, q, sx, w, wfmt, inp["sw"], inp["bias"], G, config=cfg)
+                        fn = functools.partial(
+                            qgemm, q, sx, w, wfmt, inp["sw"], inp["bias"], G, backend="triton", config=cfg
+                        )
                         ms = bench(fn, rep=15)
                     except Exception as e:  # a config that does not compile or fit: skip it
                         log(f"  config {cfg} failed: {type(e).__name__}: {str(e)[:200]}")
@@ -104,7 +107,7 @@ def _blockwise(x: torch.Tensor, d: dict[str, torch.Tensor], k: int) -> tuple[flo
 
     q, sx = quantize_activations(x, 4, G, True, True)
     we = expand_weight(d["packed"], 4, k, True)
-    ref = qgemm(q, sx, we, 9, d["sw"], None, G, out_dtype=torch.float32)
+    ref = qgemm(q, sx, we, 9, d["sw"], None, G, out_dtype=torch.float32)  # CUTLASS sm_90a
     swf = d["sw"].float()
     forms = {
         "a(M,K/128) col-major, b(K/128,N) row-major": (sx.t(), swf.t().contiguous()),
@@ -133,7 +136,7 @@ def _blockwise(x: torch.Tensor, d: dict[str, torch.Tensor], k: int) -> tuple[flo
 
 def run_shape(m: int, k: int, n: int, gen: torch.Generator, quick: bool) -> dict[str, object]:
     import adatsq.plugins.kernels  # noqa: F401  (registers the CUDA implementation of adatsq::qlinear)
-    from adatsq.plugins.kernels.api import expand_weight, qgemm, quantize_activations
+    from adatsq.plugins.kernels.api import expand_weight, qgemm, quantize_activations, weight_scales_gmajor
 
     res: dict[str, object] = {"M": m, "K": k, "N": n}
     inp = {wb: _inputs(m, k, n, wb, gen) for wb in (3, 4)}
@@ -167,16 +170,19 @@ def run_shape(m: int, k: int, n: int, gen: torch.Generator, quick: bool) -> dict
     res["act_fp8"] = bench(lambda: quantize_activations(x, 4, G, True, True))
     res["act_int8"] = bench(lambda: quantize_activations(x, 8, G, True, False))
 
-    # GEMM alone per path and weight variant
+    # GEMM alone per path and weight variant (packed: per-call expansion + scale transpose included)
     for fp8, tag in ((True, "fp8"), (False, "int8")):
         q, sx = quantize_activations(x, 4 if fp8 else 8, G, True, fp8)
         for w_bits in (4, 3):
             packed = inp[w_bits]["packed"]
             sw, bias = inp[w_bits]["sw"], inp[w_bits]["bias"]
             res[f"gemm_{tag}_int{w_bits}"] = bench(lambda: qgemm(q, sx, packed, w_bits, sw, bias, G))  # noqa: B023
+            if fp8:
+                res[f"expand_int{w_bits}"] = bench(lambda: expand_weight(packed, w_bits, k, True))  # noqa: B023
             if w_bits == 4:
                 we = expand_weight(packed, 4, k, fp8)
-                res[f"gemm_{tag}_expanded"] = bench(lambda: qgemm(q, sx, we, 9, sw, bias, G))  # noqa: B023
+                swg = weight_scales_gmajor(sw) if fp8 else None
+                res[f"gemm_{tag}_expanded"] = bench(lambda: qgemm(q, sx, we, 9, sw, bias, G, sw_gmajor=swg))  # noqa: B023
         if not fp8:
             qi = q
     # CUDA C++ mma.sync GEMM (TensorRT path), int8 codes, packed int4
@@ -214,8 +220,9 @@ def to_markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
         "",
         "| M | K | N | bf16 cuBLAS | fp8 cuBLAS | fp8 fast-acc | fp8 incl. quant | act kernel (fp8 / int8 codes) "
         "| GEMM fp8 expanded | GEMM fp8 int4 | GEMM fp8 int3 | GEMM int8 expanded | GEMM int8 int4 | GEMM int8 int3 "
-        "| CUDA mma int4 | cuBLAS fp8 1x128-block scaled | GEMM fp8-exp / cuBLAS fp8 | int4 / exp | int3 / exp |",
-        "|" + "---|" * 20,
+        "| expand int4 / int3 (ms) | CUDA mma int4 | cuBLAS fp8 1x128-block scaled | GEMM fp8-exp / cuBLAS fp8 "
+        "| int4 / exp | int3 / exp |",
+        "|" + "---|" * 21,
     ]
     for r in rows:
         m, k, n = int(r["M"]), int(r["K"]), int(r["N"])  # type: ignore[arg-type]
@@ -229,6 +236,7 @@ def to_markdown(rows: list[dict[str, object]], meta: dict[str, object]) -> str:
             f"| {m} | {k} | {n} | {c('bf16')} | {c('fp8')} | {c('fp8_fast')} | {c('fp8_quant')} "
             f"| {f(r['act_fp8'])} / {f(r['act_int8'])} | {c('gemm_fp8_expanded')} | {c('gemm_fp8_int4')} "
             f"| {c('gemm_fp8_int3')} | {c('gemm_int8_expanded')} | {c('gemm_int8_int4')} | {c('gemm_int8_int3')} "
+            f"| {f(r.get('expand_int4'))} / {f(r.get('expand_int3'))} "
             f"| {c('gemm_cuda_mma_int4')} | {c('cublas_blockwise')} | {ratio:.2f}× "
             f"| {float(r['gemm_fp8_int4']) / float(r['gemm_fp8_expanded']):.2f} "  # type: ignore[arg-type]
             f"| {float(r['gemm_fp8_int3']) / float(r['gemm_fp8_expanded']):.2f} |"  # type: ignore[arg-type]

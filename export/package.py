@@ -104,7 +104,7 @@ def write_plugins(ctx: CompileContext) -> dict[str, Any]:
             else "TensorRT is importable but no built plugin library was found"
         )
         record["how_to_build"] = (
-            "cmake -S plugins/src -B plugins/build -DTRT_ROOT=/path/to/TensorRT -DCUDA_ARCH=90 -DADATSQ_KERNELS_DIR=$PWD/plugins/src/csrc "
+            "cmake -S plugins/src -B plugins/build -DTRT_ROOT=/path/to/TensorRT -DCUDA_ARCH=90a -DADATSQ_KERNELS_DIR=$PWD/plugins/src/csrc "
             f"&& cmake --build plugins/build -j && cp plugins/build/{PLUGIN_LIBRARY} "
             f"plugins/build/{PLUGIN_LIBRARY_DYNAMIC} plugins/"
         )

@@ -275,7 +275,7 @@ def write_skip_record(ctx: CompileContext, reason: str) -> Path:
         "To build them on a machine with TensorRT >= 10.0 and a GPU, from this output directory:",
         "",
         "1. Build the plugin library (sources in plugins/src, see plugins/BUILD.json):",
-        "     cmake -S plugins/src -B plugins/build -DTRT_ROOT=/path/to/TensorRT -DCUDA_ARCH=90 \\",
+        "     cmake -S plugins/src -B plugins/build -DTRT_ROOT=/path/to/TensorRT -DCUDA_ARCH=90a \\",
         "           -DADATSQ_KERNELS_DIR=$PWD/plugins/src/csrc && cmake --build plugins/build -j",
         f"     cp plugins/build/{PLUGIN_LIBRARY} plugins/build/{PLUGIN_LIBRARY_DYNAMIC} plugins/",
         "",

@@ -3,6 +3,7 @@
 //   int3: bytes 3w..3w+2 form the little-endian word W; code 8w+i = ((W >> 3i) & 7) - 4.
 //   int8: one byte per code.
 // Codes |v| <= 8 are exact in e4m3; int8 codes beyond +-16 are rejected for e4m3 output by the caller.
+#include <cuda_fp16.h>
 #include <cuda_fp8.h>
 
 #include "qlinear_kernels.h"
@@ -33,13 +34,9 @@ __global__ void expand_kernel(const uint8_t* __restrict__ w, int64_t N, int64_t 
 #pragma unroll
     for (int i = 0; i < 8; ++i) codes[i] = static_cast<int>((word >> (3 * i)) & 7u) - 4;
   } else if constexpr (kFmt == ADATSQ_W_INT4) {
-    const uint8_t* src = w + n * (K / 2) + wd * 4;
+    const uint32_t word = *reinterpret_cast<const uint32_t*>(w + n * (K / 2) + wd * 4);  // K % 8 == 0: aligned
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int lo = src[i] & 0xF, hi = src[i] >> 4;
-      codes[2 * i] = (lo ^ 8) - 8;
-      codes[2 * i + 1] = (hi ^ 8) - 8;
-    }
+    for (int i = 0; i < 8; ++i) codes[i] = static_cast<int>(((word >> (4 * i)) & 0xFu) ^ 8u) - 8;
   } else {
     const int8_t* src = reinterpret_cast<const int8_t*>(w) + n * K + wd * 8;
 #pragma unroll
@@ -64,7 +61,26 @@ int launch(const uint8_t* w, int64_t N, int64_t K, int fp8, uint8_t* out, cudaSt
   return static_cast<int>(cudaGetLastError());
 }
 
+// out[g * N + n] = float(s_w[n * groups + g]): one thread per output, coalesced writes.
+__global__ void scales_kernel(const __half* __restrict__ s_w, int64_t N, int64_t groups, float* __restrict__ out) {
+  const int64_t idx = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (idx >= N * groups) return;
+  const int64_t g = idx / N, n = idx - g * N;
+  out[idx] = __half2float(s_w[n * groups + g]);
+}
+
 }  // namespace
+
+extern "C" int adatsq_weight_scales_gmajor(const uint16_t* s_w_f16, int64_t N, int64_t groups, float* out,
+                                           cudaStream_t stream) {
+  if (N < 0 || groups < 0) return static_cast<int>(cudaErrorInvalidValue);
+  const int64_t total = N * groups;
+  if (total == 0) return 0;
+  const int threads = 256;
+  scales_kernel<<<static_cast<unsigned>((total + threads - 1) / threads), threads, 0, stream>>>(
+      reinterpret_cast<const __half*>(s_w_f16), N, groups, out);
+  return static_cast<int>(cudaGetLastError());
+}
 
 extern "C" int adatsq_expand_weight(const uint8_t* w_packed, int w_format, int64_t N, int64_t K, int fp8_out,
                                     uint8_t* out, cudaStream_t stream) {

@@ -253,13 +253,3 @@ extern "C" int adatsq_qgemm(const void* q, int fp8_codes, const float* s_x, cons
     default: return static_cast<int>(cudaErrorInvalidValue);
   }
 }
-
-extern "C" int adatsq_qlinear_launch(const void* x, int x_dtype, int64_t M, int64_t K, int rotate, int m, int p,
-                                     const int8_t* hm, int group, int a_bits, const uint8_t* w, int w_format,
-                                     const uint16_t* s_w_f16, const float* bias, void* y, int y_dtype, int64_t N,
-                                     void* q_scratch, float* sx_scratch, cudaStream_t stream) {
-  const int e = adatsq_rotate_quant(x, x_dtype, M, K, K, rotate, m, p, hm, group, a_bits, 0, q_scratch,
-                                    sx_scratch, stream);
-  if (e != 0) return e;
-  return adatsq_qgemm(q_scratch, 0, sx_scratch, w, w_format, s_w_f16, bias, y, y_dtype, M, N, K, group, stream);
-}

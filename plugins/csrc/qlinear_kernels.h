@@ -54,6 +54,10 @@ int adatsq_rotate_quant(const void* x, int x_dtype, int64_t M, int64_t K, int64_
 int adatsq_expand_weight(const uint8_t* w_packed, int w_format, int64_t N, int64_t K, int fp8_out,
                          uint8_t* out, cudaStream_t stream);
 
+// Weight scales for the wgmma GEMM: float16 N x groups (row-major) -> float32 group-major out[g * N + n].
+int adatsq_weight_scales_gmajor(const uint16_t* s_w_f16, int64_t N, int64_t groups, float* out,
+                                cudaStream_t stream);
+
 // Quantized GEMM on int8 tensor cores (mma.sync m16n8k32 s8, exact s32 accumulation per group, fp32
 // promotion s_x * s_w at every group boundary, bias in the epilogue). Accepts e4m3 or int8 activation
 // codes (fp8_codes) and weights in int3 / int4 / int8 / e4m3 (w_format), unpacked in the kernel.
@@ -69,11 +73,27 @@ int adatsq_weight_only_gemv(const void* x, int x_dtype, int64_t M, int64_t K, in
                             int w_format, const uint16_t* s_w_f16, const float* bias, void* y, int y_dtype,
                             int64_t N, int group, cudaStream_t stream);
 
-// Full op: rotate_quant into caller-provided scratch (q: M*K bytes, s_x: M*(K/group) floats), then qgemm.
+// FP8 wgmma GEMM for sm_90a (qgemm_sm90.cu, CUTLASS 3 warp-specialised blockwise-scaled collective):
+// e4m3 codes q (M x K) and w (N x K), group size 128, group-major float32 scales s_x[g * M + m] and
+// s_w[g * N + n]; every 128-deep integer product is exact and promoted to float32 with s_x * s_w; y (M x N)
+// float32 or bfloat16 (y_dtype 0 / 2). Requirements: K % 128 == 0, N % 8 == 0, q / w 16-byte aligned.
+// bias may be NULL. `workspace` of adatsq_qgemm_sm90_workspace() bytes (0 today; may be NULL then).
+int adatsq_qgemm_sm90_workspace(int64_t M, int64_t N, int64_t K, size_t* bytes);
+int adatsq_qgemm_sm90(const uint8_t* q, const float* s_x, const uint8_t* w, const float* s_w, const float* bias,
+                      void* y, int y_dtype, int64_t M, int64_t N, int64_t K, void* workspace,
+                      size_t workspace_bytes, cudaStream_t stream);
+
+// Full op, the TensorRT plugin's enqueue(). Path:
+//   a_bits <= 4, w_format int3 / int4, group 128, K % 128 == 0, N % 8 == 0, an sm_90 device:
+//     rotate_quant to e4m3 codes -> expand the packed weight to e4m3 and its scales to group-major float32
+//     (into the workspace; weights stay packed in the engine) -> adatsq_qgemm_sm90 (wgmma);
+//   otherwise: rotate_quant to int8 codes -> adatsq_qgemm (mma.sync, weights unpacked in the kernel).
+// `workspace` holds at least adatsq_qlinear_workspace_size(M, N, K, ...) bytes (256-byte aligned).
+size_t adatsq_qlinear_workspace_size(int64_t M, int64_t N, int64_t K, int group, int a_bits, int w_format);
 int adatsq_qlinear_launch(const void* x, int x_dtype, int64_t M, int64_t K, int rotate, int m, int p,
                           const int8_t* hm, int group, int a_bits, const uint8_t* w, int w_format,
                           const uint16_t* s_w_f16, const float* bias, void* y, int y_dtype, int64_t N,
-                          void* q_scratch, float* sx_scratch, cudaStream_t stream);
+                          void* workspace, size_t workspace_bytes, cudaStream_t stream);
 
 #ifdef __cplusplus
 }

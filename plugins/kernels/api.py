@@ -1,13 +1,17 @@
 """GPU implementation of ``adatsq::qlinear`` from the two kernels: fused rotate+quantize, then the GEMM.
 
 * :func:`quantize_activations`: CUDA C++ (plugins/csrc/rotate_quant.cu) through ctypes; one pass over x.
-* :func:`qgemm`: Triton wgmma GEMM (plugins/kernels/triton_qgemm.py) or the CUDA C++ mma.sync GEMM
-  (plugins/csrc/qgemm_mma.cu, the TensorRT path) selected by ``backend``.
+* :func:`qgemm`: the GEMM. ``backend="auto"`` (default): the sm_90a FP8 wgmma GEMM built on CUTLASS
+  (plugins/csrc/qgemm_sm90.cu) for the FP8 path with G = 128, else the Triton wgmma GEMM
+  (plugins/kernels/triton_qgemm.py); packed weights are expanded to one byte per code into a transient
+  buffer first (a bandwidth-bound pass, 7-39 µs on the H200 for the image models' layers), so they stay
+  packed in memory. ``"sm90"``, ``"triton"`` (Triton, unpacking packed weights inside the GEMM) and
+  ``"cuda"`` (the portable mma.sync GEMM of plugins/csrc/qgemm_mma.cu) force one.
 * :func:`weight_only_gemv`: a = 16 layers (one vector per sample) as a GEMV over the packed weights
   (plugins/csrc/weight_only_gemv.cu).
 * :func:`qlinear_cuda`: the registered CUDA implementation of the op. The weight operand stays packed
-  (int3/int4, expanded in the kernel) unless ``ADATSQ_QLINEAR_WEIGHTS=expanded``, which expands once
-  into a cache keyed by the packed tensor's storage (twice the memory of int4; for benchmarking).
+  (int3/int4, expanded per call) unless ``ADATSQ_QLINEAR_WEIGHTS=expanded``, which expands once into a
+  cache keyed by the packed tensor's storage (twice the memory of int4; for benchmarking).
 
 Path choice: FP8 (e4m3 codes, QGMMA) when a ≤ 4 and w ≤ 4 (|codes| ≤ 8, exact in e4m3); int8 (IGMMA)
 otherwise (a = 8 codes reach 128, not exact in e4m3).
@@ -15,6 +19,7 @@ otherwise (a = 8 codes reach 128, not exact in e4m3).
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import math
 import os
@@ -28,6 +33,9 @@ from adatsq.plugins.reference import UNQUANTIZED, effective_group, qlinear_refer
 
 __all__ = [
     "expand_weight",
+    "qgemm_sm90",
+    "sm90_supported",
+    "weight_scales_gmajor",
     "gpu_supported",
     "qgemm",
     "qlinear_cuda",
@@ -102,6 +110,60 @@ def expand_weight(w_packed: torch.Tensor, w_bits: int, k: int, fp8: bool) -> tor
     return out
 
 
+def sm90_supported(n: int, k: int, group: int, device: torch.device) -> bool:
+    """Shapes and devices of the CUTLASS wgmma GEMM: an sm_90 GPU, G = 128, K % 128 == 0, N % 8 == 0."""
+    if group != 128 or k % 128 or n % 8 or device.type != "cuda":
+        return False
+    return torch.cuda.get_device_capability(device) == (9, 0)
+
+
+def weight_scales_gmajor(s_w: torch.Tensor) -> torch.Tensor:
+    """float16 scales N × groups → float32 group-major (groups × N), the layout the wgmma GEMM reads."""
+    s_w = s_w.to(torch.float16).contiguous()
+    n, groups = s_w.shape
+    out = torch.empty((groups, n), device=s_w.device, dtype=torch.float32)
+    code = cuda_lib.lib().adatsq_weight_scales_gmajor(
+        s_w.data_ptr(), n, groups, out.data_ptr(), cuda_lib.stream_ptr(s_w.device)
+    )
+    cuda_lib.check(code, "adatsq_weight_scales_gmajor")
+    return out
+
+
+def qgemm_sm90(
+    q: torch.Tensor,
+    sx: torch.Tensor,
+    w_e4m3: torch.Tensor,
+    sw_gmajor: torch.Tensor,
+    bias: torch.Tensor | None,
+    out_dtype: torch.dtype = torch.bfloat16,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """y = Σ_g s_x·s_w·(q_x·q_w)_g + b on the CUTLASS sm_90a kernel: e4m3 codes q (M×K), w (N×K), group-major
+    float32 scales sx (K/128 × M), sw (K/128 × N); float32 or bfloat16 out (float16: computed in float32).
+    ``out``: an M×N float32/bfloat16 tensor to write into."""
+    mrows, k = q.shape
+    n = w_e4m3.shape[0]
+    y_dtype = out_dtype if out_dtype in (torch.float32, torch.bfloat16) else torch.float32
+    if out is not None and (out.shape != (mrows, n) or out.dtype != y_dtype or not out.is_contiguous()):
+        raise ValueError(
+            f"out must be a contiguous {mrows}×{n} {y_dtype} tensor, got {out.dtype} {tuple(out.shape)}"
+        )
+    y = torch.empty((mrows, n), device=q.device, dtype=y_dtype) if out is None else out
+    lib = cuda_lib.lib()
+    nbytes = ctypes.c_size_t(0)
+    cuda_lib.check(
+        lib.adatsq_qgemm_sm90_workspace(mrows, n, k, ctypes.byref(nbytes)), "adatsq_qgemm_sm90_workspace"
+    )
+    ws = torch.empty(nbytes.value, device=q.device, dtype=torch.uint8) if nbytes.value else None
+    code = lib.adatsq_qgemm_sm90(
+        q.data_ptr(), sx.data_ptr(), w_e4m3.data_ptr(), sw_gmajor.data_ptr(), None if bias is None else bias.data_ptr(),
+        y.data_ptr(), cuda_lib.DTYPE_CODE[y_dtype], mrows, n, k, None if ws is None else ws.data_ptr(), nbytes.value,
+        cuda_lib.stream_ptr(q.device),
+    )  # fmt: skip
+    cuda_lib.check(code, "adatsq_qgemm_sm90")
+    return y if y_dtype == out_dtype else y.to(out_dtype)
+
+
 def qgemm(
     q: torch.Tensor,
     sx: torch.Tensor,
@@ -111,19 +173,31 @@ def qgemm(
     bias: torch.Tensor | None,
     group: int,
     out_dtype: torch.dtype = torch.bfloat16,
-    backend: str = "triton",
+    backend: str = "auto",
     config: object | None = None,
+    sw_gmajor: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The GEMM alone. ``wfmt``: 3/4 packed, 8 int8 codes, 9 expanded (one byte per code, q's type)."""
+    """The GEMM alone. ``wfmt``: 3/4 packed, 8 int8 codes, 9 expanded (one byte per code, q's type).
+    ``sw_gmajor``: :func:`weight_scales_gmajor` of ``s_w`` if the caller keeps it (sm90 backend)."""
     fp8 = q.dtype == FP8
+    k = q.shape[1]
     s_w = s_w.to(torch.float16).contiguous()
     b = None if bias is None else bias.float().contiguous()
+    if backend == "auto":
+        if wfmt in (3, 4):  # expand into a transient buffer: the packed weight stays the resident copy
+            w, wfmt = expand_weight(w, wfmt, k, fp8), 9
+        backend = "sm90" if fp8 and sm90_supported(s_w.shape[0], k, group, q.device) else "triton"
+    if backend == "sm90":
+        if wfmt != 9 or not fp8:
+            raise ValueError("the sm90 GEMM takes e4m3 codes and expanded e4m3 weights (wfmt 9)")
+        sw = weight_scales_gmajor(s_w) if sw_gmajor is None else sw_gmajor
+        return qgemm_sm90(q, sx, w, sw, b, out_dtype)
     if backend == "triton":
         from adatsq.plugins.kernels.triton_qgemm import qgemm_triton
 
         return qgemm_triton(q, sx, w, wfmt, s_w, b, group, fp8, out_dtype, config)  # type: ignore[arg-type]
     if backend == "cuda":
-        mrows, k = q.shape
+        mrows = q.shape[0]
         n = s_w.shape[0]
         y = torch.empty((mrows, n), device=q.device, dtype=out_dtype)
         c_wfmt = 9 if (wfmt == 9 and fp8) else (8 if wfmt == 9 else wfmt)
@@ -183,6 +257,18 @@ def _expanded(w_packed: torch.Tensor, w_bits: int, k: int, fp8: bool) -> torch.T
     return hit[1]
 
 
+_SCALES: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _scales_gmajor(s_w: torch.Tensor) -> torch.Tensor:
+    key = (s_w.untyped_storage().data_ptr(), s_w.storage_offset())
+    hit = _SCALES.get(key)
+    if hit is None or hit[0].shape != s_w.shape:
+        hit = (s_w, weight_scales_gmajor(s_w))
+        _SCALES[key] = hit
+    return hit[1]
+
+
 def qlinear_cuda(
     x: torch.Tensor,
     w_packed: torch.Tensor,
@@ -207,12 +293,15 @@ def qlinear_cuda(
     x2 = x.reshape(-1, k)
     fp8 = use_fp8(a_bits, w_bits)
     q, sx = quantize_activations(x2, a_bits, g, rotate, fp8)
+    sw_gmajor = None
     if os.environ.get("ADATSQ_QLINEAR_WEIGHTS", "packed") == "expanded":
         w, wfmt = _expanded(w_packed, w_bits, k, fp8), 9
+        if fp8 and sm90_supported(n, k, g, x.device):
+            sw_gmajor = _scales_gmajor(w_scale)
     else:
         w, wfmt = w_packed, wfmt_of(w_bits)
     out_dtype = x.dtype if x.dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
-    y = qgemm(q, sx, w, wfmt, w_scale, bias, g, out_dtype=out_dtype)
+    y = qgemm(q, sx, w, wfmt, w_scale, bias, g, out_dtype=out_dtype, sw_gmajor=sw_gmajor)
     return y.reshape(*lead, n)
 
 

@@ -53,12 +53,20 @@ def lib() -> ctypes.CDLL:
     i64, i32, vp = ctypes.c_int64, ctypes.c_int, ctypes.c_void_p
     so.adatsq_rotate_quant.argtypes = [vp, i32, i64, i64, i64, i32, i32, i32, vp, i32, i32, i32, vp, vp, vp]
     so.adatsq_expand_weight.argtypes = [vp, i32, i64, i64, i32, vp, vp]
+    so.adatsq_weight_scales_gmajor.argtypes = [vp, i64, i64, vp, vp]
+    so.adatsq_qgemm_sm90.argtypes = [vp, vp, vp, vp, vp, vp, i32, i64, i64, i64, vp, ctypes.c_size_t, vp]
+    so.adatsq_qgemm_sm90_workspace.argtypes = [i64, i64, i64, ctypes.POINTER(ctypes.c_size_t)]
+    so.adatsq_qlinear_workspace_size.argtypes = [i64, i64, i64, i32, i32, i32]
+    so.adatsq_qlinear_workspace_size.restype = ctypes.c_size_t
+    so.adatsq_qlinear_launch.argtypes = [vp, i32, i64, i64, i32, i32, i32, vp, i32, i32, vp, i32, vp, vp, vp, i32,
+                                         i64, vp, ctypes.c_size_t, vp]  # fmt: skip
     so.adatsq_qgemm.argtypes = [vp, i32, vp, vp, i32, vp, vp, vp, i32, i64, i64, i64, i32, vp]
     so.adatsq_weight_only_gemv.argtypes = [vp, i32, i64, i64, i64, vp, i32, vp, vp, vp, i32, i64, i32, vp]
     so.adatsq_hadamard_factors.argtypes = [i64, ctypes.POINTER(i32), ctypes.POINTER(i32)]
     so.adatsq_paley_matrix.argtypes = [i32, vp]
     for fn in ("adatsq_rotate_quant", "adatsq_expand_weight", "adatsq_qgemm", "adatsq_hadamard_factors",
-               "adatsq_paley_matrix", "adatsq_weight_only_gemv"):  # fmt: skip
+               "adatsq_paley_matrix", "adatsq_weight_only_gemv", "adatsq_weight_scales_gmajor",
+               "adatsq_qgemm_sm90", "adatsq_qgemm_sm90_workspace", "adatsq_qlinear_launch"):  # fmt: skip
         getattr(so, fn).restype = i32
     return so
 

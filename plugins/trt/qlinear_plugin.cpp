@@ -32,11 +32,6 @@ int64_t rowsOf(Dims const& d) {
 }
 
 // Effective group and scratch sizes: q (M*K bytes) then s_x (M*(K/G) floats), 256-byte aligned.
-size_t scratchBytes(int64_t M, int64_t K, int32_t group) {
-    size_t q = static_cast<size_t>(M * K);
-    q = (q + 255) / 256 * 256;
-    return q + static_cast<size_t>(M * (K / group)) * sizeof(float) + 256;
-}
 }  // namespace
 
 QLinearPlugin::QLinearPlugin(QLinearParams const& p) : mParams(p) {
@@ -118,8 +113,10 @@ bool QLinearPlugin::supportsFormatCombination(int32_t pos, DynamicPluginTensorDe
 size_t QLinearPlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int32_t, DynamicPluginTensorDesc const*,
                                        int32_t) const noexcept {
     Dims const& mx = inputs[0].max;
-    int64_t K = mx.d[mx.nbDims - 1];
-    return scratchBytes(rowsOf(mx), K, mParams.group_size);
+    int64_t const K = mx.d[mx.nbDims - 1];
+    int64_t const N = inputs[1].max.d[0];
+    if (mParams.a_bits > 8) return 0;  // weight-only GEMV: no scratch
+    return adatsq_qlinear_workspace_size(rowsOf(mx), N, K, mParams.group_size, mParams.a_bits, mParams.w_bits);
 }
 
 int32_t QLinearPlugin::onShapeChange(PluginTensorDesc const*, int32_t nbInputs, PluginTensorDesc const*,
@@ -170,13 +167,13 @@ int32_t QLinearPlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDe
                                        mParams.w_bits, static_cast<uint16_t const*>(inputs[2]), bias, outputs[0],
                                        yType, N, mParams.group_size, stream);
     }
-    auto* q = static_cast<uint8_t*>(workspace);
-    size_t qBytes = (static_cast<size_t>(M * K) + 255) / 256 * 256;
-    auto* sx = reinterpret_cast<float*>(q + qBytes);
+    // The workspace TensorRT passes holds getWorkspaceSize() for the maximum shape, >= this shape's need.
+    size_t const wsBytes =
+        adatsq_qlinear_workspace_size(M, N, K, mParams.group_size, mParams.a_bits, mParams.w_bits);
     return adatsq_qlinear_launch(inputs[0], xType, M, K, mParams.rotate, m, p, mHm, mParams.group_size,
                                  mParams.a_bits, static_cast<uint8_t const*>(inputs[1]), mParams.w_bits,
-                                 static_cast<uint16_t const*>(inputs[2]), bias, outputs[0], yType, N, q, sx,
-                                 stream);
+                                 static_cast<uint16_t const*>(inputs[2]), bias, outputs[0], yType, N, workspace,
+                                 wsBytes, stream);
 }
 
 PluginFieldCollection const* QLinearPlugin::getFieldsToSerialize() noexcept { return &mFc; }

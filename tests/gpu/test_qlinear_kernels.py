@@ -107,7 +107,10 @@ def test_rotate_quant_dtypes_and_no_rotation(dtype: torch.dtype) -> None:
 @pytest.mark.parametrize("k", WIDTHS)
 @pytest.mark.parametrize(("a_bits", "w_bits"), [(3, 3), (4, 4), (3, 4), (4, 3), (8, 4), (8, 3)])
 @pytest.mark.parametrize("variant", ["packed", "expanded"])
-def test_gemm_integer_part_exact(k: int, a_bits: int, w_bits: int, variant: str) -> None:
+@pytest.mark.parametrize("backend", ["auto", "triton"])
+def test_gemm_integer_part_exact(k: int, a_bits: int, w_bits: int, variant: str, backend: str) -> None:
+    """auto: CUTLASS sm_90a GEMM on the FP8 path (packed weights expanded per call), Triton on int8;
+    triton: the Triton kernels, unpacking packed weights inside the GEMM."""
     _cuda()
     from adatsq.plugins.kernels.api import expand_weight, qgemm, quantize_activations, use_fp8, wfmt_of
 
@@ -124,8 +127,8 @@ def test_gemm_integer_part_exact(k: int, a_bits: int, w_bits: int, variant: str)
     else:
         w, wfmt = expand_weight(packed, w_bits, k, fp8), 9
     ref = _gemm_ref64(q, sx, codes, sw, bias)
-    y32 = qgemm(q, sx, w, wfmt, sw.cuda(), bias.cuda(), G, out_dtype=torch.float32)
-    y16 = qgemm(q, sx, w, wfmt, sw.cuda(), bias.cuda(), G, out_dtype=torch.bfloat16)
+    y32 = qgemm(q, sx, w, wfmt, sw.cuda(), bias.cuda(), G, out_dtype=torch.float32, backend=backend)
+    y16 = qgemm(q, sx, w, wfmt, sw.cuda(), bias.cuda(), G, out_dtype=torch.bfloat16, backend=backend)
     torch.cuda.synchronize()
     assert torch.isfinite(y32).all()
     assert _rel(y32.cpu(), ref) <= 1e-5
@@ -149,6 +152,76 @@ def test_cuda_mma_gemm_exact(w_bits: int, k: int) -> None:
     y = qgemm(q, sx, packed, wfmt_of(w_bits), sw.cuda(), bias.cuda(), G, torch.float32, backend="cuda")
     torch.cuda.synchronize()
     assert _rel(y.cpu(), _gemm_ref64(q, sx, codes, sw, bias)) <= 1e-5
+
+
+@pytest.mark.parametrize(("m", "n"), [(77, 200), (1, 8), (4608, 3072)])
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_sm90_gemm_exact(m: int, n: int, with_bias: bool) -> None:
+    """The CUTLASS sm_90a kernel called directly: M and N off the 128-tiles (N = 200: an odd number of
+    column tiles in the 2-CTA cluster), no bias, K = 15360; poisoned output fully overwritten."""
+    _cuda()
+    from adatsq.plugins.kernels.api import (
+        expand_weight,
+        qgemm_sm90,
+        quantize_activations,
+        weight_scales_gmajor,
+    )
+
+    gen = torch.Generator().manual_seed(torch.seed())
+    k = 15360
+    x = _x(m, k, torch.bfloat16, gen)
+    codes, sw = _weights(n, k, 4, gen)
+    bias = torch.randn(n, generator=gen) if with_bias else None
+    q, sx = quantize_activations(x.cuda(), 4, G, True, True)
+    w = expand_weight(format_for_bits(4).pack(codes).cuda(), 4, k, True)
+    swg = weight_scales_gmajor(sw.cuda())
+    assert torch.equal(swg.cpu(), sw.float().t())
+    y = torch.full((m, n), float("nan"), device="cuda")
+    qgemm_sm90(q, sx, w, swg, None if bias is None else bias.cuda(), torch.float32, out=y)
+    torch.cuda.synchronize()
+    assert torch.isfinite(y).all()
+    assert _rel(y.cpu(), _gemm_ref64(q, sx, codes, sw, bias)) <= 1e-5
+
+
+@pytest.mark.parametrize(("a_bits", "w_bits"), [(4, 4), (3, 3), (8, 4)])
+def test_qlinear_launch_c_abi(a_bits: int, w_bits: int) -> None:
+    """adatsq_qlinear_launch, the TensorRT plugin's whole enqueue, in its own workspace: on the FP8 path it
+    runs the same kernels as the torch op (bit-identical output); a = 8 takes the mma.sync path."""
+    _cuda()
+    import ctypes
+
+    import adatsq.plugins.kernels  # noqa: F401
+    from adatsq.plugins.hadamard import hadamard_factors
+    from adatsq.plugins.kernels import cuda_lib
+    from adatsq.plugins.kernels.api import _hm_device
+
+    gen = torch.Generator().manual_seed(torch.seed())
+    m, k, n = 333, 3072, 640
+    x = _x(m, k, torch.bfloat16, gen).cuda()
+    codes, sw = _weights(n, k, w_bits, gen)
+    bias = torch.randn(n, generator=gen).cuda()
+    packed, sw = format_for_bits(w_bits).pack(codes).cuda(), sw.cuda()
+    lib = cuda_lib.lib()
+    nbytes = lib.adatsq_qlinear_workspace_size(m, n, k, G, a_bits, w_bits)
+    ws = torch.empty(nbytes, dtype=torch.uint8, device="cuda")
+    y = torch.full((m, n), float("nan"), dtype=torch.bfloat16, device="cuda")
+    hm_order, p = hadamard_factors(k)
+    hm = _hm_device(hm_order, 0) if hm_order > 1 else None
+    code = lib.adatsq_qlinear_launch(
+        x.data_ptr(), 2, m, k, 1, hm_order, p, None if hm is None else hm.data_ptr(), G, a_bits, packed.data_ptr(),
+        w_bits, sw.data_ptr(), bias.data_ptr(), y.data_ptr(), 2, n, ws.data_ptr(), ctypes.c_size_t(nbytes),
+        torch.cuda.current_stream().cuda_stream,
+    )  # fmt: skip
+    cuda_lib.check(code, "adatsq_qlinear_launch")
+    op = torch.ops.adatsq.qlinear(x, packed, sw, bias, a_bits, w_bits, G, True)
+    torch.cuda.synchronize()
+    assert not y.isnan().any()
+    if a_bits <= 4:
+        assert torch.equal(y, op)
+    else:
+        assert _rel(y.float().cpu(), op.float().cpu()) <= 4e-3
+    small = lib.adatsq_qlinear_workspace_size(m, n, k, G, 8, w_bits)
+    assert (nbytes > small) == (a_bits <= 4)  # the FP8 path also holds the expanded weight
 
 
 @pytest.mark.parametrize("w_bits", [3, 4])

@@ -47,6 +47,9 @@ def test_every_cuda_source_compiles(built_lib: pathlib.Path) -> None:
         "qgemm_mma.cu",
         "expand_weight.cu",
         "hadamard_host.cu",
+        "qgemm_sm90.cu",
+        "qlinear_launch.cu",
+        "weight_only_gemv.cu",
     }
     for src in sources:
         assert (built_lib.parent / (src.stem + ".o")).is_file(), f"{src.name} produced no object"
@@ -56,7 +59,8 @@ def test_every_cuda_source_compiles(built_lib: pathlib.Path) -> None:
 def test_exported_c_abi(built_lib: pathlib.Path) -> None:
     so = ctypes.CDLL(str(built_lib))
     for name in ("adatsq_rotate_quant", "adatsq_qgemm", "adatsq_expand_weight", "adatsq_qlinear_launch",
-                 "adatsq_hadamard_factors", "adatsq_paley_matrix"):  # fmt: skip
+                 "adatsq_hadamard_factors", "adatsq_paley_matrix", "adatsq_qgemm_sm90", "adatsq_qgemm_sm90_workspace",
+                 "adatsq_qlinear_workspace_size", "adatsq_weight_scales_gmajor", "adatsq_weight_only_gemv"):  # fmt: skip
         assert hasattr(so, name), name
 
 
