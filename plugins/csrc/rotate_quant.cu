@@ -56,6 +56,50 @@ __device__ __forceinline__ uint8_t encode(float code) {
   }
 }
 
+// buf (m x p floats, row-major) <- H_m^T buf. Work items (row block of 4, 8-column chunk): (m/4)(p/8) = K/32,
+// at most R per thread. hm_s[a * m + i] = H_m[a][i] as +-1.f, 16-byte aligned.
+template <int R>
+__device__ __forceinline__ void hm_step(float* buf, const float* hm_s, int m, int p, int tid) {
+  const int chunks = p / kVec, items = (m / 4) * chunks;
+  float acc[R][4][kVec];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int it = tid + r * kThreads;
+#pragma unroll
+    for (int k = 0; k < 4; ++k)
+#pragma unroll
+      for (int e = 0; e < kVec; ++e) acc[r][k][e] = 0.f;
+    if (it >= items) continue;
+    const int i0 = (it / chunks) * 4, col = (it % chunks) * kVec;
+#pragma unroll 2
+    for (int a = 0; a < m; ++a) {
+      const float4 sg = *reinterpret_cast<const float4*>(hm_s + a * m + i0);
+      const float4* src = reinterpret_cast<const float4*>(buf + a * p + col);
+      const float4 u0 = src[0], u1 = src[1];
+      const float xs[kVec] = {u0.x, u0.y, u0.z, u0.w, u1.x, u1.y, u1.z, u1.w};
+      const float ss[4] = {sg.x, sg.y, sg.z, sg.w};
+#pragma unroll
+      for (int k = 0; k < 4; ++k)
+#pragma unroll
+        for (int e = 0; e < kVec; ++e) acc[r][k][e] = fmaf(ss[k], xs[e], acc[r][k][e]);
+    }
+  }
+  __syncthreads();  // every read of buf done before it is overwritten
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const int it = tid + r * kThreads;
+    if (it >= items) continue;
+    const int i0 = (it / chunks) * 4, col = (it % chunks) * kVec;
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      float4* dst = reinterpret_cast<float4*>(buf + (i0 + k) * p + col);
+      dst[0] = make_float4(acc[r][k][0], acc[r][k][1], acc[r][k][2], acc[r][k][3]);
+      dst[1] = make_float4(acc[r][k][4], acc[r][k][5], acc[r][k][6], acc[r][k][7]);
+    }
+  }
+  __syncthreads();
+}
+
 template <int CPT, typename TIn, bool kFp8>
 __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __restrict__ x, int64_t ldx,
                                                                 int64_t M, int K, int rotate, int m, int p,
@@ -66,7 +110,7 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
   extern __shared__ float4 smem_raw[];
   float* buf = reinterpret_cast<float*>(smem_raw);          // K floats
   unsigned* gmax = reinterpret_cast<unsigned*>(buf + K);    // K/group absmax bit patterns
-  float* hm_s = reinterpret_cast<float*>(gmax + K / group);     // m*m signs as +-1.f
+  float* hm_s = buf + K + (K / group + 3) / 4 * 4;               // m*m signs as +-1.f, 16-byte aligned
 
   const int64_t token = blockIdx.x;
   const int tid = threadIdx.x;
@@ -123,7 +167,7 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
       }
     }
     const bool smem_stages = p > 32 * kVec;
-    if (smem_stages || m > 1) {
+    if (smem_stages || m > 1) {  // through shared memory; v is reassigned at the end (dead in between)
 #pragma unroll
       for (int j = 0; j < CPT; ++j) {
         const int c = tid + j * kThreads;
@@ -134,59 +178,40 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
         }
       }
       __syncthreads();
-    }
-    if (smem_stages) {
-      // Stages h = 256 .. p/2: pair t -> segment t / (p/2), index i0 = seg*p + (r / h)*2h + r % h.
-      // p and h are powers of two: shifts and masks instead of divisions.
-      const int log_half = __ffs(p) - 2;
-      for (int h = 32 * kVec; h < p; h <<= 1) {
-        const int log_h = __ffs(h) - 1;
-        for (int t = tid; t < K / 2; t += kThreads) {
-          const int seg = t >> log_half;
-          const int r = t & ((p >> 1) - 1);
-          const int i0 = (seg << (log_half + 1)) + ((r >> log_h) << (log_h + 1)) + (r & (h - 1));
-          const float a = buf[i0], b = buf[i0 + h];
-          buf[i0] = a + b;
-          buf[i0 + h] = a - b;
-        }
-        __syncthreads();
-      }
-    }
-    if (m > 1) {
-      // y[i, col] = sum_a H_m[a][i] * X[a, col] for the 8 columns of each chunk.
-#pragma unroll
-      for (int j = 0; j < CPT; ++j) {
-        const int c = tid + j * kThreads;
-        if (c < nchunks) {
-          const int e = c * kVec;
-          const int row = e >> (__ffs(p) - 1);
-          const int col = e & (p - 1);
-          float acc[kVec];
-#pragma unroll
-          for (int i = 0; i < kVec; ++i) acc[i] = 0.f;
-          for (int a = 0; a < m; ++a) {
-            const float sgn = hm_s[a * m + row];
-            const float4* src = reinterpret_cast<const float4*>(buf + a * p + col);
-            const float4 u0 = src[0], u1 = src[1];
-            acc[0] = fmaf(sgn, u0.x, acc[0]); acc[1] = fmaf(sgn, u0.y, acc[1]);
-            acc[2] = fmaf(sgn, u0.z, acc[2]); acc[3] = fmaf(sgn, u0.w, acc[3]);
-            acc[4] = fmaf(sgn, u1.x, acc[4]); acc[5] = fmaf(sgn, u1.y, acc[5]);
-            acc[6] = fmaf(sgn, u1.z, acc[6]); acc[7] = fmaf(sgn, u1.w, acc[7]);
+      if (smem_stages) {
+        // Stages h = 256 .. p/2: pair t -> segment t / (p/2), index i0 = seg*p + (r / h)*2h + r % h.
+        // p and h are powers of two: shifts and masks instead of divisions.
+        const int log_half = __ffs(p) - 2;
+        for (int h = 32 * kVec; h < p; h <<= 1) {
+          const int log_h = __ffs(h) - 1;
+          for (int t = tid; t < K / 2; t += kThreads) {
+            const int seg = t >> log_half;
+            const int r = t & ((p >> 1) - 1);
+            const int i0 = (seg << (log_half + 1)) + ((r >> log_h) << (log_h + 1)) + (r & (h - 1));
+            const float a = buf[i0], b = buf[i0 + h];
+            buf[i0] = a + b;
+            buf[i0 + h] = a - b;
           }
-#pragma unroll
-          for (int i = 0; i < kVec; ++i) v[j][i] = acc[i];
+          __syncthreads();
         }
       }
-    } else if (smem_stages) {
+      if (m > 1) {
+        // y[i, col] = sum_a H_m[a][i] X[a, col], register-blocked: one work item = 4 rows i x 8 columns, so
+        // every X[a, col..col+8) read from shared memory feeds 32 FMAs (m % 4 == 0 for every Hadamard
+        // order > 2). Results stay in registers until all reads of buf are done, then overwrite it.
+        hm_step<(CPT + 3) / 4>(buf, hm_s, m, p, tid);
+      }
 #pragma unroll
       for (int j = 0; j < CPT; ++j) {
         const int c = tid + j * kThreads;
+        float4 u0 = make_float4(0.f, 0.f, 0.f, 0.f), u1 = u0;
         if (c < nchunks) {
           const float4* src = reinterpret_cast<const float4*>(buf + c * kVec);
-          const float4 u0 = src[0], u1 = src[1];
-          v[j][0] = u0.x; v[j][1] = u0.y; v[j][2] = u0.z; v[j][3] = u0.w;
-          v[j][4] = u1.x; v[j][5] = u1.y; v[j][6] = u1.z; v[j][7] = u1.w;
+          u0 = src[0];
+          u1 = src[1];
         }
+        v[j][0] = u0.x; v[j][1] = u0.y; v[j][2] = u0.z; v[j][3] = u0.w;
+        v[j][4] = u1.x; v[j][5] = u1.y; v[j][6] = u1.z; v[j][7] = u1.w;
       }
     }
     // x~ = u / sqrt(K) with u = H_m^T X H_p: the division is folded into the scale below (one per group):
@@ -243,7 +268,7 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
 template <int CPT, typename TIn, bool kFp8>
 int launch_typed(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, int p, const int8_t* hm,
                  int group, int qmax, void* q, float* s_x, cudaStream_t stream) {
-  const size_t smem = static_cast<size_t>(K) * sizeof(float) + (K / group) * sizeof(unsigned) +
+  const size_t smem = static_cast<size_t>(K) * sizeof(float) + (K / group + 3) / 4 * 4 * sizeof(unsigned) +
                       ((rotate && m > 1) ? static_cast<size_t>(m) * m * sizeof(float) : 0);
   auto kernel = rotate_quant_kernel<CPT, TIn, kFp8>;
   if (smem > 48 * 1024) {
