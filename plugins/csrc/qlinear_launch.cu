@@ -55,10 +55,11 @@ extern "C" int adatsq_qlinear_launch(const void* x, int x_dtype, int64_t M, int6
                                      void* workspace, size_t workspace_bytes, cudaStream_t stream) {
   if (M < 0 || N <= 0 || K <= 0 || group <= 0 || K % group || workspace == nullptr)
     return static_cast<int>(cudaErrorInvalidValue);
-  static const bool sm90 = is_sm90();
-  const bool fp8 = sm90 && fp8_path(N, K, group, a_bits, w_format);
+  static const bool sm90 = is_sm90();  // the process's first device decides (one architecture per process)
+  bool fp8 = sm90 && fp8_path(N, K, group, a_bits, w_format);
   Layout l;
-  int e = layout(M, N, K, group, fp8, &l);
+  if (fp8 && layout(M, N, K, group, true, &l) != 0) fp8 = false;  // CUTLASS refused the shape: mma.sync path
+  int e = fp8 ? 0 : layout(M, N, K, group, false, &l);
   if (e != 0) return e;
   auto* base = reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(workspace) + kAlign - 1) / kAlign * kAlign);
   if (static_cast<size_t>(base - static_cast<uint8_t*>(workspace)) + l.total > workspace_bytes)

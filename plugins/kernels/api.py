@@ -33,16 +33,16 @@ from adatsq.plugins.reference import UNQUANTIZED, effective_group, qlinear_refer
 
 __all__ = [
     "expand_weight",
-    "qgemm_sm90",
-    "sm90_supported",
-    "weight_scales_gmajor",
     "gpu_supported",
     "qgemm",
+    "qgemm_sm90",
     "qlinear_cuda",
     "quantize_activations",
+    "sm90_supported",
     "use_fp8",
     "weight_only_gemv",
     "weight_only_supported",
+    "weight_scales_gmajor",
     "wfmt_of",
 ]
 

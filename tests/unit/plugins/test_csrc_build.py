@@ -74,3 +74,32 @@ def test_host_factors_and_paley_match_python(built_lib: pathlib.Path, k: int) ->
         out = torch.empty(m.value, m.value, dtype=torch.int8)
         assert so.adatsq_paley_matrix(m.value, ctypes.c_void_p(out.data_ptr())) == 0
         assert torch.equal(out, paley_base(m.value).to(torch.int8))
+
+
+def _up(b: int) -> int:
+    return (b + 255) // 256 * 256
+
+
+@pytest.mark.parametrize(
+    ("m", "n", "k", "group", "a_bits", "w_bits", "fp8_path"),
+    [
+        (4608, 3072, 3072, 128, 4, 4, True),
+        (333, 640, 15360, 128, 3, 3, True),
+        (4608, 3072, 3072, 128, 8, 4, False),  # a = 8: int8 codes, mma.sync
+        (4608, 3072, 3072, 64, 4, 4, False),  # G = 64: not the sm90 kernel's 1x128 scales
+        (4608, 3072, 3072, 128, 4, 8, False),  # int8 weights
+        (100, 3076, 3072, 128, 4, 4, False),  # N % 8 != 0
+    ],
+)
+def test_qlinear_workspace_layout(
+    built_lib: pathlib.Path, m: int, n: int, k: int, group: int, a_bits: int, w_bits: int, fp8_path: bool
+) -> None:
+    """The TensorRT plugin's workspace (host code, no GPU): codes + scales, and on the sm90 FP8 path also the
+    expanded weight (N·K bytes) and its float32 scales, each 256-byte aligned, + 256 bytes of slack."""
+    so = ctypes.CDLL(str(built_lib))
+    f = so.adatsq_qlinear_workspace_size
+    f.restype = ctypes.c_size_t
+    f.argtypes = [ctypes.c_int64] * 3 + [ctypes.c_int] * 3
+    base = _up(m * k) + _up(m * (k // group) * 4)
+    extra = _up(n * k) + _up(n * (k // group) * 4) if fp8_path else 0
+    assert f(m, n, k, group, a_bits, w_bits) == base + extra + 256
