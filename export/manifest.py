@@ -24,7 +24,7 @@ import importlib
 import importlib.metadata
 import json
 import platform
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,19 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
 
 def file_record(path: Path) -> dict[str, Any]:
     return {"sha256": sha256_file(path), "size": path.stat().st_size}
+
+
+def _hasher() -> Callable[[Path], str]:
+    """sha256 by resolved path, so a symlinked file (the root weights.safetensors → onnx/) is read once."""
+    seen: dict[Path, str] = {}
+
+    def digest(path: Path) -> str:
+        real = path.resolve()
+        if real not in seen:
+            seen[real] = sha256_file(real)
+        return seen[real]
+
+    return digest
 
 
 def collect_files(root: Path, entries: Iterable[str] = MANIFEST_ENTRIES) -> list[str]:
@@ -125,7 +138,10 @@ def write_manifest(
 ) -> dict[str, Any]:
     """Hash the artifacts under ``root`` and write ``root/manifest.json`` atomically; returns the manifest."""
     root = Path(root)
-    files = {rel: file_record(root / rel) for rel in collect_files(root)}
+    digest = _hasher()
+    files = {
+        rel: {"sha256": digest(root / rel), "size": (root / rel).stat().st_size} for rel in collect_files(root)
+    }
     manifest: dict[str, Any] = {
         "schema_version": MANIFEST_VERSION,
         "model": model,
@@ -166,6 +182,7 @@ def verify_manifest(root: str | Path, *, check_hashes: bool = True) -> list[str]
     except (ValueError, json.JSONDecodeError) as exc:
         return [f"{root / MANIFEST_NAME}: unreadable ({exc})"]
     problems: list[str] = []
+    digest = _hasher()
     version = data.get("schema_version")
     if version != MANIFEST_VERSION:
         problems.append(
@@ -181,6 +198,6 @@ def verify_manifest(root: str | Path, *, check_hashes: bool = True) -> list[str]
         if size != rec.get("size"):
             problems.append(f"{rel}: size {size} ≠ {rec.get('size')} recorded in manifest.json")
             continue
-        if check_hashes and sha256_file(path) != rec.get("sha256"):
+        if check_hashes and digest(path) != rec.get("sha256"):
             problems.append(f"{rel}: sha256 differs from manifest.json (file changed after packaging)")
     return problems
