@@ -140,7 +140,8 @@ def write_manifest(
     root = Path(root)
     digest = _hasher()
     files = {
-        rel: {"sha256": digest(root / rel), "size": (root / rel).stat().st_size} for rel in collect_files(root)
+        rel: {"sha256": digest(root / rel), "size": (root / rel).stat().st_size}
+        for rel in collect_files(root)
     }
     manifest: dict[str, Any] = {
         "schema_version": MANIFEST_VERSION,
