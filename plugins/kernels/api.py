@@ -23,6 +23,7 @@ import ctypes
 import functools
 import math
 import os
+from collections.abc import Callable
 
 import torch
 
@@ -32,6 +33,7 @@ from adatsq.plugins.kernels import cuda_lib
 from adatsq.plugins.reference import UNQUANTIZED, effective_group, qlinear_reference
 
 __all__ = [
+    "derived",
     "expand_weight",
     "gpu_supported",
     "qgemm",
@@ -245,27 +247,18 @@ def weight_only_gemv(
     return y
 
 
-_EXPANDED: dict[tuple[int, int, int, bool], tuple[torch.Tensor, torch.Tensor]] = {}
+_DERIVED: dict[tuple[object, ...], tuple[torch.Tensor, torch.Tensor]] = {}
 
 
-def _expanded(w_packed: torch.Tensor, w_bits: int, k: int, fp8: bool) -> torch.Tensor:
-    key = (w_packed.untyped_storage().data_ptr(), w_packed.storage_offset(), w_bits, fp8)
-    hit = _EXPANDED.get(key)
-    if hit is None or hit[0].shape[0] != w_packed.shape[0]:
-        hit = (w_packed, expand_weight(w_packed, w_bits, k, fp8))  # keep w_packed alive: ptr stays valid
-        _EXPANDED[key] = hit
-    return hit[1]
-
-
-_SCALES: dict[tuple[int, int], tuple[torch.Tensor, torch.Tensor]] = {}
-
-
-def _scales_gmajor(s_w: torch.Tensor) -> torch.Tensor:
-    key = (s_w.untyped_storage().data_ptr(), s_w.storage_offset())
-    hit = _SCALES.get(key)
-    if hit is None or hit[0].shape != s_w.shape:
-        hit = (s_w, weight_scales_gmajor(s_w))
-        _SCALES[key] = hit
+def derived(source: torch.Tensor, tag: tuple[object, ...], build: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """``build()`` once per (storage of ``source``, ``tag``): device tensors derived from a resident weight
+    (its expansion, its transposed scales). The entry keeps ``source`` alive so its address stays its own;
+    a tensor of another shape at the same address rebuilds."""
+    key = (source.untyped_storage().data_ptr(), source.storage_offset(), *tag)
+    hit = _DERIVED.get(key)
+    if hit is None or hit[0].shape != source.shape:
+        hit = (source, build())
+        _DERIVED[key] = hit
     return hit[1]
 
 
@@ -295,9 +288,12 @@ def qlinear_cuda(
     q, sx = quantize_activations(x2, a_bits, g, rotate, fp8)
     sw_gmajor = None
     if os.environ.get("ADATSQ_QLINEAR_WEIGHTS", "packed") == "expanded":
-        w, wfmt = _expanded(w_packed, w_bits, k, fp8), 9
+        w, wfmt = (
+            derived(w_packed, ("expanded", w_bits, fp8), lambda: expand_weight(w_packed, w_bits, k, fp8)),
+            9,
+        )
         if fp8 and sm90_supported(n, k, g, x.device):
-            sw_gmajor = _scales_gmajor(w_scale)
+            sw_gmajor = derived(w_scale, ("gmajor",), lambda: weight_scales_gmajor(w_scale))
     else:
         w, wfmt = w_packed, wfmt_of(w_bits)
     out_dtype = x.dtype if x.dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32

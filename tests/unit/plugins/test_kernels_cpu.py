@@ -5,6 +5,8 @@
 * The butterfly schedule of rotate_quant.cu (in-register h < 8, lane shuffles 8 ≤ h < 256, shared-memory
   stages h ≥ 256, then H_mᵀ) equals plugins/hadamard.py:rotate.
 * Importing adatsq.plugins.kernels registers the CUDA implementation without needing CUDA.
+* The cache of tensors derived from resident weights (expansion, transposed scales) keys on storage, tag and
+  shape.
 """
 
 from __future__ import annotations
@@ -120,3 +122,22 @@ def test_int3_planes_roundtrip_and_kernel_decode() -> None:
     t = torch.arange(16, dtype=torch.int32)
     u = ((lo[..., None] >> (2 * t)) & 3) | (((hi8[..., None] >> t) & 1) << 2)
     assert torch.equal(_magic_fp16(u.reshape(16, 512), 4), codes.float())
+
+
+def test_derived_builds_once_per_storage_tag_and_shape() -> None:
+    from adatsq.plugins.kernels import api
+
+    builds: list[str] = []
+
+    def build(name: str) -> torch.Tensor:
+        builds.append(name)
+        return torch.full((2,), float(len(builds)))
+
+    w = torch.arange(12, dtype=torch.int8).reshape(3, 4)
+    first = api.derived(w, ("expanded", 4, True), lambda: build("a"))
+    again = api.derived(w, ("expanded", 4, True), lambda: build("b"))
+    assert again is first and builds == ["a"]
+    api.derived(w, ("expanded", 4, False), lambda: build("c"))  # other tag: its own entry
+    api.derived(w.view(4, 3), ("expanded", 4, True), lambda: build("d"))  # same address, other shape
+    api.derived(w.clone(), ("expanded", 4, True), lambda: build("e"))  # other storage
+    assert builds == ["a", "c", "d", "e"]
