@@ -131,9 +131,5 @@ template <class ElementD>
 using Coop128x128StreamK = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
                                             KernelTmaWarpSpecializedCooperativeFP8Blockwise,
                                             TmaWarpSpecializedCooperative, StreamKScheduler>;
-template <class ElementD>
-using Coop128x128C21 = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_2, _1, _1>,
-                                        KernelTmaWarpSpecializedCooperativeFP8Blockwise,
-                                        TmaWarpSpecializedCooperative, PersistentScheduler>;
 
 }  // namespace adatsq::sm90

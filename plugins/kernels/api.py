@@ -131,6 +131,16 @@ def weight_scales_gmajor(s_w: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@functools.lru_cache(maxsize=256)
+def _sm90_workspace(m: int, n: int, k: int) -> int:
+    """Workspace bytes of the sm90 GEMM for one shape (a host query into CUTLASS, asked once per shape)."""
+    nbytes = ctypes.c_size_t(0)
+    cuda_lib.check(
+        cuda_lib.lib().adatsq_qgemm_sm90_workspace(m, n, k, ctypes.byref(nbytes)), "sm90 workspace"
+    )
+    return nbytes.value
+
+
 def qgemm_sm90(
     q: torch.Tensor,
     sx: torch.Tensor,
@@ -151,15 +161,11 @@ def qgemm_sm90(
             f"out must be a contiguous {mrows}×{n} {y_dtype} tensor, got {out.dtype} {tuple(out.shape)}"
         )
     y = torch.empty((mrows, n), device=q.device, dtype=y_dtype) if out is None else out
-    lib = cuda_lib.lib()
-    nbytes = ctypes.c_size_t(0)
-    cuda_lib.check(
-        lib.adatsq_qgemm_sm90_workspace(mrows, n, k, ctypes.byref(nbytes)), "adatsq_qgemm_sm90_workspace"
-    )
-    ws = torch.empty(nbytes.value, device=q.device, dtype=torch.uint8) if nbytes.value else None
-    code = lib.adatsq_qgemm_sm90(
+    nbytes = _sm90_workspace(mrows, n, k)
+    ws = torch.empty(nbytes, device=q.device, dtype=torch.uint8) if nbytes else None
+    code = cuda_lib.lib().adatsq_qgemm_sm90(
         q.data_ptr(), sx.data_ptr(), w_e4m3.data_ptr(), sw_gmajor.data_ptr(), None if bias is None else bias.data_ptr(),
-        y.data_ptr(), cuda_lib.DTYPE_CODE[y_dtype], mrows, n, k, None if ws is None else ws.data_ptr(), nbytes.value,
+        y.data_ptr(), cuda_lib.DTYPE_CODE[y_dtype], mrows, n, k, None if ws is None else ws.data_ptr(), nbytes,
         cuda_lib.stream_ptr(q.device),
     )  # fmt: skip
     cuda_lib.check(code, "adatsq_qgemm_sm90")
