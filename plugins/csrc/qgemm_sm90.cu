@@ -1,7 +1,7 @@
 // C ABI of the sm_90a FP8 GEMM with per-group promotion (qgemm_sm90.cuh: CUTLASS 3's warp-specialised
-// blockwise-scaling collective with 1 x 128 scales on both operands). The configuration was chosen on the
-// H200 among cooperative 128x128 (cluster 1x2 / stream-K), ping-pong 64x128 and cooperative 128x192
-// (benchmarks/sm90/explore.py; numbers in benchmarks/NOTES.md).
+// blockwise-scaling kernel with 1 x 128 scales on both operands, and our consumer that promotes one K
+// tile's partial product while the next tile's wgmma runs, qgemm_sm90_mainloop.cuh). The configuration
+// was chosen on the H200 (benchmarks/sm90/explore.py; numbers in BENCHMARKS.md and benchmarks/NOTES.md).
 #include "qgemm_sm90.cuh"
 #include "qlinear_kernels.h"
 
@@ -18,8 +18,8 @@ extern "C" int adatsq_qgemm_sm90_workspace(int64_t M, int64_t N, int64_t K, size
   if (!shape_ok(M, N, K) || bytes == nullptr) return static_cast<int>(cudaErrorInvalidValue);
   size_t a = 0, b = 0;
   const int m = static_cast<int>(M > 0 ? M : 1), n = static_cast<int>(N), k = static_cast<int>(K);
-  int e = adatsq::sm90::Coop128x128<cutlass::bfloat16_t>::workspace(m, n, k, &a);
-  if (e == 0) e = adatsq::sm90::Coop128x128<float>::workspace(m, n, k, &b);
+  int e = adatsq::sm90::Coop128x128Double<cutlass::bfloat16_t>::workspace(m, n, k, &a);
+  if (e == 0) e = adatsq::sm90::Coop128x128Double<float>::workspace(m, n, k, &b);
   *bytes = a > b ? a : b;
   return e;
 }
@@ -34,10 +34,10 @@ extern "C" int adatsq_qgemm_sm90(const uint8_t* q, const float* s_x, const uint8
   const int m = static_cast<int>(M), n = static_cast<int>(N), k = static_cast<int>(K);
   switch (y_dtype) {
     case ADATSQ_BF16:
-      return adatsq::sm90::Coop128x128<cutlass::bfloat16_t>::run(q, s_x, w, s_w, bias, y, m, n, k, workspace,
+      return adatsq::sm90::Coop128x128Double<cutlass::bfloat16_t>::run(q, s_x, w, s_w, bias, y, m, n, k, workspace,
                                                                  workspace_bytes, stream);
     case ADATSQ_F32:
-      return adatsq::sm90::Coop128x128<float>::run(q, s_x, w, s_w, bias, y, m, n, k, workspace, workspace_bytes,
+      return adatsq::sm90::Coop128x128Double<float>::run(q, s_x, w, s_w, bias, y, m, n, k, workspace, workspace_bytes,
                                                    stream);
     default: return static_cast<int>(cudaErrorInvalidValue);
   }

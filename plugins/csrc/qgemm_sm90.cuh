@@ -26,6 +26,7 @@
 #include "cutlass/gemm/dispatch_policy.hpp"
 #include "cutlass/gemm/kernel/gemm_universal.hpp"
 #include "cutlass/util/packed_stride.hpp"
+#include "qgemm_sm90_mainloop.cuh"
 
 namespace adatsq::sm90 {
 
@@ -34,7 +35,7 @@ using namespace cute;
 constexpr int kGroup = 128;
 
 template <class ElementD, class TileShape, class ClusterShape, class KernelSchedule, class EpilogueSchedule,
-          class Scheduler>
+          class Scheduler, Promotion kPromotion = Promotion::kCutlass>
 struct BlockwiseFp8Gemm {
   using ElementA = cutlass::float_e4m3_t;
   using ElementB = cutlass::float_e4m3_t;
@@ -50,13 +51,14 @@ struct BlockwiseFp8Gemm {
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, TileShape, ClusterShape,
       cutlass::epilogue::collective::EpilogueTileAuto, float, float, void, cutlass::layout::RowMajor, kAlignD,
       ElementD, cutlass::layout::RowMajor, kAlignD, EpilogueSchedule, Fusion>::CollectiveOp;
-  using CollectiveMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
+  using BuiltMainloop = typename cutlass::gemm::collective::CollectiveBuilder<
       cutlass::arch::Sm90, cutlass::arch::OpClassTensorOp, ElementA,
       cute::tuple<cutlass::layout::RowMajor, LayoutSFA>, 16, ElementB,
       cute::tuple<cutlass::layout::ColumnMajor, LayoutSFB>, 16, float, TileShape, ClusterShape,
       cutlass::gemm::collective::StageCountAutoCarveout<static_cast<int>(
           sizeof(typename CollectiveEpilogue::SharedStorage))>,
       KernelSchedule>::CollectiveOp;
+  using CollectiveMainloop = PromotionMainloop<BuiltMainloop, kPromotion>;
   using Kernel = cutlass::gemm::kernel::GemmUniversal<Shape<int, int, int, int>, CollectiveMainloop,
                                                       CollectiveEpilogue, Scheduler>;
   using Gemm = cutlass::gemm::device::GemmUniversalAdapter<Kernel>;
@@ -131,5 +133,37 @@ template <class ElementD>
 using Coop128x128StreamK = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
                                             KernelTmaWarpSpecializedCooperativeFP8Blockwise,
                                             TmaWarpSpecializedCooperative, StreamKScheduler>;
+
+// The cooperative 128 x 128 kernel with the promotion overlapped (qgemm_sm90_mainloop.cuh).
+template <class ElementD>
+using Coop128x128Ordered = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
+                                            KernelTmaWarpSpecializedCooperativeFP8Blockwise,
+                                            TmaWarpSpecializedCooperative, PersistentScheduler, Promotion::kOrdered>;
+template <class ElementD>
+using Coop128x128Double =
+    BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
+                     KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
+                     PersistentScheduler, Promotion::kDoubleBuffer>;
+template <class ElementD>
+using Coop128x128OrderedDouble =
+    BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
+                     KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
+                     PersistentScheduler, Promotion::kOrderedDoubleBuffer>;
+
+// Explored after the double-buffered consumer (benchmarks/NOTES.md, version 8).
+template <class ElementD>
+using Coop128x192Serial = BlockwiseFp8Gemm<ElementD, Shape<_128, _192, _128>, Shape<_1, _2, _1>,
+                                           KernelTmaWarpSpecializedCooperativeFP8Blockwise,
+                                           TmaWarpSpecializedCooperative, PersistentScheduler, Promotion::kSerial>;
+template <class ElementD>
+using Coop128x128DoubleC21 =
+    BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_2, _1, _1>,
+                     KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
+                     PersistentScheduler, Promotion::kDoubleBuffer>;
+template <class ElementD>
+using Coop128x128DoubleStreamK =
+    BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
+                     KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
+                     StreamKScheduler, Promotion::kDoubleBuffer>;
 
 }  // namespace adatsq::sm90
