@@ -39,6 +39,7 @@ format:
 bench:  ## GPU benchmarks; writes JSON under benchmarks/results/
 	$(PY) benchmarks/bench_qlinear.py --out benchmarks/results
 	$(PY) benchmarks/bench_weight_only.py --out benchmarks/results
+	$(PY) benchmarks/bench_act.py --out benchmarks/results
 
 clean:
 	rm -rf build *.egg-info engines .pytest_cache

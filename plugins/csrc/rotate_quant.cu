@@ -1,11 +1,12 @@
 // Fused online Hadamard rotation + per-token per-group dynamic quantization (one pass over x).
 //
 // One CTA of 256 threads per token. Thread t owns the 8-element chunks c = t + j*256 (j < CPT), i.e.
-// elements [8c, 8c+8). The Walsh-Hadamard transform over p = 2^k is the product of k commuting butterfly
-// stages (a, b) -> (a + b, a - b) at element distance h = 1, 2, ..., p/2:
+// elements [8c, 8c+8); CPT is the smallest of {1, 2, 4, 6, 8, 16} that covers K/8 (6: K = 12288 exactly).
+// The Walsh-Hadamard transform over p = 2^k is the product of k commuting butterfly stages
+// (a, b) -> (a + b, a - b) at element distance h = 1, 2, ..., p/2:
 //   h < 8      inside a thread's chunk (registers),
 //   8..128     across lanes: the partner chunk is lane ^ (h/8) (warp shuffles),
-//   h >= 256   through shared memory (one barrier per stage).
+//   h >= 256   through shared memory (two stages per barrier while two remain, then one).
 // Then y[i, :] = sum_a H_m[a][i] X[a, :] (H_m^T X) from shared memory, then division by sqrt(K) (as the
 // reference does), then the per-group absmax (segmented shuffle reduction + shared atomicMax), and
 // q = clamp(rint(y / s), -qmax-1, qmax) with s = absmax / qmax, written as e4m3 or int8 bytes.
@@ -179,15 +180,35 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
       }
       __syncthreads();
       if (smem_stages) {
-        // Stages h = 256 .. p/2: pair t -> segment t / (p/2), index i0 = seg*p + (r / h)*2h + r % h.
+        // Stages h = 256 .. p/2, two per pass where two remain (radix 4, one barrier and one shared-memory
+        // round trip for both): quad t -> segment t / (p/4), i0 = seg*p + (r / h)*4h + r % h, and
+        //   (a, b, c, d) at i0 + {0, h, 2h, 3h} -> stage h: (a+b, a-b, c+d, c-d) -> stage 2h: pairs (0, 2h),
+        //   (h, 3h), the same additions in the same order as two radix-2 passes (bit-identical).
+        // Then a radix-2 pass if one stage is left: pair t -> i0 = seg*p + (r / h)*2h + r % h.
         // p and h are powers of two: shifts and masks instead of divisions.
-        const int log_half = __ffs(p) - 2;
-        for (int h = 32 * kVec; h < p; h <<= 1) {
+        const int log_p = __ffs(p) - 1;
+        int h = 32 * kVec;
+        for (; 4 * h <= p; h <<= 2) {
+          const int log_h = __ffs(h) - 1;
+          for (int t = tid; t < K / 4; t += kThreads) {
+            const int seg = t >> (log_p - 2);
+            const int r = t & ((p >> 2) - 1);
+            const int i0 = (seg << log_p) + ((r >> log_h) << (log_h + 2)) + (r & (h - 1));
+            const float a = buf[i0], b = buf[i0 + h], c = buf[i0 + 2 * h], d = buf[i0 + 3 * h];
+            const float s0 = a + b, s1 = a - b, s2 = c + d, s3 = c - d;
+            buf[i0] = s0 + s2;
+            buf[i0 + h] = s1 + s3;
+            buf[i0 + 2 * h] = s0 - s2;
+            buf[i0 + 3 * h] = s1 - s3;
+          }
+          __syncthreads();
+        }
+        for (; h < p; h <<= 1) {
           const int log_h = __ffs(h) - 1;
           for (int t = tid; t < K / 2; t += kThreads) {
-            const int seg = t >> log_half;
+            const int seg = t >> (log_p - 1);
             const int r = t & ((p >> 1) - 1);
-            const int i0 = (seg << (log_half + 1)) + ((r >> log_h) << (log_h + 1)) + (r & (h - 1));
+            const int i0 = (seg << log_p) + ((r >> log_h) << (log_h + 1)) + (r & (h - 1));
             const float a = buf[i0], b = buf[i0 + h];
             buf[i0] = a + b;
             buf[i0 + h] = a - b;
@@ -296,6 +317,7 @@ int launch_cpt(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, i
   if (chunks <= 1) return launch_fmt<1>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
   if (chunks <= 2) return launch_fmt<2>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
   if (chunks <= 4) return launch_fmt<4>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
+  if (chunks <= 6) return launch_fmt<6>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
   if (chunks <= 8) return launch_fmt<8>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
   return launch_fmt<16>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
 }

@@ -1,0 +1,60 @@
+"""Time the fused rotation + per-group quantization kernel alone on every width of the four models.
+
+    python benchmarks/bench_act.py --out $OUT [--tag NAME]
+
+Run on the GPU machine with the package importable and ``ADATSQ_KERNELS_LIB`` pointing at the library to
+measure (two libraries, two runs, two tags: an A/B of a kernel change). For M ∈ {1024, 4608}, K ∈ the seven
+widths, bf16 input, a = 4 (FP8 codes) and a = 8 (int8 codes), G = 128: the median time of CUDA-graph
+replays, and the effective bandwidth of its compulsory traffic (read 2 B + write 1 B per element + scales)
+against the memory floor that traffic implies. Writes ``bench_act[_TAG].json`` into --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+
+import torch
+import triton.testing
+
+from adatsq.plugins.kernels.api import quantize_activations
+
+WIDTHS = (1536, 3072, 3840, 8960, 10240, 12288, 15360)
+G = 128
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=os.environ.get("OUT", "benchmarks/results"))
+    ap.add_argument("--tag", default="")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    rows = []
+    for m in (1024, 4608):
+        for k in WIDTHS:
+            x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
+            x[:: max(1, m // 8)] *= 100.0  # outlier rows, as in bench_qlinear
+            for a_bits, fp8 in ((4, True), (8, False)):
+                ms = float(
+                    triton.testing.do_bench_cudagraph(
+                        lambda x=x, a_bits=a_bits, fp8=fp8: quantize_activations(x, a_bits, G, True, fp8),
+                        rep=200,
+                        return_mode="median",
+                    )
+                )
+                nbytes = m * k * 3 + m * (k // G) * 4
+                rows.append({"m": m, "k": k, "a_bits": a_bits, "ms": ms, "gb_s": nbytes / ms / 1e6})
+                print(
+                    f"M={m} K={k} a={a_bits}: {ms * 1e3:8.1f} us  {nbytes / ms / 1e6:7.0f} GB/s", flush=True
+                )
+    out = pathlib.Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"bench_act{'_' + args.tag if args.tag else ''}.json"
+    meta = {"device": torch.cuda.get_device_name(), "lib": os.environ.get("ADATSQ_KERNELS_LIB", "")}
+    (out / name).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
