@@ -4,6 +4,9 @@
         --section ComputeWorkloadAnalysis --section WarpStateStats --section Occupancy --csv --page details \
         python benchmarks/profile_qlinear.py > ncu.csv
 
+(the pipe utilisations and shared-memory wavefronts in benchmarks/NOTES.md come from the same script with
+``--page raw`` and the sections/metrics listed there).
+
 Kernels: our FP8 GEMM (the sm90 CUTLASS-based kernel, pre-expanded e4m3 weights; packed int4 adds the
 expansion kernel), cuBLAS FP8 per-tensor and cuBLAS 1x128 block-scaled FP8 on the same shape, and the fused
 rotate+quantize kernel at K = 3072, 12288 and 15360.

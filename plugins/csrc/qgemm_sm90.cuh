@@ -115,7 +115,7 @@ using cutlass::gemm::PersistentScheduler;
 using cutlass::gemm::StreamKScheduler;
 
 // Two consumer warpgroups share one 128 x 128 tile (64 rows each); 2-CTA cluster along N (TMA multicast
-// of the activation tile).
+// of the activation tile). CUTLASS's own consumer: production until version 8, now the baseline.
 template <class ElementD>
 using Coop128x128 = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
                                      KernelTmaWarpSpecializedCooperativeFP8Blockwise,
@@ -134,23 +134,24 @@ using Coop128x128StreamK = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, S
                                             KernelTmaWarpSpecializedCooperativeFP8Blockwise,
                                             TmaWarpSpecializedCooperative, StreamKScheduler>;
 
-// The cooperative 128 x 128 kernel with the promotion overlapped (qgemm_sm90_mainloop.cuh).
-template <class ElementD>
-using Coop128x128Ordered = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
-                                            KernelTmaWarpSpecializedCooperativeFP8Blockwise,
-                                            TmaWarpSpecializedCooperative, PersistentScheduler, Promotion::kOrdered>;
+// Production (qgemm_sm90.cu): the cooperative 128 x 128 kernel with our two-partial consumer, which promotes
+// K tile t while tile t+1's wgmma runs (qgemm_sm90_mainloop.cuh).
 template <class ElementD>
 using Coop128x128Double =
     BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
                      KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
                      PersistentScheduler, Promotion::kDoubleBuffer>;
+
+// Measured against it and not taken (benchmarks/sm90/configs.cu builds them; numbers in BENCHMARKS.md).
+template <class ElementD>
+using Coop128x128Ordered = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
+                                            KernelTmaWarpSpecializedCooperativeFP8Blockwise,
+                                            TmaWarpSpecializedCooperative, PersistentScheduler, Promotion::kOrdered>;
 template <class ElementD>
 using Coop128x128OrderedDouble =
     BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
                      KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
                      PersistentScheduler, Promotion::kOrderedDoubleBuffer>;
-
-// Explored after the double-buffered consumer (benchmarks/NOTES.md, version 8).
 template <class ElementD>
 using Coop128x192Serial = BlockwiseFp8Gemm<ElementD, Shape<_128, _192, _128>, Shape<_1, _2, _1>,
                                            KernelTmaWarpSpecializedCooperativeFP8Blockwise,
