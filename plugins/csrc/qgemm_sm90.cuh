@@ -114,57 +114,47 @@ using cutlass::gemm::KernelTmaWarpSpecializedPingpongFP8Blockwise;
 using cutlass::gemm::PersistentScheduler;
 using cutlass::gemm::StreamKScheduler;
 
-// Two consumer warpgroups share one 128 x 128 tile (64 rows each); 2-CTA cluster along N (TMA multicast
-// of the activation tile). CUTLASS's own consumer: production until version 8, now the baseline.
+// Cooperative kernels: two consumer warpgroups share one tile (64 rows each), persistent unless Scheduler
+// says otherwise; cluster 1 x 2 multicasts the activation tile along N.
+template <class ElementD, class Tile, class Cluster = Shape<_1, _2, _1>, class Scheduler = PersistentScheduler,
+          Promotion P = Promotion::kCutlass>
+using Coop = BlockwiseFp8Gemm<ElementD, Tile, Cluster, KernelTmaWarpSpecializedCooperativeFP8Blockwise,
+                              TmaWarpSpecializedCooperative, Scheduler, P>;
+using Tile128x128 = Shape<_128, _128, _128>;
+using Tile128x192 = Shape<_128, _192, _128>;
+
+// Production (qgemm_sm90.cu): 128 x 128 with our two-partial consumer, which promotes K tile t while tile
+// t+1's wgmma runs (qgemm_sm90_mainloop.cuh).
 template <class ElementD>
-using Coop128x128 = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
-                                     KernelTmaWarpSpecializedCooperativeFP8Blockwise,
-                                     TmaWarpSpecializedCooperative, PersistentScheduler>;
+using Coop128x128Double = Coop<ElementD, Tile128x128, Shape<_1, _2, _1>, PersistentScheduler,
+                               Promotion::kDoubleBuffer>;
+
+// Measured against it and not taken (benchmarks/sm90/configs.cu builds them; numbers in BENCHMARKS.md).
+// CUTLASS's own consumer (production until version 8, now the baseline), its stream-K and 128 x 192 forms:
+template <class ElementD>
+using Coop128x128 = Coop<ElementD, Tile128x128>;
+template <class ElementD>
+using Coop128x128StreamK = Coop<ElementD, Tile128x128, Shape<_1, _2, _1>, StreamKScheduler>;
+template <class ElementD>
+using Coop128x192 = Coop<ElementD, Tile128x192>;
 // Ping-pong: each consumer warpgroup owns a 64 x 128 tile; one promotes while the other's wgmma runs.
 template <class ElementD>
 using Pingpong64x128 = BlockwiseFp8Gemm<ElementD, Shape<_64, _128, _128>, Shape<_1, _2, _1>,
                                         KernelTmaWarpSpecializedPingpongFP8Blockwise, TmaWarpSpecialized,
                                         PersistentScheduler>;
+// Our consumer's other schemes and placements:
 template <class ElementD>
-using Coop128x192 = BlockwiseFp8Gemm<ElementD, Shape<_128, _192, _128>, Shape<_1, _2, _1>,
-                                     KernelTmaWarpSpecializedCooperativeFP8Blockwise,
-                                     TmaWarpSpecializedCooperative, PersistentScheduler>;
-template <class ElementD>
-using Coop128x128StreamK = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
-                                            KernelTmaWarpSpecializedCooperativeFP8Blockwise,
-                                            TmaWarpSpecializedCooperative, StreamKScheduler>;
-
-// Production (qgemm_sm90.cu): the cooperative 128 x 128 kernel with our two-partial consumer, which promotes
-// K tile t while tile t+1's wgmma runs (qgemm_sm90_mainloop.cuh).
-template <class ElementD>
-using Coop128x128Double =
-    BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
-                     KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
-                     PersistentScheduler, Promotion::kDoubleBuffer>;
-
-// Measured against it and not taken (benchmarks/sm90/configs.cu builds them; numbers in BENCHMARKS.md).
-template <class ElementD>
-using Coop128x128Ordered = BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
-                                            KernelTmaWarpSpecializedCooperativeFP8Blockwise,
-                                            TmaWarpSpecializedCooperative, PersistentScheduler, Promotion::kOrdered>;
+using Coop128x128Ordered = Coop<ElementD, Tile128x128, Shape<_1, _2, _1>, PersistentScheduler, Promotion::kOrdered>;
 template <class ElementD>
 using Coop128x128OrderedDouble =
-    BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
-                     KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
-                     PersistentScheduler, Promotion::kOrderedDoubleBuffer>;
+    Coop<ElementD, Tile128x128, Shape<_1, _2, _1>, PersistentScheduler, Promotion::kOrderedDoubleBuffer>;
 template <class ElementD>
-using Coop128x192Serial = BlockwiseFp8Gemm<ElementD, Shape<_128, _192, _128>, Shape<_1, _2, _1>,
-                                           KernelTmaWarpSpecializedCooperativeFP8Blockwise,
-                                           TmaWarpSpecializedCooperative, PersistentScheduler, Promotion::kSerial>;
+using Coop128x192Serial = Coop<ElementD, Tile128x192, Shape<_1, _2, _1>, PersistentScheduler, Promotion::kSerial>;
 template <class ElementD>
 using Coop128x128DoubleC21 =
-    BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_2, _1, _1>,
-                     KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
-                     PersistentScheduler, Promotion::kDoubleBuffer>;
+    Coop<ElementD, Tile128x128, Shape<_2, _1, _1>, PersistentScheduler, Promotion::kDoubleBuffer>;
 template <class ElementD>
 using Coop128x128DoubleStreamK =
-    BlockwiseFp8Gemm<ElementD, Shape<_128, _128, _128>, Shape<_1, _2, _1>,
-                     KernelTmaWarpSpecializedCooperativeFP8Blockwise, TmaWarpSpecializedCooperative,
-                     StreamKScheduler, Promotion::kDoubleBuffer>;
+    Coop<ElementD, Tile128x128, Shape<_1, _2, _1>, StreamKScheduler, Promotion::kDoubleBuffer>;
 
 }  // namespace adatsq::sm90
