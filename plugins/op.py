@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from adatsq.plugins.formats import format_for_bits
-from adatsq.plugins.reference import qlinear_reference
+from adatsq.plugins.reference import qlinear_reference_packed
 
 __all__ = ["qlinear"]
 
@@ -30,10 +29,9 @@ def qlinear(
     group_size: int,
     rotate: bool,
 ) -> torch.Tensor:
-    k = x.shape[-1]
-    codes = format_for_bits(w_bits).unpack(w_packed.cpu(), k)
-    y = qlinear_reference(
-        x.cpu(), codes, w_scale.cpu(), None if bias is None else bias.cpu(), a_bits, group_size, rotate
+    cpu_bias = None if bias is None else bias.cpu()
+    y = qlinear_reference_packed(
+        x.cpu(), w_packed.cpu(), w_scale.cpu(), cpu_bias, a_bits, w_bits, group_size, rotate
     )
     return y.to(device=x.device, dtype=x.dtype)
 

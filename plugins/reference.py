@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from adatsq.plugins.formats import format_for_bits
 from adatsq.plugins.hadamard import rotate
 
 __all__ = [
@@ -122,3 +123,19 @@ def qlinear_reference(
     if bias is not None:
         y = y + bias.float()
     return y.reshape(*lead, n)
+
+
+def qlinear_reference_packed(
+    x: torch.Tensor,
+    w_packed: torch.Tensor,
+    w_scale: torch.Tensor,
+    bias: torch.Tensor | None,
+    a_bits: int,
+    w_bits: int,
+    group_size: int,
+    rotate_input: bool,
+) -> torch.Tensor:
+    """:func:`qlinear_reference` from packed weights (the registered format of ``w_bits``), on the inputs'
+    device: the CPU implementation of ``adatsq::qlinear`` and the GPU fallback for shapes no kernel takes."""
+    codes = format_for_bits(w_bits).unpack(w_packed, x.shape[-1])
+    return qlinear_reference(x, codes, w_scale, bias, a_bits, group_size, rotate_input)

@@ -27,10 +27,9 @@ from collections.abc import Callable
 
 import torch
 
-from adatsq.plugins.formats import format_for_bits
 from adatsq.plugins.hadamard import hadamard_factors, paley_base
 from adatsq.plugins.kernels import cuda_lib
-from adatsq.plugins.reference import UNQUANTIZED, effective_group, qlinear_reference
+from adatsq.plugins.reference import UNQUANTIZED, effective_group, qlinear_reference_packed
 
 __all__ = [
     "derived",
@@ -288,7 +287,9 @@ def qlinear_cuda(
         y = weight_only_gemv(x.reshape(-1, k), w_packed, w_bits, w_scale, bias, g, out_dtype)
         return y.to(x.dtype).reshape(*lead, n)
     if a_bits >= UNQUANTIZED or not gpu_supported(k, group_size, rotate):
-        return _fallback(x, w_packed, w_scale, bias, a_bits, w_bits, group_size, rotate)
+        # shapes the kernels do not take (or a rotated a = 16 layer): the reference, on the GPU
+        y = qlinear_reference_packed(x, w_packed, w_scale, bias, a_bits, w_bits, group_size, rotate)
+        return y.to(x.dtype)
     x2 = x.reshape(-1, k)
     fp8 = use_fp8(a_bits, w_bits)
     q, sx = quantize_activations(x2, a_bits, g, rotate, fp8)
@@ -305,22 +306,6 @@ def qlinear_cuda(
     out_dtype = x.dtype if x.dtype in (torch.float32, torch.bfloat16, torch.float16) else torch.float32
     y = qgemm(q, sx, w, wfmt, w_scale, bias, g, out_dtype=out_dtype, sw_gmajor=sw_gmajor)
     return y.reshape(*lead, n)
-
-
-def _fallback(
-    x: torch.Tensor,
-    w_packed: torch.Tensor,
-    w_scale: torch.Tensor,
-    bias: torch.Tensor | None,
-    a_bits: int,
-    w_bits: int,
-    group_size: int,
-    rotate: bool,
-) -> torch.Tensor:
-    """Shapes the kernels do not take (or a rotated a = 16 layer): the reference, on the GPU."""
-    codes = format_for_bits(w_bits).unpack(w_packed, x.shape[-1])
-    y = qlinear_reference(x, codes, w_scale, bias, a_bits, group_size, rotate)
-    return y.to(x.dtype)
 
 
 def flops(m: int, n: int, k: int) -> float:
