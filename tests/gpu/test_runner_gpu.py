@@ -37,7 +37,7 @@ def test_runner_torch_backend_uses_kernels(monkeypatch: pytest.MonkeyPatch) -> N
         ("quantize_activations", "quantize"),
         ("qgemm", "gemm"),
         ("weight_only_gemv", "weight_only"),
-        ("qlinear_reference", "fallback"),
+        ("qlinear_reference_packed", "fallback"),
     ):
         real = getattr(api, name)
 
