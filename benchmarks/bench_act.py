@@ -6,12 +6,14 @@ Run on the GPU machine with the package importable and ``ADATSQ_KERNELS_LIB`` po
 measure (two libraries, two runs, two tags: an A/B of a kernel change). For M ∈ {1024, 4608}, K ∈ the seven
 widths, bf16 input, a = 4 (FP8 codes) and a = 8 (int8 codes), G = 128: the median time of CUDA-graph
 replays, and the effective bandwidth of its compulsory traffic (read 2 B + write 1 B per element + scales)
-against the memory floor that traffic implies. Writes ``bench_act[_TAG].json`` into --out.
+against the memory floor that traffic implies, and the SHA-256 of the codes and scales (the inputs are seeded,
+so equal digests across two libraries mean bit-identical outputs). Writes ``bench_act[_TAG].json`` into --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import pathlib
@@ -45,7 +47,19 @@ def main() -> None:
                     )
                 )
                 nbytes = m * k * 3 + m * (k // G) * 4
-                rows.append({"m": m, "k": k, "a_bits": a_bits, "ms": ms, "gb_s": nbytes / ms / 1e6})
+                q, sx = quantize_activations(x, a_bits, G, True, fp8)
+                digest = hashlib.sha256(q.view(torch.uint8).cpu().numpy().tobytes())
+                digest.update(sx.cpu().numpy().tobytes())
+                rows.append(
+                    {
+                        "m": m,
+                        "k": k,
+                        "a_bits": a_bits,
+                        "ms": ms,
+                        "gb_s": nbytes / ms / 1e6,
+                        "sha256": digest.hexdigest(),
+                    }
+                )
                 print(
                     f"M={m} K={k} a={a_bits}: {ms * 1e3:8.1f} us  {nbytes / ms / 1e6:7.0f} GB/s", flush=True
                 )

@@ -1,15 +1,20 @@
 // Fused online Hadamard rotation + per-token per-group dynamic quantization (one pass over x).
 //
-// One CTA of 256 threads per token. Thread t owns the 8-element chunks c = t + j*256 (j < CPT), i.e.
-// elements [8c, 8c+8); CPT is the smallest of {1, 2, 4, 6, 8, 16} that covers K/8 (6: K = 12288 exactly).
+// Two kernels. K = 12·p with p = 128 or 256 (K = 1536, 3072): one warp per token, everything in registers
+// (rotate_quant_warp_kernel, below). Otherwise CTAs of 256 threads, one token at a time (persistent, with
+// the next token's row copied into shared memory by cp.async meanwhile, where the H_m step runs on tensor
+// cores). Thread t owns the 8-element chunks c = t + j*256 (j < CPT), i.e. elements [8c, 8c+8); CPT is the smallest of {1, 2, 4, 6, 8, 16} that covers K/8 (6: K = 12288 exactly).
 // The Walsh-Hadamard transform over p = 2^k is the product of k commuting butterfly stages
 // (a, b) -> (a + b, a - b) at element distance h = 1, 2, ..., p/2:
 //   h < 8      inside a thread's chunk (registers),
 //   8..128     across lanes: the partner chunk is lane ^ (h/8) (warp shuffles),
 //   h >= 256   through shared memory (two stages per barrier while two remain, then one).
-// Then y[i, :] = sum_a H_m[a][i] X[a, :] (H_m^T X) from shared memory, then division by sqrt(K) (as the
+// Then y[i, :] = sum_a H_m[a][i] X[a, :] (H_m^T X) from shared memory (FP32 FMAs for m <= 12, tensor cores
+// for the m = 60 and 140 of K = 3840, 8960, 15360: hm_step_mma), then division by sqrt(K) (as the
 // reference does), then the per-group absmax (segmented shuffle reduction + shared atomicMax), and
 // q = clamp(rint(y / s), -qmax-1, qmax) with s = absmax / qmax, written as e4m3 or int8 bytes.
+#include <algorithm>
+
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_fp8.h>
@@ -101,41 +106,168 @@ __device__ __forceinline__ void hm_step(float* buf, const float* hm_s, int m, in
   __syncthreads();
 }
 
-template <int CPT, typename TIn, bool kFp8>
+// --- H_m^T X on the tensor cores (m > 12: K = 3840, 8960, 10240, 15360) ---------------------------------
+// Y = H_m^T X as D = A·B with mma.sync.m16n8k16 (bf16 in, fp32 accumulate): A = H_m^T padded with zeros to
+// MP = 16·MT rows and columns (±1 and 0 are exact in bf16), B = X (m × p, rows >= m read as 0). X is float32,
+// so each B fragment is split into three bf16 parts, X = x_hi + x_mid + x_lo with x_hi = bf16(X),
+// x_mid = bf16(X - x_hi), x_lo = X - x_hi - x_mid (each remainder exact in fp32; 3 × 8 significant bits cover
+// float32's 24), and every product with ±1 is exact, so Y differs from the FP32-FMA sum only in the rounding
+// of the fp32 accumulation. The FMA version (hm_step) reads one float per 4 FMAs from shared memory and is
+// bound by it (m = 60: 3600 FMAs per column, 921 k per token at K = 15360); here a warp reuses each B
+// fragment for all MT row tiles and each A fragment for its NTW column tiles.
+// hmt[i * (MP + 8) + a] = H_m[a][i] as bf16 bits (row stride MP + 8 halves: conflict-free A fragment loads).
+template <int MT>
+__device__ __forceinline__ void fill_hmt(uint16_t* hmt, const int8_t* __restrict__ hm, int m, int tid) {
+  constexpr int MP = 16 * MT, LD = MP + 8;
+  for (int idx = tid; idx < MP * LD; idx += kThreads) {
+    const int i = idx / LD, a = idx % LD;
+    hmt[idx] = (i < m && a < m) ? (hm[a * m + i] > 0 ? 0x3F80u : 0xBF80u) : 0u;
+  }
+}
+
+// Three bf16x2 registers whose sum is exactly (x0, x1).
+__device__ __forceinline__ void split3(float x0, float x1, uint32_t (&out)[3]) {
+#pragma unroll
+  for (int s = 0; s < 3; ++s) {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(x0, x1);
+    out[s] = *reinterpret_cast<const uint32_t*>(&h);
+    const float2 back = __bfloat1622float2(h);
+    x0 -= back.x;
+    x1 -= back.y;
+  }
+}
+
+__device__ __forceinline__ void mma_bf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// buf (m x p floats) <- H_m^T buf. Warp w owns the 8-column tiles w·NTW .. w·NTW + NTW - 1 (p = 64·NTW).
+// Fragment coordinates (PTX ISA, mma.m16n8k16): g = lane / 4, t = lane % 4; A regs (g, 2t), (g+8, 2t),
+// (g, 2t+8), (g+8, 2t+8); B regs (k = 2t, 2t+1; n = g), (2t+8, 2t+9; g); D (g, 2t..2t+1), (g+8, 2t..2t+1).
+template <int MT, int NTW>
+__device__ __forceinline__ void hm_step_mma(float* buf, const uint16_t* hmt, int m, int p, int tid) {
+  constexpr int LD = 16 * MT + 8;
+  const int lane = tid & 31, warp = tid / 32, g = lane >> 2, t = lane & 3;
+  float acc[MT][NTW][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NTW; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0.f;
+#pragma unroll 1
+  for (int ks = 0; ks < MT; ++ks) {
+    uint32_t b[NTW][2][3];
+    const int k0 = ks * 16 + 2 * t;
+#pragma unroll
+    for (int j = 0; j < NTW; ++j) {
+      const int col = (warp * NTW + j) * 8 + g;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int k = k0 + 8 * r;
+        const float x0 = k < m ? buf[k * p + col] : 0.f;
+        const float x1 = k + 1 < m ? buf[(k + 1) * p + col] : 0.f;
+        split3(x0, x1, b[j][r]);
+      }
+    }
+#pragma unroll
+    for (int mt = 0; mt < MT; ++mt) {
+      const uint16_t* arow = hmt + (mt * 16 + g) * LD + ks * 16 + 2 * t;
+      const uint32_t a[4] = {*reinterpret_cast<const uint32_t*>(arow),
+                             *reinterpret_cast<const uint32_t*>(arow + 8 * LD),
+                             *reinterpret_cast<const uint32_t*>(arow + 8),
+                             *reinterpret_cast<const uint32_t*>(arow + 8 * LD + 8)};
+#pragma unroll
+      for (int j = 0; j < NTW; ++j)
+#pragma unroll
+        for (int s = 0; s < 3; ++s) mma_bf16(acc[mt][j], a, b[j][0][s], b[j][1][s]);
+    }
+  }
+  __syncthreads();  // every read of buf done before it is overwritten
+#pragma unroll
+  for (int mt = 0; mt < MT; ++mt) {
+#pragma unroll
+    for (int j = 0; j < NTW; ++j) {
+      const int col = (warp * NTW + j) * 8 + 2 * t;
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        const int i = mt * 16 + g + 8 * r;
+        if (i < m) *reinterpret_cast<float2*>(buf + i * p + col) = make_float2(acc[mt][j][2 * r], acc[mt][j][2 * r + 1]);
+      }
+    }
+  }
+  __syncthreads();
+}
+
+template <int CPT, typename TIn, bool kFp8, int MT, int NTW>
 __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __restrict__ x, int64_t ldx,
                                                                 int64_t M, int K, int rotate, int m, int p,
                                                                 const int8_t* __restrict__ hm, int group,
                                                                 int qmax, float sqrt_k,
                                                                 uint8_t* __restrict__ q,
-                                                                float* __restrict__ s_x) {
+                                                                float* __restrict__ s_x,
+                                                                int stage_offset_elems) {
   extern __shared__ float4 smem_raw[];
   float* buf = reinterpret_cast<float*>(smem_raw);          // K floats
   unsigned* gmax = reinterpret_cast<unsigned*>(buf + K);    // K/group absmax bit patterns
-  float* hm_s = buf + K + (K / group + 3) / 4 * 4;               // m*m signs as +-1.f, 16-byte aligned
+  // m*m signs as +-1.f (FMA step), or H_m^T as padded bf16 (tensor-core step, MT > 0); 16-byte aligned
+  float* hm_s = buf + K + (K / group + 3) / 4 * 4;
+  uint16_t* hmt = reinterpret_cast<uint16_t*>(hm_s);
+  TIn* stage = reinterpret_cast<TIn*>(smem_raw) + stage_offset_elems;  // the next token's row, K elements
 
-  const int64_t token = blockIdx.x;
   const int tid = threadIdx.x;
   const int lane = tid & 31;
   const int nchunks = K / kVec;
   const int ngroups = K / group;
-  const TIn* xrow = x + token * ldx;
 
-  for (int i = tid; i < ngroups; i += kThreads) gmax[i] = 0u;
-  if (rotate && m > 1) {
+  if constexpr (MT > 0) {
+    fill_hmt<MT>(hmt, hm, m, tid);
+  } else if (rotate && m > 1) {
     for (int i = tid; i < m * m; i += kThreads) hm_s[i] = static_cast<float>(hm[i]);
   }
 
+  // Persistent CTAs: while token t is transformed, token t + gridDim.x's row is already being copied into
+  // `stage` (cp.async). Each thread copies and later reads only its own chunks, so no barrier guards `stage`.
+  auto prefetch = [&](int64_t tok) {
+    const char* src = reinterpret_cast<const char*>(x + tok * ldx);
+    char* dst = reinterpret_cast<char*>(stage);
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) {
+      const int c = tid + j * kThreads;
+      if (c < nchunks) {
+#pragma unroll
+        for (int b = 0; b < kVec * static_cast<int>(sizeof(TIn)); b += 16) {
+          const size_t off = static_cast<size_t>(c) * kVec * sizeof(TIn) + b;
+          const unsigned saddr = static_cast<unsigned>(__cvta_generic_to_shared(dst + off));
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(saddr), "l"(src + off));
+        }
+      }
+    }
+    asm volatile("cp.async.commit_group;\n" ::);
+  };
+  // stage_offset_elems < 0: the row does not fit next to buf (float32 input with K > ~24k); load directly.
+  const bool staged = stage_offset_elems >= 0;
+  if (staged && static_cast<int64_t>(blockIdx.x) < M) prefetch(blockIdx.x);
+
+  for (int64_t token = blockIdx.x; token < M; token += gridDim.x) {
+  for (int i = tid; i < ngroups; i += kThreads) gmax[i] = 0u;
+  asm volatile("cp.async.wait_all;\n" ::);
   float v[CPT][kVec];
 #pragma unroll
   for (int j = 0; j < CPT; ++j) {
     const int c = tid + j * kThreads;
     if (c < nchunks) {
-      load8(xrow + static_cast<int64_t>(c) * kVec, v[j]);
+      load8((staged ? stage : x + token * ldx) + static_cast<int64_t>(c) * kVec, v[j]);
     } else {
 #pragma unroll
       for (int i = 0; i < kVec; ++i) v[j][i] = 0.f;
     }
   }
+  if (staged && token + gridDim.x < M) prefetch(token + gridDim.x);
 
   if (rotate) {
     // Stages h = 1, 2, 4 inside the chunk (p >= 8 is required).
@@ -220,7 +352,11 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
         // y[i, col] = sum_a H_m[a][i] X[a, col], register-blocked: one work item = 4 rows i x 8 columns, so
         // every X[a, col..col+8) read from shared memory feeds 32 FMAs (m % 4 == 0 for every Hadamard
         // order > 2). Results stay in registers until all reads of buf are done, then overwrite it.
-        hm_step<(CPT + 3) / 4>(buf, hm_s, m, p, tid);
+        if constexpr (MT > 0) {
+          hm_step_mma<MT, NTW>(buf, hmt, m, p, tid);
+        } else {
+          hm_step<(CPT + 3) / 4>(buf, hm_s, m, p, tid);
+        }
       }
 #pragma unroll
       for (int j = 0; j < CPT; ++j) {
@@ -284,35 +420,283 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
       if (c % cpg == 0) s_x[static_cast<int64_t>(g) * M + token] = s;
     }
   }
+  __syncthreads();  // gmax and buf of this token read by all before the next token writes them
+  }
 }
 
-template <int CPT, typename TIn, bool kFp8>
+// --- One warp per token, for K = m·p with p = 32·VEC (VEC = 4 or 8) and m = MR -------------------------
+// Lane l holds X[a][l·VEC, l·VEC + VEC) of every row a of the m × p view, so the whole rotation stays in
+// registers: stages h < VEC inside the lane, h = VEC .. p/2 across lanes (shuffles), then Y = H_m^T X one
+// block of 4 columns at a time (each column's outputs need only that column). The pairs, the additions and
+// their order are those of rotate_quant_kernel (fmaf(±1, b, a) = a ± b rounded once; Y[i] = fmaf over a =
+// 0..m-1 from 0), so both kernels give bit-identical codes and scales. What changes is the occupancy: the
+// CTA-per-token kernel holds K floats of shared memory and meets at barriers, so at K = 3072 only four tokens
+// were in flight per SM (59 µs for M = 4608 against a ~10 µs memory floor); here twelve are, with no barrier.
+constexpr int kWarpsPerCta = 4;
+
+__device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
+  const float4 a = *reinterpret_cast<const float4*>(p);
+  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
+}
+
+__device__ __forceinline__ void load4(const __half* p, float (&v)[4]) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  const float2 f0 = __half22float2(*reinterpret_cast<const __half2*>(&u.x));
+  const float2 f1 = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
+  v[0] = f0.x; v[1] = f0.y; v[2] = f1.x; v[3] = f1.y;
+}
+
+__device__ __forceinline__ void load4(const __nv_bfloat16* p, float (&v)[4]) {
+  const uint2 u = *reinterpret_cast<const uint2*>(p);
+  const float2 f0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
+  const float2 f1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
+  v[0] = f0.x; v[1] = f0.y; v[2] = f1.x; v[3] = f1.y;
+}
+
+template <int VEC, typename TIn>
+__device__ __forceinline__ void load_vec(const TIn* p, float (&v)[VEC]) {
+  if constexpr (VEC == 8) {
+    load8(p, v);
+  } else {
+    load4(p, v);
+  }
+}
+
+template <int MR, int VEC, typename TIn, bool kFp8>
+__global__ void __launch_bounds__(kWarpsPerCta * 32, 3) rotate_quant_warp_kernel(
+    const TIn* __restrict__ x, int64_t ldx, int64_t M, const int8_t* __restrict__ hm, int group, int qmax,
+    float sqrt_k, uint8_t* __restrict__ q, float* __restrict__ s_x) {
+  constexpr int P = 32 * VEC, K = MR * P;
+  static_assert(MR % 4 == 0, "signs are read four at a time");
+  __shared__ float4 hm_s4[MR * MR / 4];  // hm_s[a * MR + i] = H_m[a][i] as +-1.f
+  float* hm_s = reinterpret_cast<float*>(hm_s4);
+  for (int i = threadIdx.x; i < MR * MR; i += blockDim.x) hm_s[i] = static_cast<float>(hm[i]);
+  __syncthreads();
+
+  const int lane = threadIdx.x & 31;
+  const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarpsPerCta + threadIdx.x / 32;
+  if (token >= M) return;
+  const TIn* xrow = x + token * ldx + lane * VEC;
+
+  float v[MR][VEC];
+#pragma unroll
+  for (int a = 0; a < MR; ++a) load_vec<VEC>(xrow + a * P, v[a]);
+
+#pragma unroll
+  for (int a = 0; a < MR; ++a) {
+#pragma unroll
+    for (int h = 1; h < VEC; h <<= 1) {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        if ((i & h) == 0) {
+          const float lo = v[a][i], hi = v[a][i + h];
+          v[a][i] = lo + hi;
+          v[a][i + h] = lo - hi;
+        }
+      }
+    }
+  }
+#pragma unroll
+  for (int mask = 1; mask < 32; mask <<= 1) {  // h = mask·VEC
+    const float sgn = (lane & mask) ? -1.f : 1.f;
+#pragma unroll
+    for (int a = 0; a < MR; ++a) {
+#pragma unroll
+      for (int i = 0; i < VEC; ++i) {
+        const float other = __shfl_xor_sync(0xffffffffu, v[a][i], mask);
+        v[a][i] = fmaf(sgn, v[a][i], other);
+      }
+    }
+  }
+#pragma unroll
+  for (int e0 = 0; e0 < VEC; e0 += 4) {
+    float acc[MR][4];
+#pragma unroll
+    for (int i = 0; i < MR; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
+#pragma unroll
+    for (int a = 0; a < MR; ++a) {
+#pragma unroll
+      for (int i0 = 0; i0 < MR; i0 += 4) {
+        const float4 sg = hm_s4[(a * MR + i0) / 4];
+        const float ss[4] = {sg.x, sg.y, sg.z, sg.w};
+#pragma unroll
+        for (int k = 0; k < 4; ++k)
+#pragma unroll
+          for (int e = 0; e < 4; ++e) acc[i0 + k][e] = fmaf(ss[k], v[a][e0 + e], acc[i0 + k][e]);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < MR; ++i)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) v[i][e0 + e] = acc[i][e];
+  }
+
+  // Group maxima: a group of G <= p is G/VEC consecutive lanes of one row; a group of G > p is G/p whole
+  // rows (warp_kernel_fits admits only these two cases).
+  float gmax[MR];
+#pragma unroll
+  for (int a = 0; a < MR; ++a) {
+    float amax = 0.f;
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) amax = fmaxf(amax, fabsf(v[a][i]));
+    const int lanes = group < P ? group / VEC : 32;
+    for (int o = 1; o < lanes; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    gmax[a] = amax;
+  }
+  if (group > P) {
+    const int rows = group / P;
+    float row_max[MR];
+#pragma unroll
+    for (int a = 0; a < MR; ++a) row_max[a] = gmax[a];
+#pragma unroll
+    for (int a = 0; a < MR; ++a)
+#pragma unroll
+      for (int b = 0; b < MR; ++b)
+        if (b / rows == a / rows) gmax[a] = fmaxf(gmax[a], row_max[b]);
+  }
+
+  const float fq = static_cast<float>(qmax);
+  uint8_t* qrow = q + token * K + lane * VEC;
+#pragma unroll
+  for (int a = 0; a < MR; ++a) {
+    const float amax = __fdiv_rn(gmax[a], sqrt_k);
+    const float s = amax > 1e-30f ? __fdiv_rn(amax, fq) : 1.f;
+    const float inv = __frcp_rn(__fmul_rn(sqrt_k, s));
+    uint8_t out[VEC];
+#pragma unroll
+    for (int i = 0; i < VEC; ++i) {
+      float code = rintf(v[a][i] * inv);
+      code = fminf(fmaxf(code, -fq - 1.f), fq);
+      out[i] = encode<kFp8>(code);
+    }
+    if constexpr (VEC == 8) {
+      *reinterpret_cast<uint2*>(qrow + a * P) = *reinterpret_cast<const uint2*>(out);
+    } else {
+      *reinterpret_cast<uint32_t*>(qrow + a * P) = *reinterpret_cast<const uint32_t*>(out);
+    }
+    const int first = a * P + lane * VEC;  // index of this lane's first element in the token
+    if (first % group == 0) s_x[static_cast<int64_t>(first / group) * M + token] = s;
+  }
+}
+
+// The warp kernel's shapes: rotation with m = 12 (the models' K = 1536 and 3072), p = 128 or 256, and groups
+// that are whole lane runs of one row (G | p, G % VEC == 0) or whole runs of rows (p | G, G/p | m).
+bool warp_kernel_fits(int K, int rotate, int m, int p, int group) {
+  if (!rotate || m != 12 || (p != 128 && p != 256) || m * p != K) return false;
+  const int vec = p / 32;
+  if (group <= p) return p % group == 0 && group % vec == 0;
+  return group % p == 0 && m % (group / p) == 0;
+}
+
+template <int VEC, typename TIn, bool kFp8>
+int launch_warp(const TIn* x, int64_t ldx, int64_t M, const int8_t* hm, int group, int qmax, void* q,
+                float* s_x, cudaStream_t stream) {
+  constexpr int K = 12 * 32 * VEC;
+  const float sqrt_k = static_cast<float>(sqrt(static_cast<double>(K)));
+  const int64_t ctas = (M + kWarpsPerCta - 1) / kWarpsPerCta;
+  if (ctas > INT32_MAX) return static_cast<int>(cudaErrorInvalidValue);
+  rotate_quant_warp_kernel<12, VEC, TIn, kFp8><<<static_cast<unsigned>(ctas), kWarpsPerCta * 32, 0, stream>>>(
+      x, ldx, M, hm, group, qmax, sqrt_k, static_cast<uint8_t*>(q), s_x);
+  return static_cast<int>(cudaGetLastError());
+}
+
+template <typename TIn>
+int launch_warp_fmt(const TIn* x, int64_t ldx, int64_t M, int p, const int8_t* hm, int group, int qmax, int fp8,
+                    void* q, float* s_x, cudaStream_t stream) {
+  if (p == 256) {
+    return fp8 ? launch_warp<8, TIn, true>(x, ldx, M, hm, group, qmax, q, s_x, stream)
+               : launch_warp<8, TIn, false>(x, ldx, M, hm, group, qmax, q, s_x, stream);
+  }
+  return fp8 ? launch_warp<4, TIn, true>(x, ldx, M, hm, group, qmax, q, s_x, stream)
+             : launch_warp<4, TIn, false>(x, ldx, M, hm, group, qmax, q, s_x, stream);
+}
+
+template <int CPT, typename TIn, bool kFp8, int MT = 0, int NTW = 0>
 int launch_typed(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, int p, const int8_t* hm,
                  int group, int qmax, void* q, float* s_x, cudaStream_t stream) {
-  const size_t smem = static_cast<size_t>(K) * sizeof(float) + (K / group + 3) / 4 * 4 * sizeof(unsigned) +
-                      ((rotate && m > 1) ? static_cast<size_t>(m) * m * sizeof(float) : 0);
-  auto kernel = rotate_quant_kernel<CPT, TIn, kFp8>;
+  size_t table = 0;
+  if (MT > 0) {
+    table = static_cast<size_t>(16 * MT) * (16 * MT + 8) * sizeof(uint16_t);
+  } else if (rotate && m > 1) {
+    table = static_cast<size_t>(m) * m * sizeof(float);
+  }
+  // buf (K floats) | gmax | Hadamard table | stage (K input elements), each 16-byte aligned
+  const size_t stage_at =
+      (static_cast<size_t>(K) * sizeof(float) + (K / group + 3) / 4 * 4 * sizeof(unsigned) + table + 15) / 16 * 16;
+  const size_t stage_bytes = static_cast<size_t>(K) * sizeof(TIn);
+  auto kernel = rotate_quant_kernel<CPT, TIn, kFp8, MT, NTW>;
+  // Staged (the next token's row prefetched by cp.async, CTAs looping over tokens) only with the tensor-core
+  // H_m step (MT > 0), where it was measured to pay: M = 4608, K = 8960 407 -> 289 us, 3840 -5 %, 15360 -1 %.
+  // With the FMA step it cost 2-4 % (K = 10240, 12288), so those keep one CTA per token and direct loads.
+  bool staged = false;
+  int sms = 0, per_sm = 0;
+  cudaError_t e = cudaSuccess;
+  if (MT > 0) {
+    int dev = 0, smem_max = 0;
+    e = cudaGetDevice(&dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (e == cudaSuccess) e = cudaDeviceGetAttribute(&smem_max, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev);
+    if (e != cudaSuccess) return static_cast<int>(e);
+    staged = stage_at + stage_bytes <= static_cast<size_t>(smem_max);
+  }
+  const size_t smem = staged ? stage_at + stage_bytes : stage_at;
   if (smem > 48 * 1024) {
-    const cudaError_t e =
-        cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
+    e = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem));
     if (e != cudaSuccess) return static_cast<int>(e);
   }
+  if (staged) {
+    e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, smem);
+    if (e != cudaSuccess) return static_cast<int>(e);
+  }
+  const int64_t grid = staged ? std::min<int64_t>(M, static_cast<int64_t>(std::max(per_sm, 1)) * sms) : M;
+  if (grid > INT32_MAX) return static_cast<int>(cudaErrorInvalidValue);
   const float sqrt_k = static_cast<float>(sqrt(static_cast<double>(K)));
-  kernel<<<static_cast<unsigned>(M), kThreads, smem, stream>>>(x, ldx, M, K, rotate, m, p, hm, group, qmax,
-                                                               sqrt_k, static_cast<uint8_t*>(q), s_x);
+  kernel<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(x, ldx, M, K, rotate, m, p, hm, group, qmax,
+                                                                  sqrt_k, static_cast<uint8_t*>(q), s_x,
+                                                                  staged ? static_cast<int>(stage_at / sizeof(TIn)) : -1);
   return static_cast<int>(cudaGetLastError());
+}
+
+// The H_m step on tensor cores where the accumulator tile fits (MT·NTW·4 <= 64 floats per thread): MT =
+// ceil(m/16) row tiles, NTW = p/64 column tiles per warp. Only the pairs that occur at the CPT of their K are
+// instantiated: (4, 1) 60 × 64 (K = 3840, CPT 2); (9, 1) 140 × 64 (8960, CPT 6); (4, 4) 60 × 256 (15360,
+// CPT 8). Every other shape keeps the FMA step; K = 10240 (20 × 512, MT 2, NTW 8) was measured 3 % slower on
+// the tensor cores (the H_20 step is small next to its p = 512 butterflies), so it keeps it too.
+template <int CPT, typename TIn, bool kFp8>
+int launch_hm(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, int p, const int8_t* hm,
+              int group, int qmax, void* q, float* s_x, cudaStream_t stream) {
+  const int mt = (m + 15) / 16, ntw = p / 64;
+  const bool mma = rotate && m > 12 && p % 64 == 0;
+  if constexpr (CPT == 2) {
+    if (mma && mt == 4 && ntw == 1)
+      return launch_typed<CPT, TIn, kFp8, 4, 1>(x, ldx, M, K, rotate, m, p, hm, group, qmax, q, s_x, stream);
+  }
+  if constexpr (CPT == 6) {
+    if (mma && mt == 9 && ntw == 1)
+      return launch_typed<CPT, TIn, kFp8, 9, 1>(x, ldx, M, K, rotate, m, p, hm, group, qmax, q, s_x, stream);
+  }
+  if constexpr (CPT == 8) {
+    if (mma && mt == 4 && ntw == 4)
+      return launch_typed<CPT, TIn, kFp8, 4, 4>(x, ldx, M, K, rotate, m, p, hm, group, qmax, q, s_x, stream);
+  }
+  return launch_typed<CPT, TIn, kFp8>(x, ldx, M, K, rotate, m, p, hm, group, qmax, q, s_x, stream);
 }
 
 template <int CPT, typename TIn>
 int launch_fmt(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, int p, const int8_t* hm,
                int group, int qmax, int fp8, void* q, float* s_x, cudaStream_t stream) {
-  return fp8 ? launch_typed<CPT, TIn, true>(x, ldx, M, K, rotate, m, p, hm, group, qmax, q, s_x, stream)
-             : launch_typed<CPT, TIn, false>(x, ldx, M, K, rotate, m, p, hm, group, qmax, q, s_x, stream);
+  return fp8 ? launch_hm<CPT, TIn, true>(x, ldx, M, K, rotate, m, p, hm, group, qmax, q, s_x, stream)
+             : launch_hm<CPT, TIn, false>(x, ldx, M, K, rotate, m, p, hm, group, qmax, q, s_x, stream);
 }
 
 template <typename TIn>
 int launch_cpt(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, int p, const int8_t* hm,
                int group, int qmax, int fp8, void* q, float* s_x, cudaStream_t stream) {
+  if (warp_kernel_fits(K, rotate, m, p, group)) {
+    return launch_warp_fmt(x, ldx, M, p, hm, group, qmax, fp8, q, s_x, stream);
+  }
   const int chunks = (K / kVec + kThreads - 1) / kThreads;
   if (chunks <= 1) return launch_fmt<1>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
   if (chunks <= 2) return launch_fmt<2>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);

@@ -87,6 +87,28 @@ def test_rotate_quant_matches_reference(k: int, a_bits: int) -> None:
     torch.testing.assert_close(sx.t().cpu(), ref_s, rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize(
+    ("k", "group"),
+    [(3072, 32), (3072, 256), (3072, 768), (3072, 96), (1536, 64), (1536, 512), (1536, 1536), (1536, 48)],
+)
+@pytest.mark.parametrize("a_bits", [3, 8])
+def test_rotate_quant_group_sizes(k: int, group: int, a_bits: int) -> None:
+    """Groups inside one lane run, across whole rows, the whole token, and sizes the warp kernel leaves to the
+    CTA kernel (96 and 48 do not divide p)."""
+    _cuda()
+    from adatsq.plugins.kernels.api import quantize_activations
+
+    gen = torch.Generator().manual_seed(torch.seed())
+    x = _x(45, k, torch.bfloat16, gen)
+    q, sx = quantize_activations(x.cuda(), a_bits, group, True, a_bits <= 4)
+    ref_q, ref_s = quantize_activation(rotate(x.float()), a_bits, group)
+    assert sx.shape == (k // group, 45)
+    diff = (q.float().cpu() - ref_q).abs()
+    assert float(diff.max()) <= 1.0
+    assert float((diff > 0).float().mean()) <= 1e-3
+    torch.testing.assert_close(sx.t().cpu(), ref_s, rtol=1e-5, atol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_rotate_quant_dtypes_and_no_rotation(dtype: torch.dtype) -> None:
     _cuda()
