@@ -53,6 +53,22 @@ __device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[kVec]) 
   }
 }
 
+// The butterfly stages h = 1, 2, .., N/2 inside one thread's N consecutive elements: (a, b) -> (a + b, a - b).
+template <int N>
+__device__ __forceinline__ void butterflies_in_lane(float (&v)[N]) {
+#pragma unroll
+  for (int h = 1; h < N; h <<= 1) {
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      if ((i & h) == 0) {
+        const float a = v[i], b = v[i + h];
+        v[i] = a + b;
+        v[i + h] = a - b;
+      }
+    }
+  }
+}
+
 template <bool kFp8>
 __device__ __forceinline__ uint8_t encode(float code) {
   if constexpr (kFp8) {
@@ -272,19 +288,7 @@ __global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __res
   if (rotate) {
     // Stages h = 1, 2, 4 inside the chunk (p >= 8 is required).
 #pragma unroll
-    for (int j = 0; j < CPT; ++j) {
-#pragma unroll
-      for (int h = 1; h < kVec; h <<= 1) {
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          if ((i & h) == 0) {
-            const float a = v[j][i], b = v[j][i + h];
-            v[j][i] = a + b;
-            v[j][i + h] = a - b;
-          }
-        }
-      }
-    }
+    for (int j = 0; j < CPT; ++j) butterflies_in_lane(v[j]);
     // Stages h = 8 .. 128 across lanes: the chunk at distance h/8 sits in lane ^ (h/8).
     for (int h = kVec; h < p && h < 32 * kVec; h <<= 1) {
       const int mask = h / kVec;
@@ -483,19 +487,7 @@ __global__ void __launch_bounds__(kWarpsPerCta * 32, 3) rotate_quant_warp_kernel
   for (int a = 0; a < MR; ++a) load_vec<VEC>(xrow + a * P, v[a]);
 
 #pragma unroll
-  for (int a = 0; a < MR; ++a) {
-#pragma unroll
-    for (int h = 1; h < VEC; h <<= 1) {
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        if ((i & h) == 0) {
-          const float lo = v[a][i], hi = v[a][i + h];
-          v[a][i] = lo + hi;
-          v[a][i + h] = lo - hi;
-        }
-      }
-    }
-  }
+  for (int a = 0; a < MR; ++a) butterflies_in_lane(v[a]);
 #pragma unroll
   for (int mask = 1; mask < 32; mask <<= 1) {  // h = mask·VEC
     const float sgn = (lane & mask) ? -1.f : 1.f;
