@@ -33,10 +33,17 @@ def codes(rows: int, cols: int, lo: int, hi: int) -> torch.Tensor:
     return torch.randint(lo, hi + 1, (rows, cols), device="cuda").float()
 
 
-def problem(m: int, k: int, n: int) -> dict[str, torch.Tensor]:
+CODES = (-8, 7)  # code range of both operands; --codes 3 gives a = w = 3's [-4, 3]
+
+
+def problem(m: int, k: int, n: int, extreme: bool = False) -> dict[str, torch.Tensor]:
+    """Random codes in CODES (``extreme``: every code the most negative one, the largest 128-deep partial)."""
     g = k // 128
+    lo, hi = CODES
+    qx, qw = (torch.full((m, k), float(lo), device="cuda"), torch.full((n, k), float(lo), device="cuda")) if extreme \
+        else (codes(m, k, lo, hi), codes(n, k, lo, hi))  # fmt: skip
     return {
-        "qx": codes(m, k, -8, 7), "qw": codes(n, k, -8, 7),
+        "qx": qx, "qw": qw,
         "sx": torch.rand(g, m, device="cuda") * 1e-2 + 1e-3, "sw": torch.rand(g, n, device="cuda") * 1e-2 + 1e-3,
         "b": torch.randn(n, device="cuda"),
     }  # fmt: skip
@@ -123,7 +130,10 @@ def main() -> None:
     ap.add_argument("--lib-dir", required=True)
     ap.add_argument("--out", required=True)
     ap.add_argument("--quick", action="store_true", help="M = 4608 shapes, one check shape, no weight prep")
+    ap.add_argument("--codes", type=int, default=4, choices=(3, 4), help="code bits of both operands")
     args = ap.parse_args()
+    global CODES
+    CODES = (-(2 ** (args.codes - 1)), 2 ** (args.codes - 1) - 1)
     torch.manual_seed(0)
     lib_dir = pathlib.Path(args.lib_dir)
     configs: list[Config] = []
@@ -138,15 +148,16 @@ def main() -> None:
     out: dict[str, object] = {"device": torch.cuda.get_device_name(), "check": {}, "time": {}}
     for c in configs:  # correctness: odd M, every K of the image models' GEMMs
         checks = ((300, 3072, 3072), (77, 15360, 3072), (1000, 12288, 256), (4608, 3072, 12288))
-        for m, k, n in checks[:1] if args.quick else checks:
-            p = problem(m, k, n)
+        for (m, k, n), extreme in [(s, False) for s in (checks[:1] if args.quick else checks)] + [
+            ((256, 3072, 512), True)
+        ]:
+            p = problem(m, k, n, extreme)
             y = c.runner(p)()
             torch.cuda.synchronize()
             err = rel(y, reference(p))
-            out["check"][f"{c.name} {m}x{k}x{n}"] = err  # type: ignore[index]
-            print(
-                f"check {c.name:28s} {m}x{k}x{n}: rel err {err:.2e} nan={bool(y.isnan().any())}", flush=True
-            )
+            tag = f"{m}x{k}x{n}{' extreme' if extreme else ''}"
+            out["check"][f"{c.name} {tag}"] = err  # type: ignore[index]
+            print(f"check {c.name:28s} {tag}: rel err {err:.2e} nan={bool(y.isnan().any())}", flush=True)
     lib = cuda_lib.lib()
     for m, k, n in [s for s in SHAPES if s[0] == 4608] if args.quick else SHAPES:
         p = problem(m, k, n)

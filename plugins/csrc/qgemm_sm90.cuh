@@ -122,6 +122,7 @@ using Coop = BlockwiseFp8Gemm<ElementD, Tile, Cluster, KernelTmaWarpSpecializedC
                               TmaWarpSpecializedCooperative, Scheduler, P>;
 using Tile128x128 = Shape<_128, _128, _128>;
 using Tile128x192 = Shape<_128, _192, _128>;
+using Tile128x256 = Shape<_128, _256, _128>;
 
 // Production (qgemm_sm90.cu): 128 x 128 with our two-partial consumer, which promotes K tile t while tile
 // t+1's wgmma runs (qgemm_sm90_mainloop.cuh).
@@ -153,6 +154,12 @@ using Coop128x192Serial = Coop<ElementD, Tile128x192, Shape<_1, _2, _1>, Persist
 template <class ElementD>
 using Coop128x128DoubleC21 =
     Coop<ElementD, Tile128x128, Shape<_2, _1, _1>, PersistentScheduler, Promotion::kDoubleBuffer>;
+// f16 partials (a = w = 3 only: see Promotion::kHalfSerial): a wider tile in the same registers.
+template <class ElementD>
+using Coop128x256HalfSerial = Coop<ElementD, Tile128x256, Shape<_1, _2, _1>, PersistentScheduler, Promotion::kHalfSerial>;
+template <class ElementD>
+using Coop128x192HalfDouble =
+    Coop<ElementD, Tile128x192, Shape<_1, _2, _1>, PersistentScheduler, Promotion::kHalfDoubleBuffer>;
 template <class ElementD>
 using Coop128x128DoubleStreamK =
     Coop<ElementD, Tile128x128, Shape<_1, _2, _1>, StreamKScheduler, Promotion::kDoubleBuffer>;

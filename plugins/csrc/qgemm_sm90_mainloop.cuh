@@ -19,6 +19,8 @@
 //     before P_g is promoted (wgmma.wait_group 1 instead of 0). 64 more registers per thread at a
 //     128 x 128 tile (168 in all, no spills). Measured 2-7 % faster than CUTLASS's consumer at M = 4608;
 //     the rest of the gap to per-tensor FP8 is shared-memory bandwidth (Nsight Compute, NOTES.md).
+//   HalfSerial / HalfDoubleBuffer: the partial in f16 accumulators (a = w = 3 only, see the enum), so a
+//     128 x 256 or 128 x 192 tile fits; exact, but no faster than DoubleBuffer at 128 x 128 (version 14).
 //
 // Every P_g is produced from zero (ScaleOut::Zero on its first k32 step) and never spans two groups, so
 // the result is the exact integer partial products scaled in fp32, as in the CUTLASS consumer; the first
@@ -32,7 +34,19 @@
 
 namespace adatsq::sm90 {
 
-enum class Promotion { kCutlass, kSerial, kOrdered, kDoubleBuffer, kOrderedDoubleBuffer };
+enum class Promotion {
+  kCutlass,
+  kSerial,
+  kOrdered,
+  kDoubleBuffer,
+  kOrderedDoubleBuffer,
+  // The partial product in f16 accumulators (FP8 wgmma with f16 accumulation, the same rate): half the
+  // registers, so a 128 x 256 tile fits with one partial and a 128 x 192 tile with two. Exact only while every
+  // 128-deep partial is an integer of magnitude <= 2048 (f16 holds those exactly): a = w = 3 codes in
+  // [-4, 3] give at most 128 * 16 = 2048; 4-bit codes do not (128 * 32 = 4096).
+  kHalfSerial,
+  kHalfDoubleBuffer,
+};
 
 template <class Base, Promotion P>
 struct OverlappedPromotionMma : Base {
@@ -48,7 +62,9 @@ struct OverlappedPromotionMma : Base {
   using typename Base::TiledMma;
 
   static constexpr bool kOrdered = P == Promotion::kOrdered || P == Promotion::kOrderedDoubleBuffer;
-  static constexpr bool kDoubleBuffer = P == Promotion::kDoubleBuffer || P == Promotion::kOrderedDoubleBuffer;
+  static constexpr bool kDoubleBuffer = P == Promotion::kDoubleBuffer || P == Promotion::kOrderedDoubleBuffer ||
+                                        P == Promotion::kHalfDoubleBuffer;
+  static constexpr bool kHalf = P == Promotion::kHalfSerial || P == Promotion::kHalfDoubleBuffer;
   static constexpr int kWarpGroups = cute::size(TiledMma{}) / cutlass::NumThreadsPerWarpGroup;
   // Named barriers 0 and 1 after CUTLASS's reserved ones: "warpgroup 0 may issue", "warpgroup 1 may issue".
   static constexpr uint32_t kIssue0 = 0, kIssue1 = 1;
@@ -59,6 +75,16 @@ struct OverlappedPromotionMma : Base {
   static_assert(Base::ScalePromotionInterval == cute::size<2>(TileShape{}) / 32,
                 "one scale group per K tile (a 128-deep tile of k32 wgmma steps)");
   static_assert(!kOrdered || kWarpGroups == 2, "ordered issue alternates two consumer warpgroups");
+
+  // The MMA that produces the partials: the collective's own (fp32 accumulators) or the same tiling with f16
+  // accumulators. Both atoms have the same C layout (GMMA::CLayout_64xN), so element i of a partial and
+  // element i of the fp32 accumulator are the same (m, n).
+  using HalfTiledMma = decltype(cute::make_tiled_mma(
+      cute::GMMA::ss_op_selector<cutlass::float_e4m3_t, cutlass::float_e4m3_t, cutlass::half_t, TileShape,
+                                 cute::GMMA::Major::K, cute::GMMA::Major::K>(),
+      cute::Layout<cute::Shape<cute::Int<kWarpGroups>, cute::_1, cute::_1>>{}));
+  using PartialMma = cute::conditional_t<kHalf, HalfTiledMma, TiledMma>;
+  using PartialElement = cute::conditional_t<kHalf, cutlass::half_t, float>;
 
   template <class FrgTensorC>
   CUTLASS_DEVICE void mma(MainloopPipeline pipeline, PipelineState smem_pipe_read, FrgTensorC& accum,
@@ -87,18 +113,19 @@ struct OverlappedPromotionMma : Base {
     Tensor tCsSFB = tiled_mma.get_slice(thread_idx).partition_C(sSFB);
     Tensor tCrA = wg_mma.make_fragment_A(wg_mma.partition_A(sA));  // (MMA,MMA_M,MMA_K,PIPE) descriptors
     Tensor tCrB = wg_mma.make_fragment_B(wg_mma.partition_B(sB));
-    Tensor part0 = make_fragment_like(accum);
-    Tensor part1 = make_fragment_like(accum);
+    Tensor part0 = make_fragment_like<PartialElement>(accum);
+    Tensor part1 = make_fragment_like<PartialElement>(accum);
+    PartialMma partial_mma;
 
     // P_g = sum over the K tile's k32 steps, started from zero.
     auto issue = [&](int stage, auto& part) {
       warpgroup_fence_operand(part);
       warpgroup_arrive();
-      tiled_mma.accumulate_ = GMMA::ScaleOut::Zero;
+      partial_mma.accumulate_ = GMMA::ScaleOut::Zero;
       CUTLASS_PRAGMA_UNROLL
       for (int kb = 0; kb < size<2>(tCrA); ++kb) {
-        cute::gemm(tiled_mma, tCrA(_, _, kb, stage), tCrB(_, _, kb, stage), part);
-        tiled_mma.accumulate_ = GMMA::ScaleOut::One;
+        cute::gemm(partial_mma, tCrA(_, _, kb, stage), tCrB(_, _, kb, stage), part);
+        partial_mma.accumulate_ = GMMA::ScaleOut::One;
       }
       warpgroup_commit_batch();
       warpgroup_fence_operand(part);
@@ -132,10 +159,10 @@ struct OverlappedPromotionMma : Base {
       Tensor sfb = tCsSFB(_, _, _, make_coord(_0{}, stage));
       if (first) {
         CUTLASS_PRAGMA_UNROLL
-        for (int i = 0; i < size(accum); ++i) accum(i) = part(i) * sfa(i) * sfb(i);
+        for (int i = 0; i < size(accum); ++i) accum(i) = static_cast<float>(part(i)) * sfa(i) * sfb(i);
       } else {
         CUTLASS_PRAGMA_UNROLL
-        for (int i = 0; i < size(accum); ++i) accum(i) += part(i) * sfa(i) * sfb(i);
+        for (int i = 0; i < size(accum); ++i) accum(i) += static_cast<float>(part(i)) * sfa(i) * sfb(i);
       }
       warpgroup_fence_operand(accum);
     };
