@@ -219,8 +219,13 @@ __device__ __forceinline__ void hm_step_mma(float* buf, const uint16_t* hmt, int
   __syncthreads();
 }
 
+// CTAs per SM the register allocation must allow. The CTA kernel is latency-bound (Nsight Compute, v13):
+// at CPT 6 and 8 with the FMA step it took 128 registers, i.e. two CTAs (16 warps) per SM; capping it at
+// three (85 registers) spills 20 bytes. The tensor-core shapes keep the default (224 bytes of spills at CPT 8).
+constexpr int min_ctas_per_sm(int cpt, int mt) { return (cpt == 6 || cpt == 8) && mt == 0 ? 3 : 0; }
+
 template <int CPT, typename TIn, bool kFp8, int MT, int NTW>
-__global__ void __launch_bounds__(kThreads) rotate_quant_kernel(const TIn* __restrict__ x, int64_t ldx,
+__global__ void __launch_bounds__(kThreads, min_ctas_per_sm(CPT, MT)) rotate_quant_kernel(const TIn* __restrict__ x, int64_t ldx,
                                                                 int64_t M, int K, int rotate, int m, int p,
                                                                 const int8_t* __restrict__ hm, int group,
                                                                 int qmax, float sqrt_k,

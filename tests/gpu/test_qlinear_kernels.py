@@ -275,8 +275,22 @@ def test_registered_op_cuda(a_bits: int, w_bits: int) -> None:
     ref = qlinear_reference(x, codes, sw, bias, a_bits, G, True)
     assert y.dtype == x.dtype
     assert y.shape == ref.shape
-    # rare ±1 code flips at rounding boundaries move single terms by s_x·s_w·|q_w|
-    assert _rel(y.cpu(), ref) <= (1e-3 if a_bits < 16 else 1e-4)
+    if a_bits == 16:
+        assert _rel(y.cpu(), ref) <= 1e-4
+        return
+    # The op against the reference is split in two exact statements, because one ±1 activation-code flip at a
+    # rounding boundary (the rotation's float32 sums in another order) in an outlier token moves y by up to
+    # ~4e-3 relative on its own: (1) the op's activation codes are the reference's up to rare ±1 flips, and
+    # its scales equal; (2) y is exactly the product of the op's own codes (integer part exact).
+    from adatsq.plugins.kernels.api import quantize_activations, use_fp8
+
+    q, sx = quantize_activations(x.cuda(), a_bits, G, True, use_fp8(a_bits, w_bits))
+    ref_q, ref_s = quantize_activation(rotate(x.float()), a_bits, G)
+    diff = (q.float().cpu() - ref_q).abs()
+    assert float(diff.max()) <= 1.0
+    assert float((diff > 0).float().mean()) <= 1e-3
+    torch.testing.assert_close(sx.t().cpu(), ref_s, rtol=1e-5, atol=0)
+    assert _rel(y.cpu(), _gemm_ref64(q, sx, codes, sw, bias)) <= 1e-5
 
 
 def test_cuda_graph_and_compile() -> None:
