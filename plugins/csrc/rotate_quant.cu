@@ -3,7 +3,8 @@
 // Two kernels. K = 12·p with p = 128 or 256 (K = 1536, 3072): one warp per token, everything in registers
 // (rotate_quant_warp_kernel, below). Otherwise CTAs of 256 threads, one token at a time (persistent, with
 // the next token's row copied into shared memory by cp.async meanwhile, where the H_m step runs on tensor
-// cores). Thread t owns the 8-element chunks c = t + j*256 (j < CPT), i.e. elements [8c, 8c+8); CPT is the smallest of {1, 2, 4, 6, 8, 16} that covers K/8 (6: K = 12288 exactly).
+// cores). Thread t owns the 8-element chunks c = t + j*256 (j < CPT), i.e. elements [8c, 8c+8); CPT is the
+// smallest of {1, 2, 4, 6, 8, 16} that covers K/8 (6: K = 12288 exactly).
 // The Walsh-Hadamard transform over p = 2^k is the product of k commuting butterfly stages
 // (a, b) -> (a + b, a - b) at element distance h = 1, 2, ..., p/2:
 //   h < 8      inside a thread's chunk (registers),
@@ -212,7 +213,9 @@ __device__ __forceinline__ void hm_step_mma(float* buf, const uint16_t* hmt, int
 #pragma unroll
       for (int r = 0; r < 2; ++r) {
         const int i = mt * 16 + g + 8 * r;
-        if (i < m) *reinterpret_cast<float2*>(buf + i * p + col) = make_float2(acc[mt][j][2 * r], acc[mt][j][2 * r + 1]);
+        if (i < m) {
+          *reinterpret_cast<float2*>(buf + i * p + col) = make_float2(acc[mt][j][2 * r], acc[mt][j][2 * r + 1]);
+        }
       }
     }
   }
@@ -225,13 +228,10 @@ __device__ __forceinline__ void hm_step_mma(float* buf, const uint16_t* hmt, int
 constexpr int min_ctas_per_sm(int cpt, int mt) { return (cpt == 6 || cpt == 8) && mt == 0 ? 3 : 0; }
 
 template <int CPT, typename TIn, bool kFp8, int MT, int NTW>
-__global__ void __launch_bounds__(kThreads, min_ctas_per_sm(CPT, MT)) rotate_quant_kernel(const TIn* __restrict__ x, int64_t ldx,
-                                                                int64_t M, int K, int rotate, int m, int p,
-                                                                const int8_t* __restrict__ hm, int group,
-                                                                int qmax, float sqrt_k,
-                                                                uint8_t* __restrict__ q,
-                                                                float* __restrict__ s_x,
-                                                                int stage_offset_elems) {
+__global__ void __launch_bounds__(kThreads, min_ctas_per_sm(CPT, MT))
+    rotate_quant_kernel(const TIn* __restrict__ x, int64_t ldx, int64_t M, int K, int rotate, int m, int p,
+                        const int8_t* __restrict__ hm, int group, int qmax, float sqrt_k, uint8_t* __restrict__ q,
+                        float* __restrict__ s_x, int stage_offset_elems) {
   extern __shared__ float4 smem_raw[];
   float* buf = reinterpret_cast<float*>(smem_raw);          // K floats
   unsigned* gmax = reinterpret_cast<unsigned*>(buf + K);    // K/group absmax bit patterns
@@ -275,161 +275,161 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm(CPT, MT)) rotate_qua
   if (staged && static_cast<int64_t>(blockIdx.x) < M) prefetch(blockIdx.x);
 
   for (int64_t token = blockIdx.x; token < M; token += gridDim.x) {
-  for (int i = tid; i < ngroups; i += kThreads) gmax[i] = 0u;
-  asm volatile("cp.async.wait_all;\n" ::);
-  float v[CPT][kVec];
+    for (int i = tid; i < ngroups; i += kThreads) gmax[i] = 0u;
+    asm volatile("cp.async.wait_all;\n" ::);
+    float v[CPT][kVec];
 #pragma unroll
-  for (int j = 0; j < CPT; ++j) {
-    const int c = tid + j * kThreads;
-    if (c < nchunks) {
-      load8((staged ? stage : x + token * ldx) + static_cast<int64_t>(c) * kVec, v[j]);
-    } else {
+    for (int j = 0; j < CPT; ++j) {
+      const int c = tid + j * kThreads;
+      if (c < nchunks) {
+        load8((staged ? stage : x + token * ldx) + static_cast<int64_t>(c) * kVec, v[j]);
+      } else {
 #pragma unroll
-      for (int i = 0; i < kVec; ++i) v[j][i] = 0.f;
+        for (int i = 0; i < kVec; ++i) v[j][i] = 0.f;
+      }
     }
-  }
-  if (staged && token + gridDim.x < M) prefetch(token + gridDim.x);
+    if (staged && token + gridDim.x < M) prefetch(token + gridDim.x);
 
-  if (rotate) {
-    // Stages h = 1, 2, 4 inside the chunk (p >= 8 is required).
+    if (rotate) {
+      // Stages h = 1, 2, 4 inside the chunk (p >= 8 is required).
 #pragma unroll
-    for (int j = 0; j < CPT; ++j) butterflies_in_lane(v[j]);
-    // Stages h = 8 .. 128 across lanes: the chunk at distance h/8 sits in lane ^ (h/8).
-    for (int h = kVec; h < p && h < 32 * kVec; h <<= 1) {
-      const int mask = h / kVec;
-      // lower lane: a + b; upper lane: a - b = fma(-1, b, a), one rounding either way (exact as the adds)
-      const float sgn = (lane & mask) ? -1.f : 1.f;
+      for (int j = 0; j < CPT; ++j) butterflies_in_lane(v[j]);
+      // Stages h = 8 .. 128 across lanes: the chunk at distance h/8 sits in lane ^ (h/8).
+      for (int h = kVec; h < p && h < 32 * kVec; h <<= 1) {
+        const int mask = h / kVec;
+        // lower lane: a + b; upper lane: a - b = fma(-1, b, a), one rounding either way (exact as the adds)
+        const float sgn = (lane & mask) ? -1.f : 1.f;
 #pragma unroll
-      for (int j = 0; j < CPT; ++j) {
+        for (int j = 0; j < CPT; ++j) {
+#pragma unroll
+          for (int i = 0; i < kVec; ++i) {
+            const float other = __shfl_xor_sync(0xffffffffu, v[j][i], mask);
+            v[j][i] = fmaf(sgn, v[j][i], other);
+          }
+        }
+      }
+      const bool smem_stages = p > 32 * kVec;
+      if (smem_stages || m > 1) {  // through shared memory; v is reassigned at the end (dead in between)
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) {
+          const int c = tid + j * kThreads;
+          if (c < nchunks) {
+            float4* dst = reinterpret_cast<float4*>(buf + c * kVec);
+            dst[0] = make_float4(v[j][0], v[j][1], v[j][2], v[j][3]);
+            dst[1] = make_float4(v[j][4], v[j][5], v[j][6], v[j][7]);
+          }
+        }
+        __syncthreads();
+        if (smem_stages) {
+          // Stages h = 256 .. p/2, two per pass where two remain (radix 4, one barrier and one shared-memory
+          // round trip for both): quad t -> segment t / (p/4), i0 = seg*p + (r / h)*4h + r % h, and
+          //   (a, b, c, d) at i0 + {0, h, 2h, 3h} -> stage h: (a+b, a-b, c+d, c-d) -> stage 2h: pairs (0, 2h),
+          //   (h, 3h), the same additions in the same order as two radix-2 passes (bit-identical).
+          // Then a radix-2 pass if one stage is left: pair t -> i0 = seg*p + (r / h)*2h + r % h.
+          // p and h are powers of two: shifts and masks instead of divisions.
+          const int log_p = __ffs(p) - 1;
+          int h = 32 * kVec;
+          for (; 4 * h <= p; h <<= 2) {
+            const int log_h = __ffs(h) - 1;
+            for (int t = tid; t < K / 4; t += kThreads) {
+              const int seg = t >> (log_p - 2);
+              const int r = t & ((p >> 2) - 1);
+              const int i0 = (seg << log_p) + ((r >> log_h) << (log_h + 2)) + (r & (h - 1));
+              const float a = buf[i0], b = buf[i0 + h], c = buf[i0 + 2 * h], d = buf[i0 + 3 * h];
+              const float s0 = a + b, s1 = a - b, s2 = c + d, s3 = c - d;
+              buf[i0] = s0 + s2;
+              buf[i0 + h] = s1 + s3;
+              buf[i0 + 2 * h] = s0 - s2;
+              buf[i0 + 3 * h] = s1 - s3;
+            }
+            __syncthreads();
+          }
+          for (; h < p; h <<= 1) {
+            const int log_h = __ffs(h) - 1;
+            for (int t = tid; t < K / 2; t += kThreads) {
+              const int seg = t >> (log_p - 1);
+              const int r = t & ((p >> 1) - 1);
+              const int i0 = (seg << log_p) + ((r >> log_h) << (log_h + 1)) + (r & (h - 1));
+              const float a = buf[i0], b = buf[i0 + h];
+              buf[i0] = a + b;
+              buf[i0 + h] = a - b;
+            }
+            __syncthreads();
+          }
+        }
+        if (m > 1) {
+          // y[i, col] = sum_a H_m[a][i] X[a, col], register-blocked: one work item = 4 rows i x 8 columns, so
+          // every X[a, col..col+8) read from shared memory feeds 32 FMAs (m % 4 == 0 for every Hadamard
+          // order > 2). Results stay in registers until all reads of buf are done, then overwrite it.
+          if constexpr (MT > 0) {
+            hm_step_mma<MT, NTW>(buf, hmt, m, p, tid);
+          } else {
+            hm_step<(CPT + 3) / 4>(buf, hm_s, m, p, tid);
+          }
+        }
+#pragma unroll
+        for (int j = 0; j < CPT; ++j) {
+          const int c = tid + j * kThreads;
+          float4 u0 = make_float4(0.f, 0.f, 0.f, 0.f), u1 = u0;
+          if (c < nchunks) {
+            const float4* src = reinterpret_cast<const float4*>(buf + c * kVec);
+            u0 = src[0];
+            u1 = src[1];
+          }
+          v[j][0] = u0.x; v[j][1] = u0.y; v[j][2] = u0.z; v[j][3] = u0.w;
+          v[j][4] = u1.x; v[j][5] = u1.y; v[j][6] = u1.z; v[j][7] = u1.w;
+        }
+      }
+      // x~ = u / sqrt(K) with u = H_m^T X H_p: the division is folded into the scale below (one per group):
+      // absmax(x~) = absmax(u) / sqrt(K) exactly (rounding is monotonic), so s matches the reference bit for
+      // bit and the codes use u * (1 / (sqrt(K) s)); a code can differ from rint((u/sqrt(K))/s) only when
+      // the quotient lies within an ulp of a .5 boundary.
+    }
+    // Per-group absmax. Chunks of one group are G/8 consecutive lanes when G/8 divides 32, or whole warps
+    // when 32 divides G/8; otherwise every thread publishes its own maximum.
+    const int cpg = group / kVec;  // chunks per group
+    __syncthreads();               // gmax zeroed, buf reads done
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) {
+      const int c = tid + j * kThreads;
+      float amax = 0.f;
+#pragma unroll
+      for (int i = 0; i < kVec; ++i) amax = fmaxf(amax, fabsf(v[j][i]));
+      if (cpg <= 32 && (32 % cpg) == 0) {
+        for (int o = 1; o < cpg; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        if ((lane % cpg) == 0 && c < nchunks) atomicMax(&gmax[c / cpg], __float_as_uint(amax));
+      } else if ((cpg % 32) == 0) {
+        for (int o = 1; o < 32; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        if (lane == 0 && c < nchunks) atomicMax(&gmax[c / cpg], __float_as_uint(amax));
+      } else if (c < nchunks) {
+        atomicMax(&gmax[c / cpg], __float_as_uint(amax));
+      }
+    }
+    __syncthreads();
+
+    const float fq = static_cast<float>(qmax);
+    const float norm = rotate ? sqrt_k : 1.f;
+#pragma unroll
+    for (int j = 0; j < CPT; ++j) {
+      const int c = tid + j * kThreads;
+      if (c < nchunks) {
+        const int g = c / cpg;
+        const float amax = rotate ? __fdiv_rn(__uint_as_float(gmax[g]), norm) : __uint_as_float(gmax[g]);
+        const float s = amax > 1e-30f ? __fdiv_rn(amax, fq) : 1.f;
+        const float inv = __frcp_rn(__fmul_rn(norm, s));
+        uint8_t out[kVec];
 #pragma unroll
         for (int i = 0; i < kVec; ++i) {
-          const float other = __shfl_xor_sync(0xffffffffu, v[j][i], mask);
-          v[j][i] = fmaf(sgn, v[j][i], other);
+          float code = rintf(v[j][i] * inv);  // round half to even, like torch.round
+          code = fminf(fmaxf(code, -fq - 1.f), fq);
+          out[i] = encode<kFp8>(code);
         }
+        *reinterpret_cast<uint2*>(q + token * K + static_cast<int64_t>(c) * kVec) =
+            *reinterpret_cast<const uint2*>(out);
+        if (c % cpg == 0) s_x[static_cast<int64_t>(g) * M + token] = s;
       }
     }
-    const bool smem_stages = p > 32 * kVec;
-    if (smem_stages || m > 1) {  // through shared memory; v is reassigned at the end (dead in between)
-#pragma unroll
-      for (int j = 0; j < CPT; ++j) {
-        const int c = tid + j * kThreads;
-        if (c < nchunks) {
-          float4* dst = reinterpret_cast<float4*>(buf + c * kVec);
-          dst[0] = make_float4(v[j][0], v[j][1], v[j][2], v[j][3]);
-          dst[1] = make_float4(v[j][4], v[j][5], v[j][6], v[j][7]);
-        }
-      }
-      __syncthreads();
-      if (smem_stages) {
-        // Stages h = 256 .. p/2, two per pass where two remain (radix 4, one barrier and one shared-memory
-        // round trip for both): quad t -> segment t / (p/4), i0 = seg*p + (r / h)*4h + r % h, and
-        //   (a, b, c, d) at i0 + {0, h, 2h, 3h} -> stage h: (a+b, a-b, c+d, c-d) -> stage 2h: pairs (0, 2h),
-        //   (h, 3h), the same additions in the same order as two radix-2 passes (bit-identical).
-        // Then a radix-2 pass if one stage is left: pair t -> i0 = seg*p + (r / h)*2h + r % h.
-        // p and h are powers of two: shifts and masks instead of divisions.
-        const int log_p = __ffs(p) - 1;
-        int h = 32 * kVec;
-        for (; 4 * h <= p; h <<= 2) {
-          const int log_h = __ffs(h) - 1;
-          for (int t = tid; t < K / 4; t += kThreads) {
-            const int seg = t >> (log_p - 2);
-            const int r = t & ((p >> 2) - 1);
-            const int i0 = (seg << log_p) + ((r >> log_h) << (log_h + 2)) + (r & (h - 1));
-            const float a = buf[i0], b = buf[i0 + h], c = buf[i0 + 2 * h], d = buf[i0 + 3 * h];
-            const float s0 = a + b, s1 = a - b, s2 = c + d, s3 = c - d;
-            buf[i0] = s0 + s2;
-            buf[i0 + h] = s1 + s3;
-            buf[i0 + 2 * h] = s0 - s2;
-            buf[i0 + 3 * h] = s1 - s3;
-          }
-          __syncthreads();
-        }
-        for (; h < p; h <<= 1) {
-          const int log_h = __ffs(h) - 1;
-          for (int t = tid; t < K / 2; t += kThreads) {
-            const int seg = t >> (log_p - 1);
-            const int r = t & ((p >> 1) - 1);
-            const int i0 = (seg << log_p) + ((r >> log_h) << (log_h + 1)) + (r & (h - 1));
-            const float a = buf[i0], b = buf[i0 + h];
-            buf[i0] = a + b;
-            buf[i0 + h] = a - b;
-          }
-          __syncthreads();
-        }
-      }
-      if (m > 1) {
-        // y[i, col] = sum_a H_m[a][i] X[a, col], register-blocked: one work item = 4 rows i x 8 columns, so
-        // every X[a, col..col+8) read from shared memory feeds 32 FMAs (m % 4 == 0 for every Hadamard
-        // order > 2). Results stay in registers until all reads of buf are done, then overwrite it.
-        if constexpr (MT > 0) {
-          hm_step_mma<MT, NTW>(buf, hmt, m, p, tid);
-        } else {
-          hm_step<(CPT + 3) / 4>(buf, hm_s, m, p, tid);
-        }
-      }
-#pragma unroll
-      for (int j = 0; j < CPT; ++j) {
-        const int c = tid + j * kThreads;
-        float4 u0 = make_float4(0.f, 0.f, 0.f, 0.f), u1 = u0;
-        if (c < nchunks) {
-          const float4* src = reinterpret_cast<const float4*>(buf + c * kVec);
-          u0 = src[0];
-          u1 = src[1];
-        }
-        v[j][0] = u0.x; v[j][1] = u0.y; v[j][2] = u0.z; v[j][3] = u0.w;
-        v[j][4] = u1.x; v[j][5] = u1.y; v[j][6] = u1.z; v[j][7] = u1.w;
-      }
-    }
-    // x~ = u / sqrt(K) with u = H_m^T X H_p: the division is folded into the scale below (one per group):
-    // absmax(x~) = absmax(u) / sqrt(K) exactly (rounding is monotonic), so s matches the reference bit for
-    // bit and the codes use u * (1 / (sqrt(K) s)); a code can differ from rint((u/sqrt(K))/s) only when
-    // the quotient lies within an ulp of a .5 boundary.
-  }
-  // Per-group absmax. Chunks of one group are G/8 consecutive lanes when G/8 divides 32, or whole warps
-  // when 32 divides G/8; otherwise every thread publishes its own maximum.
-  const int cpg = group / kVec;  // chunks per group
-  __syncthreads();               // gmax zeroed, buf reads done
-#pragma unroll
-  for (int j = 0; j < CPT; ++j) {
-    const int c = tid + j * kThreads;
-    float amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < kVec; ++i) amax = fmaxf(amax, fabsf(v[j][i]));
-    if (cpg <= 32 && (32 % cpg) == 0) {
-      for (int o = 1; o < cpg; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      if ((lane % cpg) == 0 && c < nchunks) atomicMax(&gmax[c / cpg], __float_as_uint(amax));
-    } else if ((cpg % 32) == 0) {
-      for (int o = 1; o < 32; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      if (lane == 0 && c < nchunks) atomicMax(&gmax[c / cpg], __float_as_uint(amax));
-    } else if (c < nchunks) {
-      atomicMax(&gmax[c / cpg], __float_as_uint(amax));
-    }
-  }
-  __syncthreads();
-
-  const float fq = static_cast<float>(qmax);
-  const float norm = rotate ? sqrt_k : 1.f;
-#pragma unroll
-  for (int j = 0; j < CPT; ++j) {
-    const int c = tid + j * kThreads;
-    if (c < nchunks) {
-      const int g = c / cpg;
-      const float amax = rotate ? __fdiv_rn(__uint_as_float(gmax[g]), norm) : __uint_as_float(gmax[g]);
-      const float s = amax > 1e-30f ? __fdiv_rn(amax, fq) : 1.f;
-      const float inv = __frcp_rn(__fmul_rn(norm, s));
-      uint8_t out[kVec];
-#pragma unroll
-      for (int i = 0; i < kVec; ++i) {
-        float code = rintf(v[j][i] * inv);  // round half to even, like torch.round
-        code = fminf(fmaxf(code, -fq - 1.f), fq);
-        out[i] = encode<kFp8>(code);
-      }
-      *reinterpret_cast<uint2*>(q + token * K + static_cast<int64_t>(c) * kVec) =
-          *reinterpret_cast<const uint2*>(out);
-      if (c % cpg == 0) s_x[static_cast<int64_t>(g) * M + token] = s;
-    }
-  }
-  __syncthreads();  // gmax and buf of this token read by all before the next token writes them
+    __syncthreads();  // gmax and buf of this token read by all before the next token writes them
   }
 }
 
@@ -650,9 +650,9 @@ int launch_typed(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m,
   const int64_t grid = staged ? std::min<int64_t>(M, static_cast<int64_t>(std::max(per_sm, 1)) * sms) : M;
   if (grid > INT32_MAX) return static_cast<int>(cudaErrorInvalidValue);
   const float sqrt_k = static_cast<float>(sqrt(static_cast<double>(K)));
+  const int stage_offset = staged ? static_cast<int>(stage_at / sizeof(TIn)) : -1;
   kernel<<<static_cast<unsigned>(grid), kThreads, smem, stream>>>(x, ldx, M, K, rotate, m, p, hm, group, qmax,
-                                                                  sqrt_k, static_cast<uint8_t*>(q), s_x,
-                                                                  staged ? static_cast<int>(stage_at / sizeof(TIn)) : -1);
+                                                                  sqrt_k, static_cast<uint8_t*>(q), s_x, stage_offset);
   return static_cast<int>(cudaGetLastError());
 }
 
