@@ -1,7 +1,7 @@
 // Fused online Hadamard rotation + per-token per-group dynamic quantization (one pass over x).
 //
 // Two kernels. K = 12·p with p = 128 or 256 (K = 1536, 3072): one warp per token, everything in registers
-// (rotate_quant_warp_kernel, below). Otherwise CTAs of 256 threads, one token at a time (persistent, with
+// (rotate_quant_warp.cu). Otherwise this file's CTAs of 256 threads, one token at a time (persistent, with
 // the next token's row copied into shared memory by cp.async meanwhile, where the H_m step runs on tensor
 // cores). Thread t owns the 8-element chunks c = t + j*256 (j < CPT), i.e. elements [8c, 8c+8); CPT is the
 // smallest of {1, 2, 4, 6, 8, 16} that covers K/8 (6: K = 12288 exactly).
@@ -22,62 +22,14 @@
 #include <math.h>
 
 #include "qlinear_kernels.h"
+#include "rotate_quant_device.cuh"
+#include "rotate_quant_warp.h"
 
 namespace {
 
+using namespace adatsq::rq;
+
 constexpr int kThreads = 256;
-constexpr int kVec = 8;
-
-__device__ __forceinline__ void load8(const float* p, float (&v)[kVec]) {
-  const float4 a = reinterpret_cast<const float4*>(p)[0];
-  const float4 b = reinterpret_cast<const float4*>(p)[1];
-  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w; v[4] = b.x; v[5] = b.y; v[6] = b.z; v[7] = b.w;
-}
-
-__device__ __forceinline__ void load8(const __half* p, float (&v)[kVec]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
-  const __half2* h = reinterpret_cast<const __half2*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __half22float2(h[i]);
-    v[2 * i] = f.x; v[2 * i + 1] = f.y;
-  }
-}
-
-__device__ __forceinline__ void load8(const __nv_bfloat16* p, float (&v)[kVec]) {
-  const uint4 u = *reinterpret_cast<const uint4*>(p);
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&u);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 f = __bfloat1622float2(h[i]);
-    v[2 * i] = f.x; v[2 * i + 1] = f.y;
-  }
-}
-
-// The butterfly stages h = 1, 2, .., N/2 inside one thread's N consecutive elements: (a, b) -> (a + b, a - b).
-template <int N>
-__device__ __forceinline__ void butterflies_in_lane(float (&v)[N]) {
-#pragma unroll
-  for (int h = 1; h < N; h <<= 1) {
-#pragma unroll
-    for (int i = 0; i < N; ++i) {
-      if ((i & h) == 0) {
-        const float a = v[i], b = v[i + h];
-        v[i] = a + b;
-        v[i + h] = a - b;
-      }
-    }
-  }
-}
-
-template <bool kFp8>
-__device__ __forceinline__ uint8_t encode(float code) {
-  if constexpr (kFp8) {
-    return static_cast<uint8_t>(__nv_cvt_float_to_fp8(code, __NV_SATFINITE, __NV_E4M3));
-  } else {
-    return static_cast<uint8_t>(static_cast<int8_t>(__float2int_rn(code)));
-  }
-}
 
 // buf (m x p floats, row-major) <- H_m^T buf. Work items (row block of 4, 8-column chunk): (m/4)(p/8) = K/32,
 // at most R per thread. hm_s[a * m + i] = H_m[a][i] as +-1.f, 16-byte aligned.
@@ -433,183 +385,6 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm(CPT, MT))
   }
 }
 
-// --- One warp per token, for K = m·p with p = 32·VEC (VEC = 4 or 8) and m = MR -------------------------
-// Lane l holds X[a][l·VEC, l·VEC + VEC) of every row a of the m × p view, so the whole rotation stays in
-// registers: stages h < VEC inside the lane, h = VEC .. p/2 across lanes (shuffles), then Y = H_m^T X one
-// block of 4 columns at a time (each column's outputs need only that column). The pairs, the additions and
-// their order are those of rotate_quant_kernel (fmaf(±1, b, a) = a ± b rounded once; Y[i] = fmaf over a =
-// 0..m-1 from 0), so both kernels give bit-identical codes and scales. What changes is the occupancy: the
-// CTA-per-token kernel holds K floats of shared memory and meets at barriers, so at K = 3072 only four tokens
-// were in flight per SM (59 µs for M = 4608 against a ~10 µs memory floor); here twelve are, with no barrier.
-constexpr int kWarpsPerCta = 4;
-
-__device__ __forceinline__ void load4(const float* p, float (&v)[4]) {
-  const float4 a = *reinterpret_cast<const float4*>(p);
-  v[0] = a.x; v[1] = a.y; v[2] = a.z; v[3] = a.w;
-}
-
-__device__ __forceinline__ void load4(const __half* p, float (&v)[4]) {
-  const uint2 u = *reinterpret_cast<const uint2*>(p);
-  const float2 f0 = __half22float2(*reinterpret_cast<const __half2*>(&u.x));
-  const float2 f1 = __half22float2(*reinterpret_cast<const __half2*>(&u.y));
-  v[0] = f0.x; v[1] = f0.y; v[2] = f1.x; v[3] = f1.y;
-}
-
-__device__ __forceinline__ void load4(const __nv_bfloat16* p, float (&v)[4]) {
-  const uint2 u = *reinterpret_cast<const uint2*>(p);
-  const float2 f0 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.x));
-  const float2 f1 = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(&u.y));
-  v[0] = f0.x; v[1] = f0.y; v[2] = f1.x; v[3] = f1.y;
-}
-
-template <int VEC, typename TIn>
-__device__ __forceinline__ void load_vec(const TIn* p, float (&v)[VEC]) {
-  if constexpr (VEC == 8) {
-    load8(p, v);
-  } else {
-    load4(p, v);
-  }
-}
-
-template <int MR, int VEC, typename TIn, bool kFp8>
-__global__ void __launch_bounds__(kWarpsPerCta * 32, 3) rotate_quant_warp_kernel(
-    const TIn* __restrict__ x, int64_t ldx, int64_t M, const int8_t* __restrict__ hm, int group, int qmax,
-    float sqrt_k, uint8_t* __restrict__ q, float* __restrict__ s_x) {
-  constexpr int P = 32 * VEC, K = MR * P;
-  static_assert(MR % 4 == 0, "signs are read four at a time");
-  __shared__ float4 hm_s4[MR * MR / 4];  // hm_s[a * MR + i] = H_m[a][i] as +-1.f
-  float* hm_s = reinterpret_cast<float*>(hm_s4);
-  for (int i = threadIdx.x; i < MR * MR; i += blockDim.x) hm_s[i] = static_cast<float>(hm[i]);
-  __syncthreads();
-
-  const int lane = threadIdx.x & 31;
-  const int64_t token = static_cast<int64_t>(blockIdx.x) * kWarpsPerCta + threadIdx.x / 32;
-  if (token >= M) return;
-  const TIn* xrow = x + token * ldx + lane * VEC;
-
-  float v[MR][VEC];
-#pragma unroll
-  for (int a = 0; a < MR; ++a) load_vec<VEC>(xrow + a * P, v[a]);
-
-#pragma unroll
-  for (int a = 0; a < MR; ++a) butterflies_in_lane(v[a]);
-#pragma unroll
-  for (int mask = 1; mask < 32; mask <<= 1) {  // h = mask·VEC
-    const float sgn = (lane & mask) ? -1.f : 1.f;
-#pragma unroll
-    for (int a = 0; a < MR; ++a) {
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        const float other = __shfl_xor_sync(0xffffffffu, v[a][i], mask);
-        v[a][i] = fmaf(sgn, v[a][i], other);
-      }
-    }
-  }
-#pragma unroll
-  for (int e0 = 0; e0 < VEC; e0 += 4) {
-    float acc[MR][4];
-#pragma unroll
-    for (int i = 0; i < MR; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
-#pragma unroll
-    for (int a = 0; a < MR; ++a) {
-#pragma unroll
-      for (int i0 = 0; i0 < MR; i0 += 4) {
-        const float4 sg = hm_s4[(a * MR + i0) / 4];
-        const float ss[4] = {sg.x, sg.y, sg.z, sg.w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[i0 + k][e] = fmaf(ss[k], v[a][e0 + e], acc[i0 + k][e]);
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < MR; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) v[i][e0 + e] = acc[i][e];
-  }
-
-  // Group maxima: a group of G <= p is G/VEC consecutive lanes of one row; a group of G > p is G/p whole
-  // rows (warp_kernel_fits admits only these two cases).
-  float gmax[MR];
-#pragma unroll
-  for (int a = 0; a < MR; ++a) {
-    float amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) amax = fmaxf(amax, fabsf(v[a][i]));
-    const int lanes = group < P ? group / VEC : 32;
-    for (int o = 1; o < lanes; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    gmax[a] = amax;
-  }
-  if (group > P) {
-    const int rows = group / P;
-    float row_max[MR];
-#pragma unroll
-    for (int a = 0; a < MR; ++a) row_max[a] = gmax[a];
-#pragma unroll
-    for (int a = 0; a < MR; ++a)
-#pragma unroll
-      for (int b = 0; b < MR; ++b)
-        if (b / rows == a / rows) gmax[a] = fmaxf(gmax[a], row_max[b]);
-  }
-
-  const float fq = static_cast<float>(qmax);
-  uint8_t* qrow = q + token * K + lane * VEC;
-#pragma unroll
-  for (int a = 0; a < MR; ++a) {
-    const float amax = __fdiv_rn(gmax[a], sqrt_k);
-    const float s = amax > 1e-30f ? __fdiv_rn(amax, fq) : 1.f;
-    const float inv = __frcp_rn(__fmul_rn(sqrt_k, s));
-    uint8_t out[VEC];
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      float code = rintf(v[a][i] * inv);
-      code = fminf(fmaxf(code, -fq - 1.f), fq);
-      out[i] = encode<kFp8>(code);
-    }
-    if constexpr (VEC == 8) {
-      *reinterpret_cast<uint2*>(qrow + a * P) = *reinterpret_cast<const uint2*>(out);
-    } else {
-      *reinterpret_cast<uint32_t*>(qrow + a * P) = *reinterpret_cast<const uint32_t*>(out);
-    }
-    const int first = a * P + lane * VEC;  // index of this lane's first element in the token
-    if (first % group == 0) s_x[static_cast<int64_t>(first / group) * M + token] = s;
-  }
-}
-
-// The warp kernel's shapes: rotation with m = 12 (the models' K = 1536 and 3072), p = 128 or 256, and groups
-// that are whole lane runs of one row (G | p, G % VEC == 0) or whole runs of rows (p | G, G/p | m).
-bool warp_kernel_fits(int K, int rotate, int m, int p, int group) {
-  if (!rotate || m != 12 || (p != 128 && p != 256) || m * p != K) return false;
-  const int vec = p / 32;
-  if (group <= p) return p % group == 0 && group % vec == 0;
-  return group % p == 0 && m % (group / p) == 0;
-}
-
-template <int VEC, typename TIn, bool kFp8>
-int launch_warp(const TIn* x, int64_t ldx, int64_t M, const int8_t* hm, int group, int qmax, void* q,
-                float* s_x, cudaStream_t stream) {
-  constexpr int K = 12 * 32 * VEC;
-  const float sqrt_k = static_cast<float>(sqrt(static_cast<double>(K)));
-  const int64_t ctas = (M + kWarpsPerCta - 1) / kWarpsPerCta;
-  if (ctas > INT32_MAX) return static_cast<int>(cudaErrorInvalidValue);
-  rotate_quant_warp_kernel<12, VEC, TIn, kFp8><<<static_cast<unsigned>(ctas), kWarpsPerCta * 32, 0, stream>>>(
-      x, ldx, M, hm, group, qmax, sqrt_k, static_cast<uint8_t*>(q), s_x);
-  return static_cast<int>(cudaGetLastError());
-}
-
-template <typename TIn>
-int launch_warp_fmt(const TIn* x, int64_t ldx, int64_t M, int p, const int8_t* hm, int group, int qmax, int fp8,
-                    void* q, float* s_x, cudaStream_t stream) {
-  if (p == 256) {
-    return fp8 ? launch_warp<8, TIn, true>(x, ldx, M, hm, group, qmax, q, s_x, stream)
-               : launch_warp<8, TIn, false>(x, ldx, M, hm, group, qmax, q, s_x, stream);
-  }
-  return fp8 ? launch_warp<4, TIn, true>(x, ldx, M, hm, group, qmax, q, s_x, stream)
-             : launch_warp<4, TIn, false>(x, ldx, M, hm, group, qmax, q, s_x, stream);
-}
-
 template <int CPT, typename TIn, bool kFp8, int MT = 0, int NTW = 0>
 int launch_typed(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, int p, const int8_t* hm,
                  int group, int qmax, void* q, float* s_x, cudaStream_t stream) {
@@ -691,9 +466,6 @@ int launch_fmt(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, i
 template <typename TIn>
 int launch_cpt(const TIn* x, int64_t ldx, int64_t M, int K, int rotate, int m, int p, const int8_t* hm,
                int group, int qmax, int fp8, void* q, float* s_x, cudaStream_t stream) {
-  if (warp_kernel_fits(K, rotate, m, p, group)) {
-    return launch_warp_fmt(x, ldx, M, p, hm, group, qmax, fp8, q, s_x, stream);
-  }
   const int chunks = (K / kVec + kThreads - 1) / kThreads;
   if (chunks <= 1) return launch_fmt<1>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
   if (chunks <= 2) return launch_fmt<2>(x, ldx, M, K, rotate, m, p, hm, group, qmax, fp8, q, s_x, stream);
@@ -719,6 +491,9 @@ extern "C" int adatsq_rotate_quant(const void* x, int x_dtype, int64_t M, int64_
   if (M == 0) return 0;
   const int qmax = (1 << (a_bits - 1)) - 1;
   const int k = static_cast<int>(K);
+  if (adatsq::rq::warp_kernel_fits(k, rotate, m, p, group)) {
+    return adatsq::rq::launch_warp(x, x_dtype, M, ldx, p, hm, group, qmax, fp8_codes, q, s_x, stream);
+  }
   switch (x_dtype) {
     case ADATSQ_F32:
       return launch_cpt(static_cast<const float*>(x), ldx, M, k, rotate, m, p, hm, group, qmax, fp8_codes, q,

@@ -1,6 +1,7 @@
 """GPU implementation of ``adatsq::qlinear`` from the two kernels: fused rotate+quantize, then the GEMM.
 
-* :func:`quantize_activations`: CUDA C++ (plugins/csrc/rotate_quant.cu) through ctypes; one pass over x.
+* :func:`quantize_activations`: CUDA C++ (plugins/csrc/rotate_quant.cu, rotate_quant_warp.cu) through ctypes; one
+  pass over x.
 * :func:`qgemm`: the GEMM. ``backend="auto"`` (default): the sm_90a FP8 wgmma GEMM built on CUTLASS
   (plugins/csrc/qgemm_sm90.cu) for the FP8 path with G = 128, else the Triton wgmma GEMM
   (plugins/kernels/triton_qgemm.py); packed weights are expanded to one byte per code into a transient

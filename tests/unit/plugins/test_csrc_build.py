@@ -44,6 +44,7 @@ def test_every_cuda_source_compiles(built_lib: pathlib.Path) -> None:
     sources = sorted(CSRC.glob("*.cu"))
     assert {p.name for p in sources} >= {
         "rotate_quant.cu",
+        "rotate_quant_warp.cu",
         "qgemm_mma.cu",
         "expand_weight.cu",
         "hadamard_host.cu",
