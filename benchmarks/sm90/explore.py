@@ -33,13 +33,11 @@ def codes(rows: int, cols: int, lo: int, hi: int) -> torch.Tensor:
     return torch.randint(lo, hi + 1, (rows, cols), device="cuda").float()
 
 
-CODES = (-8, 7)  # code range of both operands; --codes 3 gives a = w = 3's [-4, 3]
-
-
-def problem(m: int, k: int, n: int, extreme: bool = False) -> dict[str, torch.Tensor]:
-    """Random codes in CODES (``extreme``: every code the most negative one, the largest 128-deep partial)."""
+def problem(m: int, k: int, n: int, bits: int = 4, extreme: bool = False) -> dict[str, torch.Tensor]:
+    """Random signed ``bits``-bit codes (``extreme``: every code the most negative one, the largest 128-deep
+    partial)."""
     g = k // 128
-    lo, hi = CODES
+    lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     qx, qw = (torch.full((m, k), float(lo), device="cuda"), torch.full((n, k), float(lo), device="cuda")) if extreme \
         else (codes(m, k, lo, hi), codes(n, k, lo, hi))  # fmt: skip
     return {
@@ -132,8 +130,6 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="M = 4608 shapes, one check shape, no weight prep")
     ap.add_argument("--codes", type=int, default=4, choices=(3, 4), help="code bits of both operands")
     args = ap.parse_args()
-    global CODES
-    CODES = (-(2 ** (args.codes - 1)), 2 ** (args.codes - 1) - 1)
     torch.manual_seed(0)
     lib_dir = pathlib.Path(args.lib_dir)
     configs: list[Config] = []
@@ -151,7 +147,7 @@ def main() -> None:
         for (m, k, n), extreme in [(s, False) for s in (checks[:1] if args.quick else checks)] + [
             ((256, 3072, 512), True)
         ]:
-            p = problem(m, k, n, extreme)
+            p = problem(m, k, n, args.codes, extreme)
             y = c.runner(p)()
             torch.cuda.synchronize()
             err = rel(y, reference(p))
@@ -160,7 +156,7 @@ def main() -> None:
             print(f"check {c.name:28s} {tag}: rel err {err:.2e} nan={bool(y.isnan().any())}", flush=True)
     lib = cuda_lib.lib()
     for m, k, n in [s for s in SHAPES if s[0] == 4608] if args.quick else SHAPES:
-        p = problem(m, k, n)
+        p = problem(m, k, n, args.codes)
         row: dict[str, float] = {}
         xb, wb = p["qx"].bfloat16(), p["qw"].bfloat16()
         row["bf16"] = bench(functools.partial(torch.nn.functional.linear, xb, wb))

@@ -75,7 +75,7 @@ __device__ __forceinline__ void hm_step(float* buf, const float* hm_s, int m, in
   __syncthreads();
 }
 
-// --- H_m^T X on the tensor cores (m > 12: K = 3840, 8960, 10240, 15360) ---------------------------------
+// --- H_m^T X on the tensor cores (m = 60, 140: K = 3840, 8960, 15360) ------------------------------------
 // Y = H_m^T X as D = A·B with mma.sync.m16n8k16 (bf16 in, fp32 accumulate): A = H_m^T padded with zeros to
 // MP = 16·MT rows and columns (±1 and 0 are exact in bf16), B = X (m × p, rows >= m read as 0). X is float32,
 // so each B fragment is split into three bf16 parts, X = x_hi + x_mid + x_lo with x_hi = bf16(X),
@@ -234,7 +234,7 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm(CPT, MT))
     for (int j = 0; j < CPT; ++j) {
       const int c = tid + j * kThreads;
       if (c < nchunks) {
-        load8((staged ? stage : x + token * ldx) + static_cast<int64_t>(c) * kVec, v[j]);
+        load_vec<kVec>((staged ? stage : x + token * ldx) + static_cast<int64_t>(c) * kVec, v[j]);
       } else {
 #pragma unroll
         for (int i = 0; i < kVec; ++i) v[j][i] = 0.f;
@@ -247,19 +247,7 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm(CPT, MT))
 #pragma unroll
       for (int j = 0; j < CPT; ++j) butterflies_in_lane(v[j]);
       // Stages h = 8 .. 128 across lanes: the chunk at distance h/8 sits in lane ^ (h/8).
-      for (int h = kVec; h < p && h < 32 * kVec; h <<= 1) {
-        const int mask = h / kVec;
-        // lower lane: a + b; upper lane: a - b = fma(-1, b, a), one rounding either way (exact as the adds)
-        const float sgn = (lane & mask) ? -1.f : 1.f;
-#pragma unroll
-        for (int j = 0; j < CPT; ++j) {
-#pragma unroll
-          for (int i = 0; i < kVec; ++i) {
-            const float other = __shfl_xor_sync(0xffffffffu, v[j][i], mask);
-            v[j][i] = fmaf(sgn, v[j][i], other);
-          }
-        }
-      }
+      for (int h = kVec; h < p && h < 32 * kVec; h <<= 1) butterfly_across_lanes(v, h / kVec, lane);
       const bool smem_stages = p > 32 * kVec;
       if (smem_stages || m > 1) {  // through shared memory; v is reassigned at the end (dead in between)
 #pragma unroll

@@ -41,17 +41,7 @@ __global__ void __launch_bounds__(kWarpsPerCta * 32, 3) rotate_quant_warp_kernel
 #pragma unroll
   for (int a = 0; a < MR; ++a) butterflies_in_lane(v[a]);
 #pragma unroll
-  for (int mask = 1; mask < 32; mask <<= 1) {  // h = mask·VEC
-    const float sgn = (lane & mask) ? -1.f : 1.f;
-#pragma unroll
-    for (int a = 0; a < MR; ++a) {
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) {
-        const float other = __shfl_xor_sync(0xffffffffu, v[a][i], mask);
-        v[a][i] = fmaf(sgn, v[a][i], other);
-      }
-    }
-  }
+  for (int mask = 1; mask < 32; mask <<= 1) butterfly_across_lanes(v, mask, lane);  // h = mask·VEC
 #pragma unroll
   for (int e0 = 0; e0 < VEC; e0 += 4) {
     float acc[MR][4];
