@@ -12,7 +12,10 @@ ROOMS = ("compiler", "calib", "passes", "plugins", "export", "runtime")
 def _packages() -> dict[str, str]:
     import os
 
-    mapping = {"adatsq": "adatsq"}
+    mapping = {}
+    for dirpath, _dirnames, filenames in os.walk("adatsq"):  # adatsq itself and its base package adatsq.core
+        if "__init__.py" in filenames and "__pycache__" not in dirpath:
+            mapping[dirpath.replace(os.sep, ".")] = dirpath
     for room in ROOMS:
         for dirpath, _dirnames, filenames in os.walk(room):
             if "__init__.py" in filenames and "__pycache__" not in dirpath:

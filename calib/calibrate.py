@@ -32,7 +32,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adatsq.compiler.models.base import (
+from adatsq.core.models.base import (
     Conditioning,
     Family,
     LayerInventory,

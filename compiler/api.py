@@ -8,8 +8,9 @@ from torch import nn
 
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.pipeline import run_pipeline
-from adatsq.compiler.schedule import Schedule
-from adatsq.compiler.settings import CompileConfig, CompileError
+from adatsq.compiler.settings import CompileConfig
+from adatsq.core.errors import CompileError
+from adatsq.core.schedule import Schedule
 
 __all__ = ["compile_model"]
 

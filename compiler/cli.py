@@ -12,7 +12,7 @@ __all__ = ["main"]
 
 
 def _known_models() -> str:
-    from adatsq.compiler.models.registry import MODELS
+    from adatsq.core.models.registry import MODELS
 
     return ", ".join(MODELS)
 
@@ -97,8 +97,8 @@ def main(
     warnings.filterwarnings("ignore", category=FutureWarning)
     from rich.console import Console
 
-    from adatsq.compiler.config import ConfigError
-    from adatsq.compiler.models.registry import ModelLoadError, get_spec
+    from adatsq.core.config import ConfigError
+    from adatsq.core.models.registry import ModelLoadError, get_spec
 
     console = Console(stderr=True)
     try:

@@ -15,11 +15,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from torch import nn
 
 from adatsq.calib.calibrate import CalibrationData
-from adatsq.compiler.models.base import Family, LayerInventory, ModelSpec
-from adatsq.compiler.models.registry import family_of, get_spec, load_transformer
 from adatsq.compiler.output_dir import OutputDir
-from adatsq.compiler.schedule import Schedule, load_schedule
-from adatsq.compiler.settings import CompileConfig, CompileError
+from adatsq.compiler.settings import CompileConfig
+from adatsq.core.errors import CompileError
+from adatsq.core.models.base import Family, LayerInventory, ModelSpec
+from adatsq.core.models.registry import family_of, get_spec, load_transformer
+from adatsq.core.schedule import Schedule, load_schedule
 from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
 
 __all__ = ["CompileContext", "model_fingerprint"]

@@ -17,9 +17,9 @@ import torch
 from torch import nn
 
 from adatsq.compiler.context import CompileContext
-from adatsq.compiler.models.base import run_sampler
-from adatsq.compiler.models.registry import load_pipeline
-from adatsq.compiler.settings import CompileError
+from adatsq.core.errors import CompileError
+from adatsq.core.models.base import run_sampler
+from adatsq.core.models.registry import load_pipeline
 from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 
 __all__ = ["CLIP_MODEL", "clip_metric"]

@@ -8,58 +8,18 @@ new ``--target`` re-runs from the search on.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from pathlib import Path
-from typing import Any
 
-from adatsq.compiler.atomic import atomic_write_text
-from adatsq.compiler.settings import CompileError
+from adatsq.core.atomic import atomic_write_text
+from adatsq.core.errors import CompileError
+from adatsq.core.layout import OutputLayout
 
-__all__ = ["OutputDir", "stable_hash"]
-
-
-def stable_hash(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+__all__ = ["OutputDir"]
 
 
-class OutputDir:
-    def __init__(self, root: str | Path) -> None:
-        self.root = Path(root)
-
-    # --- layout ---------------------------------------------------------------------------------------------
-    @property
-    def meta(self) -> Path:
-        return self.root / ".adatsq"
-
-    @property
-    def cache(self) -> Path:
-        return self.root / "cache"
-
-    @property
-    def schedule(self) -> Path:
-        return self.root / "schedule.json"
-
-    @property
-    def weights(self) -> Path:
-        return self.root / "weights.safetensors"
-
-    @property
-    def onnx(self) -> Path:
-        return self.root / "onnx"
-
-    @property
-    def trt(self) -> Path:
-        return self.root / "trt"
-
-    @property
-    def report(self) -> Path:
-        return self.root / "report"
-
-    @property
-    def manifest(self) -> Path:
-        return self.root / "manifest.json"
+class OutputDir(OutputLayout):
+    """The layout plus what only the compiler does with it: claiming the directory and stage keys."""
 
     # --- checks ---------------------------------------------------------------------------------------------
     def claim(self, model: str) -> None:

@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 from adatsq.compiler.context import CompileContext
-from adatsq.compiler.output_dir import stable_hash
 from adatsq.compiler.settings import STAGE_NAMES
+from adatsq.compiler.stages.build import build_key, build_outputs, run_build
 from adatsq.compiler.stages.calibrate import calibrate_key, run_calibrate
+from adatsq.compiler.stages.export import export_key, export_outputs, run_export
 from adatsq.compiler.stages.load import load_key, run_load
+from adatsq.compiler.stages.package import package_key, package_outputs, run_package
 from adatsq.compiler.stages.quantize import quantize_key, run_quantize
 from adatsq.compiler.stages.search import run_search, search_key
-from adatsq.export.onnx_export import export_key, export_outputs, run_export
-from adatsq.export.package import package_key, package_outputs, run_package
-from adatsq.export.trt_build import build_key, build_outputs, run_build
+from adatsq.core.hashing import stable_hash
 
 __all__ = ["STAGES", "Stage", "run_pipeline"]
 

@@ -5,17 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 
-from adatsq.compiler.config import JsonConfig
-from adatsq.compiler.models.base import ModelSpec
+from adatsq.core.config import JsonConfig
+from adatsq.core.errors import CompileError
+from adatsq.core.models.base import ModelSpec
 
-__all__ = ["STAGE_NAMES", "CompileConfig", "CompileError"]
+__all__ = ["METRICS", "STAGE_NAMES", "CompileConfig"]
 
 STAGE_NAMES = ("load", "calibrate", "search", "quantize", "export", "build", "package")
 METRICS = ("latent", "clip")
-
-
-class CompileError(ValueError):
-    """Bad input to a compile; the message names the input and the fix (the CLI exits with code 2)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from adatsq.compiler.atomic import atomic_write_text
+from adatsq.core.atomic import atomic_write_text
 
 __all__ = [
     "MANIFEST_NAME",

@@ -21,6 +21,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,10 @@ import onnx
 import torch
 from torch import nn
 
-from adatsq.compiler.atomic import atomic_write, atomic_write_text
+from adatsq.core.atomic import atomic_write, atomic_write_text
+from adatsq.core.layout import OutputLayout
+from adatsq.core.models.registry import family_of, get_spec
+from adatsq.core.schedule import Schedule
 from adatsq.export.graph_io import PREFIX, adapter_for
 from adatsq.passes.onnx import (
     CleanupPass,
@@ -39,23 +43,18 @@ from adatsq.passes.onnx import (
 
 __all__ = [
     "EXPORT_VERSION",
-    "config_path",
     "export_base_graph",
-    "export_key",
-    "export_outputs",
-    "place_weights",
+    "export_files",
+    "export_inputs",
+    "export_onnx",
     "load_quantized_model",
-    "run_export",
+    "place_weights",
     "specialise",
 ]
 
 EXPORT_VERSION = 1
 OPSET = 21
 WEIGHTS_LINK = "weights.safetensors"
-
-
-def config_path(onnx_dir: Path, config_id: int) -> Path:
-    return Path(onnx_dir) / f"config_{config_id:02d}.onnx"
 
 
 def load_quantized_model(out_dir: Path) -> nn.Module:
@@ -149,18 +148,17 @@ def place_weights(out_dir: Path) -> Path:
     return dst
 
 
-# --------------------------------------------------------------------------------------- stage functions
+# --------------------------------------------------------------------------------------- the export stage
 
 
-def export_key(ctx: Any) -> dict[str, Any]:
+def export_inputs(out: OutputLayout, schedule: Schedule, quantize_key: str | None) -> dict[str, Any]:
     """What the export depends on: the quantized weights (the quantize stage's key), the configurations,
     the export code version and the torch/onnx versions."""
-    s = ctx.schedule
     return {
-        "quantize": ctx.out.stage_key("quantize"),
-        "act_layers": list(s.act_layers),
-        "configs": [list(c) for c in s.configs],
-        "resolution": list(s.resolution),
+        "quantize": quantize_key,
+        "act_layers": list(schedule.act_layers),
+        "configs": [list(c) for c in schedule.configs],
+        "resolution": list(schedule.resolution),
         "export_version": EXPORT_VERSION,
         "opset": OPSET,
         "torch": torch.__version__,
@@ -168,34 +166,24 @@ def export_key(ctx: Any) -> dict[str, Any]:
     }
 
 
-def export_outputs(ctx: Any) -> list[Path]:
-    onnx_dir = ctx.out.onnx
-    return [config_path(onnx_dir, k) for k in range(len(ctx.schedule.configs))] + [
-        onnx_dir / "io.json",
-        onnx_dir / WEIGHTS_LINK,
-    ]
+def export_files(out: OutputLayout, schedule: Schedule) -> list[Path]:
+    return [out.onnx_graph(k) for k in range(len(schedule.configs))] + [out.io, out.onnx / WEIGHTS_LINK]
 
 
-def run_export(ctx: Any) -> None:
+def export_onnx(out: OutputLayout, schedule: Schedule, log: Callable[[str], None]) -> None:
     """Write onnx/config_NN.onnx for every distinct configuration, onnx/io.json and the weight link."""
-    from adatsq.compiler.models.registry import family_of, get_spec
-
-    schedule = ctx.schedule
-    out_dir = Path(ctx.out.root)
     spec = get_spec(schedule.model)
     family = family_of(spec)
-    model = load_quantized_model(out_dir)
+    model = load_quantized_model(out.root)
     latent_shape = family.latent_shape(spec, model, tuple(schedule.resolution))
-    ctx.log(f"export: {spec.name} ({family.name}), {len(schedule.configs)} configuration(s)")
+    log(f"export: {spec.name} ({family.name}), {len(schedule.configs)} configuration(s)")
     base = export_base_graph(model, family.name, latent_shape, spec.text_len)
-    weights = place_weights(out_dir)
-    onnx_dir = weights.parent
+    weights = place_weights(out.root)
     for k, cfg in enumerate(schedule.configs):
         graph = specialise(base, dict(zip(schedule.act_layers, cfg)), weights)
-        atomic_write(config_path(onnx_dir, k), lambda p, g=graph: onnx.save_model(g, str(p)))
-    for stale in sorted(onnx_dir.glob("config_*.onnx")):
-        idx = stale.stem.removeprefix("config_")
-        if not idx.isdigit() or int(idx) >= len(schedule.configs):
+        atomic_write(out.onnx_graph(k), lambda p, g=graph: onnx.save_model(g, str(p)))
+    for k, stale in out.onnx_graphs():
+        if k >= len(schedule.configs):
             stale.unlink()
     adapter = adapter_for(family.name)
     record = adapter.io_record(model.config)
@@ -203,10 +191,10 @@ def run_export(ctx: Any) -> None:
         {
             "opset": OPSET,
             "ir_version": base.ir_version,
-            "configs": {f"{k:02d}": config_path(Path("onnx"), k).name for k in range(len(schedule.configs))},
+            "configs": {f"{k:02d}": out.onnx_graph(k).name for k in range(len(schedule.configs))},
             "weights": f"onnx/{WEIGHTS_LINK} (weights.safetensors is a symlink to it)",
             "latent_shape": list(latent_shape),
             "text_len": spec.text_len,
         }
     )
-    atomic_write_text(onnx_dir / "io.json", json.dumps(record, indent=2) + "\n")
+    atomic_write_text(out.io, json.dumps(record, indent=2) + "\n")

@@ -6,18 +6,20 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adatsq.compiler.atomic import atomic_write_text
-from adatsq.compiler.context import CompileContext
+from adatsq.core.atomic import atomic_write_text
+from adatsq.core.layout import OutputLayout
+from adatsq.core.schedule import Schedule
 from adatsq.export.manifest import sha256_file, write_manifest
 from adatsq.export.report import write_report
 from adatsq.export.triton import write_triton_repository
-from adatsq.export.trt_build import build_key, find_plugin_library, onnx_configs, tensorrt_available
+from adatsq.export.trt_build import build_inputs, find_plugin_library, tensorrt_available
 from adatsq.export.trtexec import PLUGIN_LIBRARY, PLUGIN_LIBRARY_DYNAMIC, load_io, write_trtexec_scripts
 
-__all__ = ["package_key", "package_outputs", "run_package"]
+__all__ = ["package_files", "package_inputs", "write_package"]
 
 _PLUGIN_SRC = Path(__file__).resolve().parent.parent / "plugins" / "trt"
 _KERNEL_SRC = Path(__file__).resolve().parent.parent / "plugins" / "csrc"
@@ -27,14 +29,14 @@ def _file_hash(p: Path) -> str | None:
     return sha256_file(p) if p.is_file() else None
 
 
-def package_key(ctx: CompileContext) -> dict[str, Any]:
+def package_inputs(out: OutputLayout) -> dict[str, Any]:
     """Inputs: schedule, weights, calibration cache, ONNX/plan files, plugin sources, and the build key."""
-    trt = ctx.out.trt
+    trt = out.trt
     return {
-        "schedule": _file_hash(ctx.out.schedule),
-        "weights": _file_hash(ctx.out.weights),
-        "gptq_errors": _file_hash(ctx.out.cache / "gptq_errors.json"),
-        "build": build_key(ctx),
+        "schedule": _file_hash(out.schedule),
+        "weights": _file_hash(out.weights),
+        "gptq_errors": _file_hash(out.cache / "gptq_errors.json"),
+        "build": build_inputs(out),
         "plans": {p.name: _file_hash(p) for p in sorted(trt.glob("config_*.plan"))} if trt.is_dir() else {},
         "plugin_sources": {
             p.relative_to(_PLUGIN_SRC.parent).as_posix(): _file_hash(p)
@@ -47,13 +49,8 @@ def package_key(ctx: CompileContext) -> dict[str, Any]:
     }
 
 
-def package_outputs(ctx: CompileContext) -> list[Path]:
-    return [
-        ctx.out.manifest,
-        ctx.out.report / "report.md",
-        ctx.out.root / "triton" / "README.md",
-        ctx.out.root / "plugins" / "BUILD.json",
-    ]
+def package_files(out: OutputLayout) -> list[Path]:
+    return [out.manifest, out.report / "report.md", out.triton / "README.md", out.plugins / "BUILD.json"]
 
 
 def _copy_tree(src: Path, dst: Path) -> list[str]:
@@ -68,16 +65,16 @@ def _copy_tree(src: Path, dst: Path) -> list[str]:
     return copied
 
 
-def write_plugins(ctx: CompileContext) -> dict[str, Any]:
+def write_plugins(out_layout: OutputLayout) -> dict[str, Any]:
     """``<out>/plugins/``: the built library when found, else nothing binary; always the sources
     (``src/`` = plugins/trt with the kernels under ``src/csrc``) and ``BUILD.json``."""
-    out = ctx.out.root / "plugins"
+    out = out_layout.plugins
     if (out / "src").exists():
         shutil.rmtree(out / "src")
     out.mkdir(parents=True, exist_ok=True)
     sources = _copy_tree(_PLUGIN_SRC, out / "src") if _PLUGIN_SRC.is_dir() else []
     sources += _copy_tree(_KERNEL_SRC, out / "src" / "csrc") if _KERNEL_SRC.is_dir() else []
-    lib = find_plugin_library(ctx)
+    lib = find_plugin_library(out_layout)
     libs: list[str] = []
     if lib is not None and lib.is_file():
         for name in (PLUGIN_LIBRARY, PLUGIN_LIBRARY_DYNAMIC):
@@ -113,35 +110,41 @@ def write_plugins(ctx: CompileContext) -> dict[str, Any]:
     return record
 
 
-def _sigmas(ctx: CompileContext) -> list[float]:
-    s = ctx.schedule
+def _sigmas(s: Schedule) -> list[float]:
     n_train = float(s.sampler.scheduler_config.get("num_train_timesteps", 1000))
     return [float(t) / n_train for t in s.sampler.timesteps] + [0.0]
 
 
-def run_package(ctx: CompileContext) -> None:
-    s = ctx.schedule
-    root = ctx.out.root
-    io = load_io(ctx.out.onnx)
-    graphs = dict(onnx_configs(ctx.out.onnx))
+def write_package(
+    out: OutputLayout,
+    s: Schedule,
+    family: str,
+    report: dict[str, Any],
+    log: Callable[[str], None],
+) -> None:
+    """Plugins, trtexec scripts, the Triton repository, the report (``report`` holds the keyword arguments of
+    :func:`write_report` besides the layout, schedule and engines) and, last, the manifest."""
+    root = out.root
+    io = load_io(out.onnx)
+    graphs = dict(out.onnx_graphs())
     config_ids = list(range(len(s.configs)))
     if graphs and sorted(graphs) != config_ids:
-        ctx.log(f"package: onnx/ holds configs {sorted(graphs)}, schedule has {config_ids}")
-    write_plugins(ctx)
+        log(f"package: onnx/ holds configs {sorted(graphs)}, schedule has {config_ids}")
+    write_plugins(out)
     write_trtexec_scripts(root, config_ids, io)
     write_triton_repository(
         root,
         config_ids=config_ids,
         step_configs=s.step_configs,
-        sigmas=_sigmas(ctx),
+        sigmas=_sigmas(s),
         scheduler=s.sampler.scheduler,
-        family=ctx.spec.family,
+        family=family,
         io=io,
     )
     engines = []
     for k in config_ids:
-        onnx = ctx.out.onnx / f"config_{k:02d}.onnx"
-        plan = ctx.out.trt / f"config_{k:02d}.plan"
+        onnx = out.onnx_graph(k)
+        plan = out.plan(k)
         engines.append(
             {
                 "config_id": k,
@@ -151,7 +154,7 @@ def run_package(ctx: CompileContext) -> None:
                 "triton_model": f"adatsq_config_{k:02d}",
             }
         )
-    write_report(ctx, engines=engines)
+    write_report(out, s, engines=engines, **report)
     write_manifest(
         root,
         model={

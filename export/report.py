@@ -13,20 +13,18 @@ Rendering uses matplotlib's Agg backend (no display).
 
 from __future__ import annotations
 
-import copy
 import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
-from adatsq.compiler.atomic import atomic_write, atomic_write_text
-from adatsq.compiler.context import CompileContext
-from adatsq.compiler.schedule import Schedule
+from adatsq.core.atomic import atomic_write, atomic_write_text
+from adatsq.core.layout import OutputLayout
+from adatsq.core.schedule import Schedule
 
-__all__ = ["REPORT_FIGURES", "per_step_error", "weight_bytes", "write_report"]
+__all__ = ["REPORT_FIGURES", "weight_bytes", "write_report"]
 
 REPORT_FIGURES = (
     "fisher_heatmap.png",
@@ -154,39 +152,6 @@ def plot_pareto(s: Schedule, path: Path) -> None:
     _save(fig, path)
 
 
-def per_step_error(ctx: CompileContext) -> list[dict[str, float]]:
-    """Per step: relative MSE ‖v_q − v_fp‖² / ‖v_fp‖² of the stored quantized model (weights.safetensors
-    loaded into a copy of the model, the schedule's bits at that step) on the step's calibration latents,
-    against the stored full-precision outputs."""
-    from adatsq.passes.quant_linear import quant_linears, set_activation_bits
-    from adatsq.passes.weight_store import LoadQuantizedWeightsPass
-
-    s = ctx.schedule
-    data = ctx.calibration
-    qmodel = copy.deepcopy(ctx.model)
-    LoadQuantizedWeightsPass(ctx.out.weights)(qmodel)
-    qmodel.eval()
-    modules = quant_linears(qmodel)
-    rows = []
-    with torch.no_grad():
-        for t in range(min(s.steps, data.steps)):
-            set_activation_bits(qmodel, s.bits_at(t), modules)
-            ts = ctx.family.scheduler_timestep(data.timesteps[t])
-            v = ctx.family.velocity(qmodel, data.latents[t], ts, data.cond, ctx.spec).float()
-            ref = data.outputs[t].float()
-            rel = float((v - ref).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-30))
-            rows.append(
-                {
-                    "step": t,
-                    "timestep": float(data.timesteps[t]),
-                    "config": s.step_configs[t],
-                    "avg_bits": float(np.mean(s.configs[s.step_configs[t]])),
-                    "relative_mse": rel,
-                }
-            )
-    return rows
-
-
 def plot_step_error(rows: Sequence[dict[str, float]], path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6.5, 0.35 * len(rows) + 3), 4.5))
@@ -269,31 +234,38 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> list[str]
     return out
 
 
-def write_report(ctx: CompileContext, *, engines: Sequence[dict[str, Any]] | None = None) -> list[Path]:
-    """Render the figures and ``report.md`` into ``ctx.out.report``; returns the written files."""
-    s = ctx.schedule
-    d = ctx.out.report
+def write_report(
+    out: OutputLayout,
+    s: Schedule,
+    *,
+    fisher: np.ndarray,
+    fisher_layers: Sequence[str],
+    timesteps: Sequence[float],
+    step_errors: Sequence[dict[str, float]] = (),
+    engines: Sequence[dict[str, Any]] = (),
+) -> list[Path]:
+    """Render the figures and ``report.md`` into ``out.report``; returns the written files.
+
+    ``fisher`` is I[t, l] over ``fisher_layers``; ``step_errors`` the per-step rows (step, timestep, config,
+    avg_bits, relative_mse) of the stored quantized model, empty when there are no weights yet."""
+    d = out.report
     d.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    data = ctx.calibration
-    fisher = data.fisher.detach().double().numpy()
-    plot_fisher(fisher, data.layers, [float(t) for t in data.timesteps], d / "fisher_heatmap.png")
+    plot_fisher(fisher, fisher_layers, list(timesteps), d / "fisher_heatmap.png")
     plot_schedule(s, d / "bit_schedule.png")
     plot_pareto(s, d / "pareto_frontier.png")
     written += [d / "fisher_heatmap.png", d / "bit_schedule.png", d / "pareto_frontier.png"]
-    rows: list[dict[str, float]] = []
-    if ctx.out.weights.exists():
-        rows = per_step_error(ctx)
+    rows = list(step_errors)
+    if rows:
         plot_step_error(rows, d / "step_error.png")
         atomic_write_text(d / "step_error.json", json.dumps(rows, indent=1) + "\n")
         written += [d / "step_error.png", d / "step_error.json"]
-    gptq_path = ctx.out.cache / "gptq_errors.json"
+    gptq_path = out.cache / "gptq_errors.json"
     gptq: dict[str, dict[str, float]] = json.loads(gptq_path.read_text()) if gptq_path.exists() else {}
     if gptq:
         plot_gptq_errors(gptq, d / "gptq_errors.png")
         written.append(d / "gptq_errors.png")
-    engines = list(engines or [])
-    wb = weight_bytes(ctx.out.weights) if ctx.out.weights.exists() else None
+    wb = weight_bytes(out.weights) if out.weights.exists() else None
     fr = s.bit_fractions()
     md = [
         f"# adatsq compile report: {s.model}",

@@ -25,7 +25,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adatsq.compiler.atomic import atomic_write_text
+from adatsq.core.atomic import atomic_write_text
 from adatsq.export.trtexec import PLUGIN_LIBRARY
 
 __all__ = [

@@ -23,12 +23,15 @@ import importlib
 import importlib.util
 import json
 import os
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-from adatsq.compiler.atomic import atomic_write_bytes, atomic_write_text
-from adatsq.compiler.context import CompileContext
-from adatsq.compiler.settings import CompileError
+from adatsq.core.atomic import atomic_write_bytes, atomic_write_text
+from adatsq.core.errors import CompileError
+from adatsq.core.layout import OutputLayout, config_tag
+from adatsq.core.schedule import Schedule
 from adatsq.export.trtexec import (
     PLUGIN_LIBRARY,
     PLUGIN_LIBRARY_DYNAMIC,
@@ -42,12 +45,12 @@ __all__ = [
     "PLUGIN_NAMESPACE",
     "PLUGIN_VERSION",
     "SKIP_RECORD",
-    "build_key",
-    "build_outputs",
+    "Progress",
+    "build_engines",
+    "build_files",
+    "build_inputs",
     "count_plugin_layers",
     "find_plugin_library",
-    "onnx_configs",
-    "run_build",
     "tensorrt_available",
 ]
 
@@ -64,24 +67,13 @@ def tensorrt_available() -> bool:
     return importlib.util.find_spec("tensorrt") is not None
 
 
-def onnx_configs(onnx_dir: Path) -> list[tuple[int, Path]]:
-    """``(config id, path)`` of every ``config_NN.onnx`` in ``onnx_dir``, sorted by id."""
-    out = []
-    for p in sorted(Path(onnx_dir).glob("config_*.onnx")):
-        try:
-            out.append((int(p.stem.split("_", 1)[1]), p))
-        except ValueError:
-            continue
-    return sorted(out)
-
-
-def find_plugin_library(ctx: CompileContext | None = None) -> Path | None:
+def find_plugin_library(out: OutputLayout | None = None) -> Path | None:
     """The plugin library to load: ``$ADATSQ_TRT_PLUGIN``, else ``<out>/plugins/``, else the repository's
     ``plugins/trt/build/`` (dynamic-registration variant preferred for ``load_library``)."""
     env = os.environ.get("ADATSQ_TRT_PLUGIN")
     if env:
         return Path(env)
-    dirs = ([ctx.out.root / "plugins"] if ctx is not None else []) + [_REPO_PLUGIN_BUILD]
+    dirs = ([out.plugins] if out is not None else []) + [_REPO_PLUGIN_BUILD]
     for d in dirs:
         for name in (PLUGIN_LIBRARY_DYNAMIC, PLUGIN_LIBRARY):
             if (d / name).is_file():
@@ -93,50 +85,64 @@ def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def build_key(ctx: CompileContext) -> dict[str, Any]:
+def build_inputs(out: OutputLayout) -> dict[str, Any]:
     """Inputs of the build: the ONNX graphs and io.json (hashes; weights are external data whose hash the
     export records in the graphs' own keys), the plugin library, and the TensorRT version (None if absent,
     so installing TensorRT later re-runs the stage)."""
-    onnx_dir = ctx.out.onnx
     trt_version = None
     if tensorrt_available():
         from adatsq.export.manifest import library_versions
 
         trt_version = library_versions()["tensorrt"] or "unknown"
-    lib = find_plugin_library(ctx)
+    lib = find_plugin_library(out)
     return {
-        "onnx": {p.name: _sha(p) for _, p in onnx_configs(onnx_dir)},
-        "io": _sha(onnx_dir / "io.json") if (onnx_dir / "io.json").exists() else None,
+        "onnx": {p.name: _sha(p) for _, p in out.onnx_graphs()},
+        "io": _sha(out.io) if out.io.exists() else None,
         "plugin": _sha(lib) if lib is not None and lib.is_file() else None,
         "tensorrt": trt_version,
     }
 
 
-def build_outputs(ctx: CompileContext) -> list[Path]:
+def build_files(out: OutputLayout) -> list[Path]:
     """The files the stage leaves: the skip record without TensorRT, else one plan per graph."""
     if not tensorrt_available():
-        return [ctx.out.trt / SKIP_RECORD]
-    return [ctx.out.trt / f"{p.stem}.plan" for _, p in onnx_configs(ctx.out.onnx)] + [
-        ctx.out.trt / BUILD_RECORD
-    ]
+        return [out.trt / SKIP_RECORD]
+    return [out.plan(k) for k, _ in out.onnx_graphs()] + [out.trt / BUILD_RECORD]
 
 
-def run_build(ctx: CompileContext) -> None:
-    """Build every engine (TensorRT present) or write the skip record (absent)."""
-    ctx.out.trt.mkdir(parents=True, exist_ok=True)
+Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
+
+
+def build_engines(
+    out: OutputLayout,
+    schedule: Schedule,
+    compile_command: str,
+    log: Callable[[str], None],
+    progress: Progress,
+) -> None:
+    """Build every engine (TensorRT present) or write the skip record (absent). ``compile_command`` is the
+    adatsq-compile command line (without ``-o``) that the skip record tells the user to re-run."""
+    out.trt.mkdir(parents=True, exist_ok=True)
     if not tensorrt_available():
-        ctx.log(
+        log(
             "build: TensorRT is not installed here; skipping engine build "
             f"(trt/{SKIP_RECORD} has the trtexec commands to build on a TensorRT machine)"
         )
-        write_skip_record(ctx, "the Python module `tensorrt` is not importable on the compile machine")
+        write_skip_record(
+            out,
+            schedule,
+            compile_command,
+            "the Python module `tensorrt` is not importable on the compile machine",
+        )
         return
-    graphs = onnx_configs(ctx.out.onnx)
+    graphs = out.onnx_graphs()
     if not graphs:
-        ctx.log("build: no onnx/config_NN.onnx to build (run the export stage first); nothing built")
-        write_skip_record(ctx, "no ONNX graphs in onnx/ (the export stage has not produced any)")
+        log("build: no onnx/config_NN.onnx to build (run the export stage first); nothing built")
+        write_skip_record(
+            out, schedule, compile_command, "no ONNX graphs in onnx/ (the export stage has not produced any)"
+        )
         return
-    lib = find_plugin_library(ctx)
+    lib = find_plugin_library(out)
     if lib is None or not lib.is_file():
         raise CompileError(
             "TensorRT is installed but the QLinear plugin library was not found: build plugins/trt "
@@ -144,9 +150,9 @@ def run_build(ctx: CompileContext) -> None:
             f"plugins/trt/build) or set ADATSQ_TRT_PLUGIN=/path/to/{PLUGIN_LIBRARY_DYNAMIC}; without it "
             f"TensorRT would silently build the slow fake-quant function body"
         )
-    record = _build_with_tensorrt(ctx, graphs, lib)
-    (ctx.out.trt / SKIP_RECORD).unlink(missing_ok=True)
-    atomic_write_text(ctx.out.trt / BUILD_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    record = _build_with_tensorrt(out, graphs, lib, progress)
+    (out.trt / SKIP_RECORD).unlink(missing_ok=True)
+    atomic_write_text(out.trt / BUILD_RECORD, json.dumps(record, indent=2, sort_keys=True) + "\n")
 
 
 # --- TensorRT path (documented API; NOT run here) ---------------------------------------------------------------
@@ -193,16 +199,18 @@ def _load_plugin(trt: Any, builder: Any, lib: Path) -> None:
         )
 
 
-def _build_with_tensorrt(ctx: CompileContext, graphs: list[tuple[int, Path]], lib: Path) -> dict[str, Any]:
+def _build_with_tensorrt(
+    out: OutputLayout, graphs: list[tuple[int, Path]], lib: Path, progress: Progress
+) -> dict[str, Any]:
     trt = importlib.import_module("tensorrt")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     _load_plugin(trt, builder, lib)
-    io = load_io(ctx.out.onnx)
+    io = load_io(out.onnx)
     shapes = profile_shapes(io) if io is not None else {}
     strongly = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
     flags = (1 << int(strongly)) if strongly is not None else 0  # TRT 11: always strongly typed
-    cache_path = ctx.out.trt / "timing.cache"
+    cache_path = out.trt / "timing.cache"
     probe = builder.create_builder_config()
     cache = probe.create_timing_cache(cache_path.read_bytes() if cache_path.exists() else b"")
     runtime = trt.Runtime(logger)
@@ -213,7 +221,7 @@ def _build_with_tensorrt(ctx: CompileContext, graphs: list[tuple[int, Path]], li
         "strongly_typed_flag": strongly is not None,
         "engines": [],
     }
-    with ctx.progress("build TensorRT engines", len(graphs)) as advance:
+    with progress("build TensorRT engines", len(graphs)) as advance:
         for k, path in graphs:
             network = builder.create_network(flags)
             parser = trt.OnnxParser(network, logger)
@@ -240,7 +248,7 @@ def _build_with_tensorrt(ctx: CompileContext, graphs: list[tuple[int, Path]], li
             engine = runtime.deserialize_cuda_engine(data)
             inspector = engine.create_engine_inspector()
             info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
-            atomic_write_text(ctx.out.trt / f"{path.stem}.layers.json", str(info))
+            atomic_write_text(out.trt / f"{config_tag(k)}.layers.json", str(info))
             expected = _qlinear_node_count(path)
             found = count_plugin_layers(info)
             if found < expected:
@@ -248,11 +256,11 @@ def _build_with_tensorrt(ctx: CompileContext, graphs: list[tuple[int, Path]], li
                     f"{path.stem}.plan has {found} QLinear plugin layers for {expected} QLinear nodes: TensorRT "
                     f"built the function body instead of the plugin (plugin not registered or not preferred)"
                 )
-            atomic_write_bytes(ctx.out.trt / f"{path.stem}.plan", data)
+            atomic_write_bytes(out.plan(k), data)
             record["engines"].append(
                 {
                     "config_id": k,
-                    "plan": f"trt/{path.stem}.plan",
+                    "plan": out.plan(k).relative_to(out.root).as_posix(),
                     "plugin_layers": found,
                     "qlinear_nodes": expected,
                 }
@@ -263,11 +271,11 @@ def _build_with_tensorrt(ctx: CompileContext, graphs: list[tuple[int, Path]], li
 
 
 # --- no TensorRT ------------------------------------------------------------------------------------------------
-def write_skip_record(ctx: CompileContext, reason: str) -> Path:
+def write_skip_record(out: OutputLayout, schedule: Schedule, compile_command: str, reason: str) -> Path:
     """``trt/BUILD_SKIPPED.txt``: why no engine was built and how to build each on a TensorRT machine."""
-    graphs = onnx_configs(ctx.out.onnx)
-    io = load_io(ctx.out.onnx)
-    ids = [k for k, _ in graphs] or list(range(len(ctx.schedule.configs)))
+    graphs = out.onnx_graphs()
+    io = load_io(out.onnx)
+    ids = [k for k, _ in graphs] or list(range(len(schedule.configs)))
     lines = [
         "No TensorRT engines were built.",
         f"Reason: {reason}.",
@@ -280,13 +288,12 @@ def write_skip_record(ctx: CompileContext, reason: str) -> Path:
         f"     cp plugins/build/{PLUGIN_LIBRARY} plugins/build/{PLUGIN_LIBRARY_DYNAMIC} plugins/",
         "",
         "2. Either re-run the build stage (TensorRT Python API, checks the plugin layers):",
-        f"     ADATSQ_TRT_PLUGIN=plugins/{PLUGIN_LIBRARY_DYNAMIC} adatsq-compile {ctx.spec.name} "
-        f"--target {ctx.config.target} -o . --until build",
+        f"     ADATSQ_TRT_PLUGIN=plugins/{PLUGIN_LIBRARY_DYNAMIC} {compile_command} -o . --until build",
         "   or run trtexec per configuration (same as trtexec/build_config_NN.sh):",
         "",
     ]
     for k in ids:
-        tag = f"config_{k:02d}"
+        tag = config_tag(k)
         argv = build_command(
             f"onnx/{tag}.onnx",
             f"trt/{tag}.plan",
@@ -307,6 +314,6 @@ def write_skip_record(ctx: CompileContext, reason: str) -> Path:
         lines += ["", "onnx/ holds no config_NN.onnx yet: run the export stage first (--until export)."]
     if io is None:
         lines += ["", "onnx/io.json is absent: add --minShapes/--optShapes/--maxShapes for dynamic inputs."]
-    path = ctx.out.trt / SKIP_RECORD
+    path = out.trt / SKIP_RECORD
     atomic_write_text(path, "\n".join(lines) + "\n")
     return path

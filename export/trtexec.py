@@ -200,7 +200,7 @@ def _render(argv: list[str]) -> str:
 def write_trtexec_scripts(root: Path, config_ids: Sequence[int], io: Mapping[str, Any] | None) -> list[Path]:
     """Write ``trtexec/build_config_NN.sh`` and ``trtexec/profile_config_NN.sh`` (executable) and a README;
     returns the scripts. Paths inside are relative to ``root``."""
-    from adatsq.compiler.atomic import atomic_write_text
+    from adatsq.core.atomic import atomic_write_text
 
     d = Path(root) / "trtexec"
     d.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from adatsq.compiler.atomic import atomic_write
+from adatsq.core.atomic import atomic_write
 from adatsq.passes.base import Pass, PassConditionError, PassResult
 from adatsq.passes.quant_linear import QuantLinear, quant_linears
 

@@ -80,8 +80,8 @@ class EngineRunner:
     def __init__(
         self, out_dir: str | Path, backend: str = "ort", device: str = "cpu", verify: bool = True
     ) -> None:
-        from adatsq.compiler.models.registry import family_of, get_spec
-        from adatsq.compiler.schedule import load_schedule
+        from adatsq.core.models.registry import family_of, get_spec
+        from adatsq.core.schedule import load_schedule
 
         if backend not in BACKENDS:
             raise RunnerError(f"--backend must be one of {BACKENDS}, got {backend!r}")
@@ -320,7 +320,7 @@ class EngineRunner:
         """Final latents of ``n`` samples: synthetic conditioning exactly as compile builds it
         (``family.synthetic_conditioning`` with a generator seeded by ``seed``), noise from the same
         generator, and the family's real sampling loop with this runner as the transformer."""
-        from adatsq.compiler.models.base import run_sampler
+        from adatsq.core.models.base import run_sampler
 
         steps = self.schedule.steps if steps is None else steps
         if steps != self.schedule.steps:

@@ -35,7 +35,7 @@ def compile_tiny(root: Path, model: str, export: bool = True) -> Path:
         heldout_samples=2,
     )
     if export:
-        from adatsq.export.onnx_export import run_export
+        from adatsq.compiler.stages.export import run_export
 
         cfg = json.loads((out / "compile_config.json").read_text())
         ctx = CompileContext(CompileConfig(**cfg))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from adatsq.compiler.config import JsonConfig
+from adatsq.core.config import JsonConfig
 
 __all__ = ["ACTIVATION_BITS", "SearchConfig"]
 

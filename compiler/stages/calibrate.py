@@ -8,10 +8,10 @@ from typing import Any
 import torch
 
 from adatsq.calib.calibrate import calibrate
-from adatsq.compiler.atomic import atomic_write
 from adatsq.compiler.context import CompileContext
-from adatsq.compiler.models.base import Conditioning
-from adatsq.compiler.models.registry import load_pipeline
+from adatsq.core.atomic import atomic_write
+from adatsq.core.models.base import Conditioning
+from adatsq.core.models.registry import load_pipeline
 
 __all__ = ["DEFAULT_PROMPTS", "calibrate_key", "conditioning", "run_calibrate"]
 

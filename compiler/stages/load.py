@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from adatsq.compiler.config import dump_json
 from adatsq.compiler.context import CompileContext
+from adatsq.core.config import dump_json
 
 __all__ = ["load_key", "run_load"]
 

@@ -17,10 +17,10 @@ from torch import nn
 
 from adatsq.calib.gptq import fisher_alpha, gptq_quantize, weighted_reconstruction_error
 from adatsq.calib.hessian import HessianAccumulator
-from adatsq.compiler.atomic import atomic_write_text
 from adatsq.compiler.context import CompileContext
-from adatsq.compiler.output_dir import stable_hash
 from adatsq.compiler.stages.calibrate import calibrate_key
+from adatsq.core.atomic import atomic_write_text
+from adatsq.core.hashing import stable_hash
 from adatsq.passes.quant_linear import rotated_weight
 from adatsq.passes.weight_store import save_weight_store
 from adatsq.plugins.hadamard import is_supported_width, rotate

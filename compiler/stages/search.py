@@ -16,18 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adatsq.compiler.atomic import atomic_write
 from adatsq.compiler.context import CompileContext
-from adatsq.compiler.models.base import run_sampler
-from adatsq.compiler.output_dir import stable_hash
-from adatsq.compiler.schedule import (
-    SCHEDULE_VERSION,
-    CalibrationProvenance,
-    ParetoEntry,
-    SamplerSpec,
-    Schedule,
-    save_schedule,
-)
 from adatsq.compiler.search import (
     Candidate,
     Path,
@@ -36,6 +25,17 @@ from adatsq.compiler.search import (
     select_path,
 )
 from adatsq.compiler.stages.calibrate import calibrate_key, conditioning
+from adatsq.core.atomic import atomic_write
+from adatsq.core.hashing import stable_hash
+from adatsq.core.models.base import run_sampler
+from adatsq.core.schedule import (
+    SCHEDULE_VERSION,
+    CalibrationProvenance,
+    ParetoEntry,
+    SamplerSpec,
+    Schedule,
+    save_schedule,
+)
 from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 
 __all__ = ["latent_metric", "run_search", "search_key"]

@@ -11,8 +11,8 @@ from click.testing import CliRunner
 
 import adatsq
 from adatsq.compiler.cli import main
-from adatsq.compiler.models import get_spec, load_transformer
-from adatsq.compiler.schedule import load_schedule
+from adatsq.core.models import get_spec, load_transformer
+from adatsq.core.schedule import load_schedule
 
 pytestmark = pytest.mark.slow
 FAST = ["--steps", "4", "--calib-samples", "2", "--candidates", "4"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from adatsq.calib.calibrate import calibrate, fisher_information
-from adatsq.compiler.models import family_of, get_spec, load_transformer, run_sampler
+from adatsq.core.models import family_of, get_spec, load_transformer, run_sampler
 
 
 @pytest.fixture(scope="module")

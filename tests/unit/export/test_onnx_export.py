@@ -14,7 +14,7 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from adatsq.compiler.schedule import load_schedule
+from adatsq.core.schedule import load_schedule
 from adatsq.export.graph_io import adapter_for
 from adatsq.export.onnx_export import load_quantized_model
 from adatsq.passes.onnx.cleanup import checkable
@@ -129,7 +129,7 @@ def _golden(out: Path, make_kwargs) -> list[tuple[int, float, int, int]]:
 
 
 def _flux_kwargs(model: torch.nn.Module) -> dict:
-    from adatsq.compiler.models.flux import image_ids, pack
+    from adatsq.core.models.flux import image_ids, pack
 
     g = torch.Generator().manual_seed(11)
     b, c, h, w = 3, model.config.in_channels // 4, 12, 20  # 60 image tokens: not the calibration's 64

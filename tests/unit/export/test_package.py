@@ -13,9 +13,9 @@ import pytest
 
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.settings import CompileConfig
+from adatsq.compiler.stages.build import run_build
+from adatsq.compiler.stages.package import run_package
 from adatsq.export.manifest import verify_manifest
-from adatsq.export.package import run_package
-from adatsq.export.trt_build import run_build
 
 IO = {
     "inputs": [

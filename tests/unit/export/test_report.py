@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from test_package import compiled_dir, make_ctx
 
+from adatsq.compiler.stages.package import per_step_error
 from adatsq.export.report import REPORT_FIGURES, write_report
 
 
@@ -16,7 +17,16 @@ from adatsq.export.report import REPORT_FIGURES, write_report
 def report_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("rep") / "out"
     shutil.copytree(compiled_dir(), out)
-    write_report(make_ctx(out))
+    ctx = make_ctx(out)
+    data = ctx.calibration
+    write_report(
+        ctx.out,
+        ctx.schedule,
+        fisher=data.fisher.double().numpy(),
+        fisher_layers=data.layers,
+        timesteps=[float(t) for t in data.timesteps],
+        step_errors=per_step_error(ctx),
+    )
     return out
 
 

@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 from test_package import IO, compiled_dir, make_ctx
 
-from adatsq.compiler.settings import CompileError
+from adatsq.compiler.stages.build import build_outputs, run_build
+from adatsq.core.errors import CompileError
 from adatsq.export import trt_build
-from adatsq.export.trt_build import count_plugin_layers, run_build
+from adatsq.export.trt_build import count_plugin_layers
 
 
 @pytest.fixture
@@ -52,7 +53,7 @@ def test_skip_without_tensorrt(out: Path, monkeypatch: pytest.MonkeyPatch) -> No
         assert f"trtexec --onnx=onnx/config_{k:02d}.onnx --saveEngine=trt/config_{k:02d}.plan" in text
     assert "--minShapes=hidden_states:1x64x64" in text
     assert not list((out / "trt").glob("*.plan"))
-    assert trt_build.build_outputs(ctx) == [out / "trt" / "BUILD_SKIPPED.txt"]
+    assert build_outputs(ctx) == [out / "trt" / "BUILD_SKIPPED.txt"]
 
 
 class _Recorder:

@@ -78,7 +78,7 @@ def test_wrong_steps_and_cli_success(compiled_tiny_flux: Path, tmp_path: Path) -
 
 def test_shim_called_like_flux_pipeline(compiled_tiny_flux: Path) -> None:
     """Call the shim exactly as FluxPipeline.__call__'s denoising loop does (diffusers 0.42.1)."""
-    from adatsq.compiler.models.flux import image_ids, pack
+    from adatsq.core.models.flux import image_ids, pack
 
     runner = EngineRunner(compiled_tiny_flux, backend="ort")
     transformer = runner.transformer()

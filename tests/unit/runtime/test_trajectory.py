@@ -30,8 +30,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
+from adatsq.core.layout import OutputLayout
 from adatsq.export.graph_io import adapter_for
-from adatsq.export.onnx_export import config_path, load_quantized_model
+from adatsq.export.onnx_export import load_quantized_model
 from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 from adatsq.plugins import onnx_op
 from adatsq.plugins.hadamard import rotate
@@ -175,7 +176,7 @@ def certify_steps(runner: EngineRunner, calls: list[StepCall]) -> tuple[list[flo
             continue
         config = s.step_configs[call.step]
         if config not in sessions:
-            sessions[config] = _debug_session(config_path(out / "onnx", config))
+            sessions[config] = _debug_session(OutputLayout(out).onnx_graph(config))
         sess, taps = sessions[config]
         names = [o.name for o in sess.get_outputs()]
         values = dict(zip(names, sess.run(None, call.feeds)))
@@ -242,7 +243,7 @@ def test_certification_rejects_a_wrong_configuration(compiled_tiny_flux: Path) -
     s = runner.schedule
     call = calls[0]
     other = next(k for k in range(len(s.configs)) if k != call.config)
-    sess = ort.InferenceSession(str(config_path(compiled_tiny_flux / "onnx", other)))
+    sess = ort.InferenceSession(str(OutputLayout(compiled_tiny_flux).onnx_graph(other)))
     call.output = sess.run(None, call.feeds)[0]
     with pytest.raises(AssertionError, match="not that of the schedule's configuration"):
         certify_steps(runner, [call])

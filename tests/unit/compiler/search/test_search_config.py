@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from adatsq.compiler.config import ConfigError
 from adatsq.compiler.search import SearchConfig
+from adatsq.core.config import ConfigError
 
 
 @pytest.mark.parametrize(

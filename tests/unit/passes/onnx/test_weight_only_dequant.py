@@ -123,9 +123,10 @@ def test_int4_points_into_the_weight_file(tmp_path: Path) -> None:
 def test_exported_tiny_graph_with_lowering_matches_torch(compiled_tiny_flux: Path, tmp_path: Path) -> None:
     """On a real exported configuration graph (tiny groups of 32, so lowered with ``block_sizes=None``):
     every int4 weight-only layer lowered, output equal to the torch model's."""
-    from adatsq.compiler.schedule import load_schedule
+    from adatsq.core.layout import OutputLayout
+    from adatsq.core.schedule import load_schedule
     from adatsq.export.graph_io import adapter_for
-    from adatsq.export.onnx_export import config_path, load_quantized_model
+    from adatsq.export.onnx_export import load_quantized_model
     from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 
     out = compiled_tiny_flux
@@ -133,7 +134,7 @@ def test_exported_tiny_graph_with_lowering_matches_torch(compiled_tiny_flux: Pat
     model = load_quantized_model(out)
     weight_only = [n for n, m in quant_linears(model).items() if not m.act_quantized]
     assert weight_only and all(quant_linears(model)[n].w_bits == 4 for n in weight_only)
-    graph = onnx.load(str(config_path(out / "onnx", 0)), load_external_data=False)
+    graph = onnx.load(str(OutputLayout(out).onnx_graph(0)), load_external_data=False)
     n_qlinear = sum(n.op_type == "QLinear" for n in graph.graph.node)
     assert WeightOnlyDequantPass(block_sizes=None)(graph).modified
     CleanupPass()(graph)
@@ -146,7 +147,7 @@ def test_exported_tiny_graph_with_lowering_matches_torch(compiled_tiny_flux: Pat
     finally:
         path.unlink()
     g = torch.Generator().manual_seed(5)
-    from adatsq.compiler.models.flux import image_ids, pack
+    from adatsq.core.models.flux import image_ids, pack
 
     kwargs = dict(
         hidden_states=pack(torch.randn(2, model.config.in_channels // 4, 8, 12, generator=g)),

@@ -12,7 +12,7 @@ import dataclasses
 from collections import Counter
 from pathlib import Path
 
-from adatsq.compiler.config import ConfigError, JsonConfig, dump_json, load_json
+from adatsq.core.config import ConfigError, JsonConfig, dump_json, load_json
 
 __all__ = [
     "SCHEDULE_VERSION",

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec, dynamic_shift_mu
+from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, dynamic_shift_mu
 
 ZIMAGE_RULES = (
     LayerRule(r"(.*\.\d+)\.attention\.to_[qkv]", "act", r"\1.attention.qkv"),

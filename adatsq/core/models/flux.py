@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec, dynamic_shift_mu
+from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, dynamic_shift_mu
 
 VAE_SCALE = 8
 

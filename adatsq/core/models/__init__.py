@@ -1,7 +1,7 @@
 """Model registry and per-family calling conventions."""
 
-from adatsq.compiler.models.base import Conditioning, Family, LayerInventory, ModelSpec, Unit, run_sampler
-from adatsq.compiler.models.registry import (
+from adatsq.core.models.base import Conditioning, Family, LayerInventory, ModelSpec, Unit, run_sampler
+from adatsq.core.models.registry import (
     FAMILIES,
     MODELS,
     ModelLoadError,

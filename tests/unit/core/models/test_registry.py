@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from adatsq.compiler.models import MODELS, ModelLoadError, family_of, get_spec, load_transformer, run_sampler
+from adatsq.core.models import MODELS, ModelLoadError, family_of, get_spec, load_transformer, run_sampler
 from adatsq.plugins.hadamard import is_supported_width
 
 TINY = ["tiny-flux", "tiny-wan", "tiny-zimage"]

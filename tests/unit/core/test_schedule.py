@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from adatsq.compiler.config import ConfigError
-from adatsq.compiler.schedule import (
+from adatsq.core.config import ConfigError
+from adatsq.core.schedule import (
     CalibrationProvenance,
     ParetoEntry,
     SamplerSpec,

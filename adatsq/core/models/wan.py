@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adatsq.compiler.models.base import Conditioning, Family, LayerRule, ModelSpec
+from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec
 
 WAN_RULES = (
     LayerRule(r"(blocks\.\d+)\.attn1\.to_[qkv]", "act", r"\1.attn1.qkv"),

@@ -14,12 +14,14 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
+from adatsq.core.errors import InputError
+
 __all__ = ["ConfigError", "JsonConfig", "dump_json", "load_json"]
 
 T = TypeVar("T", bound="JsonConfig")
 
 
-class ConfigError(ValueError):
+class ConfigError(InputError):
     """A config or file does not match its schema; the message names the key and the fix."""
 
 
@@ -118,7 +120,7 @@ class JsonConfig:
 
 def dump_json(path: Path, obj: JsonConfig | dict[str, Any]) -> None:
     """Write JSON atomically (temp file + rename), so an interrupted write leaves the old file intact."""
-    from adatsq.compiler.atomic import atomic_write_text
+    from adatsq.core.atomic import atomic_write_text
 
     text = obj.to_json() if isinstance(obj, JsonConfig) else json.dumps(obj, indent=2) + "\n"
     atomic_write_text(path, text)

@@ -14,10 +14,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from adatsq.compiler.models.base import Family, ModelSpec
-from adatsq.compiler.models.flux import FluxFamily
-from adatsq.compiler.models.wan import WanFamily
-from adatsq.compiler.models.zimage import ZImageFamily
+from adatsq.core.errors import InputError
+from adatsq.core.models.base import Family, ModelSpec
+from adatsq.core.models.flux import FluxFamily
+from adatsq.core.models.wan import WanFamily
+from adatsq.core.models.zimage import ZImageFamily
 
 __all__ = [
     "FAMILIES",
@@ -190,7 +191,7 @@ MODELS: dict[str, ModelSpec] = {
 }
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(InputError):
     """A model name or checkpoint folder that cannot be loaded; the message says what to do."""
 
 
