@@ -1,12 +1,19 @@
 # The interface of the repository: every workflow is one of these targets.
 PY ?= python3
 OUT ?= engines/tiny-flux
+PYTEST ?= $(PY) -m pytest
 
 .PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench clean
 
+# editable_mode=strict: the install is a tree of links, build/__editable__.adatsq-*/adatsq/..., that editors and
+# type checkers (pyright, Pylance, mypy) can read; the default mode maps compiler/ -> adatsq.compiler etc. with an
+# import hook that only the interpreter runs. The links are made at install time, so after adding, renaming or
+# removing a module (or a package data file) run `make install` again; `make clean` keeps the link tree.
+# Python started in the repository root finds the bare adatsq/ folder first; adatsq/__init__.py extends its
+# __path__ to the link tree's, so adatsq.compiler still imports there.
 install:  ## install adatsq (editable) with its dev tools; torch 2.13.0 CPU build
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q -e ".[dev]" --config-settings editable_mode=strict
 	$(PY) -m pip install -q --no-deps nvidia-cutlass==4.2.0.0  # CUTLASS headers for plugins/csrc (no GPU needed)
 
 demo:  ## tiny end-to-end compile + engine-switching generation on the CPU
@@ -14,19 +21,19 @@ demo:  ## tiny end-to-end compile + engine-switching generation on the CPU
 	adatsq-run $(OUT) --backend ort --seed 0
 
 test:  ## the CPU suite (unit + e2e); what CI runs
-	$(PY) -m pytest tests/unit tests/e2e -q -m "not gpu"
+	$(PYTEST) tests/unit tests/e2e -q -m "not gpu"
 
 test-unit:
-	$(PY) -m pytest tests/unit -q
+	$(PYTEST) tests/unit -q
 
 test-e2e:
-	$(PY) -m pytest tests/e2e -q
+	$(PYTEST) tests/e2e -q
 
 gpu-fixture:  ## the compiled medium Flux the GPU runner test uses (CPU, ~1 min)
 	test -f gpu_fixture/medium-flux/schedule.json || $(PY) tests/gpu/make_fixture.py gpu_fixture/medium-flux
 
 test-gpu: gpu-fixture  ## kernels and the runner's torch backend on the GPU; needs a Hopper GPU
-	$(PY) -m pytest tests/gpu -q
+	$(PYTEST) tests/gpu -q
 
 lint:
 	ruff check .
@@ -42,4 +49,4 @@ bench:  ## GPU benchmarks; writes JSON under benchmarks/results/
 	$(PY) benchmarks/bench_act.py --out benchmarks/results
 
 clean:
-	rm -rf build *.egg-info engines .pytest_cache
+	rm -rf build/lib build/bdist.* *.egg-info engines .pytest_cache  # not build/__editable__.*: the install

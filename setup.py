@@ -32,7 +32,22 @@ setup(
     python_requires=">=3.10",
     packages=sorted(PACKAGES),
     package_dir=PACKAGES,
-    package_data={"adatsq.plugins": ["csrc/*.cu", "csrc/*.cuh", "csrc/*.h", "csrc/*.cpp", "csrc/Makefile"]},
+    package_data={
+        "adatsq.core.models": ["configs/*.json"],  # the published transformer configs of the real entries
+        # the C++/CUDA sources export/package.py copies into every output directory: every file git tracks
+        # under plugins/csrc and plugins/trt must match a pattern (tests/e2e/test_packaging.py checks)
+        "adatsq.plugins": [
+            "csrc/*.cu",
+            "csrc/*.cuh",
+            "csrc/*.h",
+            "csrc/*.cpp",
+            "csrc/Makefile",
+            "trt/*.cpp",
+            "trt/*.h",
+            "trt/CMakeLists.txt",
+            "trt/README.md",
+        ],
+    },
     install_requires=[
         "torch>=2.4",
         "diffusers>=0.35",

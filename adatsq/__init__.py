@@ -5,7 +5,13 @@ Importing adatsq needs neither a GPU nor TensorRT. The Python API is :func:`comp
 
 from __future__ import annotations
 
+import pkgutil
 from typing import Any
+
+# The rooms (compiler/, calib/, ...) are top-level folders installed as adatsq.* (setup.py). Python started in
+# the repository root finds this bare adatsq/ folder first; with the strict editable install (a link tree that
+# type checkers can read) the rooms are in that tree's adatsq/, so the package spans both.
+__path__ = pkgutil.extend_path(__path__, __name__)
 
 __all__ = ["__version__", "compile"]
 __version__ = "0.1.0"

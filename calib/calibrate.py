@@ -1,5 +1,5 @@
-"""Calibration: full-precision trajectories through the model's real scheduler, activation statistics and
-the Fisher information I[t, l] per (step, layer).
+"""Calibration: full-precision trajectories through the model's real scheduler and the Fisher information
+I[t, l] per (step, layer).
 
 Fisher. With x0 the full-precision sample and ε its starting noise, the flow-matching target at every step
 is the constant velocity v* = ε − x0 (x_σ = (1−σ)·x0 + σ·ε ⇒ dx/dσ = ε − x0), in the convention each family's
@@ -19,8 +19,8 @@ consumers normalise: per layer over steps for the GPTQ weights α (calib/gptq.fi
 (log-scale clustering) within a step for the bit candidates.
 
 Memory: the trajectory pass keeps only latents and outputs (steps × samples × latent size: 1.6 GB for
-Flux-dev at 1024², 50 steps, 32 samples, on the CPU) and per-(step, layer) scalar statistics; the Fisher pass
-back-propagates one sample at one step at a time. No activations of all steps are held at once.
+Flux-dev at 1024², 50 steps, 32 samples, on the CPU); the Fisher pass back-propagates one sample at one step
+at a time. No activations of all steps are held at once (the GPTQ Hessians replay the stored latents).
 """
 
 from __future__ import annotations
@@ -45,6 +45,10 @@ __all__ = ["CalibrationData", "calibrate", "fisher_information", "record_traject
 
 Progress = Callable[[int], None]
 
+#: Fields of older caches that nothing read (per-(step, layer) input max |x| and RMS, two host syncs per layer
+#: call); a cache holding them loads unchanged, since every field still kept is computed exactly as before.
+_DROPPED_FIELDS = ("act_absmax", "act_rms")
+
 
 @dataclasses.dataclass
 class CalibrationData:
@@ -58,8 +62,6 @@ class CalibrationData:
     cond: Conditioning  # N samples
     layers: list[str]  # quantized layers (activation-quantized, then weight-only)
     fisher: torch.Tensor  # (T, L) = I[t, l]
-    act_absmax: torch.Tensor  # (T, L) max |x| of each layer's input at step t
-    act_rms: torch.Tensor  # (T, L) root-mean-square of each layer's input at step t
     provenance: dict[str, Any]
 
     def state_dict(self) -> dict[str, Any]:
@@ -69,7 +71,7 @@ class CalibrationData:
 
     @staticmethod
     def from_state_dict(d: dict[str, Any]) -> CalibrationData:
-        d = dict(d)
+        d = {k: v for k, v in d.items() if k not in _DROPPED_FIELDS}
         d["cond"] = Conditioning(dict(d["cond"]))
         return CalibrationData(**d)
 
@@ -82,34 +84,6 @@ class CalibrationData:
         return int(self.noise.shape[0])
 
 
-class _InputStats:
-    """Forward hooks recording max |x| and mean x² of each named linear's input at the current step."""
-
-    def __init__(self, model: nn.Module, names: Sequence[str], steps: int) -> None:
-        self.index = {n: i for i, n in enumerate(names)}
-        self.absmax = torch.zeros(steps, len(names), dtype=torch.float64)
-        self.sumsq = torch.zeros(steps, len(names), dtype=torch.float64)
-        self.count = torch.zeros(steps, len(names), dtype=torch.float64)
-        self.step = 0
-        modules = dict(model.named_modules())
-        self.handles = [modules[n].register_forward_pre_hook(self._hook(n)) for n in names]
-
-    def _hook(self, name: str) -> Callable[..., None]:
-        j = self.index[name]
-
-        def hook(_module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
-            x = args[0].detach().double()
-            self.absmax[self.step, j] = max(float(self.absmax[self.step, j]), float(x.abs().max()))
-            self.sumsq[self.step, j] += float(x.pow(2).sum())
-            self.count[self.step, j] += x.numel()
-
-        return hook
-
-    def remove(self) -> None:
-        for h in self.handles:
-            h.remove()
-
-
 @torch.no_grad()
 def record_trajectories(
     family: Family,
@@ -118,11 +92,9 @@ def record_trajectories(
     noise: torch.Tensor,
     cond: Conditioning,
     steps: int,
-    layers: Sequence[str],
     progress: Progress | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Run the real sampler; return (timesteps, latents, outputs, final, act_absmax, act_rms)."""
-    stats = _InputStats(model, layers, steps)
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the real sampler; return (timesteps, latents, outputs, final)."""
     latents: list[torch.Tensor] = []
     outputs: list[torch.Tensor] = []
     timesteps: list[float] = []
@@ -131,22 +103,15 @@ def record_trajectories(
         latents.append(x.detach().float().clone())
         outputs.append(v.detach().float().clone())
         timesteps.append(float(t))
-        stats.step = min(i + 1, steps - 1)
         if progress is not None:
             progress(1)
 
-    try:
-        final = run_sampler(family, spec, model, noise, cond, steps, on_step=on_step)
-    finally:
-        stats.remove()
-    rms = (stats.sumsq / stats.count.clamp_min(1)).sqrt()
+    final = run_sampler(family, spec, model, noise, cond, steps, on_step=on_step)
     return (
         torch.tensor(timesteps, dtype=torch.float64),
         torch.stack(latents),
         torch.stack(outputs),
         final.float(),
-        stats.absmax.float(),
-        rms.float(),
     )
 
 
@@ -158,30 +123,49 @@ def fisher_information(
     layers: Sequence[str],
     progress: Progress | None = None,
 ) -> torch.Tensor:
-    """I[t, l] = E_n[Σ (∂L_t,n/∂W_l)²] with L the flow-matching loss against v* = ε − x0 (module docstring)."""
+    """I[t, l] = E_n[Σ (∂L_t,n/∂W_l)²] with L the flow-matching loss against v* = ε − x0 (module docstring).
+
+    Each weight's gradient is consumed as backward produces it: a post-accumulate-grad hook adds Σ g² to a
+    float64 accumulator on the weight's device and frees the gradient, so at most one layer's gradient exists
+    at a time (never a full set: 24 GB for Flux-dev in bf16) and no host sync happens inside a backward pass.
+    The stored latents are moved to the model's device one sample at a time."""
     modules = dict(model.named_modules())
     weights = [modules[n].weight for n in layers]
+    device = weights[0].device if weights else torch.device("cpu")
     saved = {p: p.requires_grad for p in model.parameters()}
     for p in model.parameters():
         p.requires_grad_(False)
     for w in weights:
         w.requires_grad_(True)
+    step_sum = torch.zeros(len(layers), dtype=torch.float64, device=device)
+
+    def consume(j: int) -> Callable[[torch.Tensor], None]:
+        def hook(w: torch.Tensor) -> None:
+            assert w.grad is not None
+            step_sum[j] += w.grad.double().pow(2).sum()
+            w.grad = None
+
+        return hook
+
+    handles = [w.register_post_accumulate_grad_hook(consume(j)) for j, w in enumerate(weights)]
     fisher = torch.zeros(data.steps, len(layers), dtype=torch.float64)
     target = data.noise - data.final
     try:
         for ti in range(data.steps):
             t = family.scheduler_timestep(data.timesteps[ti])
+            step_sum.zero_()
             for n in range(data.samples):
-                cond = data.cond.select(slice(n, n + 1))
-                v = family.velocity(model, data.latents[ti, n : n + 1], t, cond, spec)
-                loss = (v - target[n : n + 1]).pow(2).mean()
-                grads = torch.autograd.grad(loss, weights, allow_unused=True)
-                for j, g in enumerate(grads):
-                    if g is not None:
-                        fisher[ti, j] += float(g.double().pow(2).sum())
+                cond = data.cond.select(slice(n, n + 1)).to(device)
+                x = data.latents[ti, n : n + 1].to(device)
+                v = family.velocity(model, x, t.to(device), cond, spec)
+                loss = (v.float() - target[n : n + 1].to(device)).pow(2).mean()
+                loss.backward()
                 if progress is not None:
                     progress(1)
+            fisher[ti] = step_sum.cpu()
     finally:
+        for h in handles:
+            h.remove()
         for p, flag in saved.items():
             p.requires_grad_(flag)
     return (fisher / data.samples).float()
@@ -198,10 +182,10 @@ def calibrate(
     provenance: dict[str, Any],
     progress: Progress | None = None,
 ) -> CalibrationData:
-    """Trajectories, activation statistics and Fisher information for ``inventory.quantized_layers``."""
+    """Trajectories and Fisher information for ``inventory.quantized_layers``."""
     layers = list(inventory.quantized_layers)
-    timesteps, latents, outputs, final, absmax, rms = record_trajectories(
-        family, spec, model, noise, cond, steps, layers, progress
+    timesteps, latents, outputs, final = record_trajectories(
+        family, spec, model, noise, cond, steps, progress
     )
     data = CalibrationData(
         timesteps=timesteps,
@@ -212,8 +196,6 @@ def calibrate(
         cond=cond,
         layers=layers,
         fisher=torch.zeros(steps, len(layers)),
-        act_absmax=absmax,
-        act_rms=rms,
         provenance=dict(provenance),
     )
     data.fisher = fisher_information(family, spec, model, data, layers, progress)

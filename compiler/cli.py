@@ -1,14 +1,87 @@
-"""``adatsq-compile MODEL --target BITS -o DIR``: the command-line entry point (click)."""
+"""``adatsq-compile MODEL --target BITS -o DIR``: the command-line entry point (click).
+
+Defaults and choices come from :class:`~adatsq.compiler.settings.CompileConfig`. Bad input (an
+:class:`~adatsq.core.errors.InputError`) prints one line and exits with code 2; anything else is an internal
+error and keeps its traceback (exit code 1).
+"""
 
 from __future__ import annotations
 
+import re
 import sys
+from typing import Any
 
 import click
 
-from adatsq.compiler.settings import STAGE_NAMES
+from adatsq.compiler.settings import METRICS, STAGE_NAMES, WEIGHT_BITS, default_of
 
-__all__ = ["main"]
+__all__ = ["GreedyIntsOption", "ResolutionType", "main"]
+
+_INT = re.compile(r"\d+")
+
+
+class ResolutionType(click.ParamType):
+    """``H W`` / ``F H W`` (the tokens after ``--resolution``, joined by :class:`GreedyIntsOption`) or
+    ``HxW`` / ``FxHxW``, as a tuple of positive ints."""
+
+    name = "resolution"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if value is None or isinstance(value, tuple):
+            return value
+        parts = [p for p in re.split(r"[x\s]+", str(value).strip().lower()) if p]
+        dims = tuple(int(p) for p in parts) if all(_INT.fullmatch(p) for p in parts) else ()
+        if len(dims) not in (2, 3) or min(dims) < 1:
+            self.fail(
+                f"{value!r}: give HEIGHT WIDTH (Wan: FRAMES HEIGHT WIDTH) as positive integers, "
+                f"e.g. --resolution 1024 1024 or --resolution 1024x1024",
+                param,
+                ctx,
+            )
+        return dims
+
+
+class GreedyIntsOption(click.Option):
+    """An option whose value is its next token plus every plain integer token after it
+    (``--resolution 128 128``, ``--resolution 5 64 64``): click's ``nargs`` is fixed, a resolution has two
+    or three numbers. The joining is done by :class:`_GreedyCommand` before click parses."""
+
+
+class _GreedyCommand(click.Command):
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _join_greedy(self.params, args))
+
+
+def _join_greedy(params: list[click.Parameter], args: list[str]) -> list[str]:
+    """``[..., "--resolution", "5", "64", "64", ...]`` → ``[..., "--resolution", "5 64 64", ...]``.
+
+    Values of other options are skipped (so ``-o 128`` stays ``-o``'s), and nothing after ``--`` is touched.
+    """
+    options = [p for p in params if isinstance(p, click.Option)]
+    greedy = {o for p in options if isinstance(p, GreedyIntsOption) for o in p.opts}
+    takes_value = {o for p in options if not p.is_flag and not p.count for o in p.opts}
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        tok = args[i]
+        i += 1
+        if tok == "--":
+            out += [tok, *args[i:]]
+            break
+        name, eq, attached = tok.partition("=")
+        if name in greedy and (eq or i < len(args)):
+            values = [attached] if eq else [args[i]]
+            i += 0 if eq else 1
+            while i < len(args) and _INT.fullmatch(args[i]):
+                values.append(args[i])
+                i += 1
+            out += [name, " ".join(values)]
+            continue
+        out.append(tok)
+        if tok in takes_value and i < len(args):
+            out.append(args[i])
+            i += 1
+    return out
 
 
 def _known_models() -> str:
@@ -17,40 +90,65 @@ def _known_models() -> str:
     return ", ".join(MODELS)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.command(
+    cls=_GreedyCommand, context_settings={"help_option_names": ["-h", "--help"], "show_default": True}
+)
 @click.argument("model")
 @click.option("--target", type=float, required=True, help="Average activation bits to stay within (3–16).")
 @click.option("-o", "--out", "out", type=click.Path(file_okay=False), required=True, help="Output directory.")
-@click.option("--steps", type=int, default=None, help="Denoising steps [model default].")
+@click.option("--steps", type=int, default=default_of("steps"), help="Denoising steps [model default].")
 @click.option(
     "--resolution",
-    type=int,
-    multiple=True,
-    help="HEIGHT WIDTH (or FRAMES HEIGHT WIDTH for Wan), repeat the flag.",
+    cls=GreedyIntsOption,
+    type=ResolutionType(),
+    default=default_of("resolution"),
+    metavar="H W | F H W",
+    help="HEIGHT WIDTH (Wan: FRAMES HEIGHT WIDTH), e.g. 1024 1024 or 1024x1024 [model default].",
 )
-@click.option("--calib-samples", type=int, default=4, help="Calibration conditionings / seeds.")
-@click.option("--candidates", type=int, default=8, help="M: candidates per step and beam width.")
-@click.option("--clusters", type=int, default=4, help="Sensitivity clusters per step (candidate bit tuples).")
 @click.option(
-    "--tau", type=float, default=1.0, help="Temperature of the Fisher softmax over steps (GPTQ weights)."
+    "--calib-samples",
+    type=int,
+    default=default_of("calib_samples"),
+    help="Calibration conditionings / seeds.",
+)
+@click.option(
+    "--candidates", type=int, default=default_of("candidates"), help="M: candidates per step and beam width."
+)
+@click.option(
+    "--clusters",
+    type=int,
+    default=default_of("clusters"),
+    help="Sensitivity clusters per step (candidate bit tuples).",
+)
+@click.option(
+    "--tau",
+    type=float,
+    default=default_of("tau"),
+    help="Temperature of the Fisher softmax over steps (GPTQ weights).",
 )
 @click.option(
     "--weight-bits",
-    type=click.Choice(["3", "4"]),
-    default=None,
+    type=click.Choice([str(b) for b in WEIGHT_BITS]),
+    default=default_of("weight_bits"),
     help="Weight bits [3 if target < 4, else 4].",
 )
 @click.option(
-    "--group-size", type=int, default=None, help="Quantization group along K [model default, 128 real]."
+    "--group-size",
+    type=int,
+    default=default_of("group_size"),
+    help="Quantization group along K [model default, 128 real].",
 )
-@click.option("--seed", type=int, default=0)
+@click.option("--seed", type=int, default=default_of("seed"))
 @click.option(
-    "--max-engines", type=int, default=None, help="Cap on distinct configurations (engines) [unlimited]."
+    "--max-engines",
+    type=int,
+    default=default_of("max_engines"),
+    help="Cap on distinct configurations (engines) [unlimited].",
 )
 @click.option(
     "--model-path",
     type=click.Path(exists=True, file_okay=False),
-    default=None,
+    default=default_of("model_path"),
     help="Local save_pretrained folder of the named architecture.",
 )
 @click.option(
@@ -62,17 +160,19 @@ def _known_models() -> str:
 )
 @click.option(
     "--metric",
-    type=click.Choice(["latent", "clip"]),
-    default="latent",
+    type=click.Choice(METRICS),
+    default=default_of("metric"),
     help="End-to-end metric of the final selection.",
 )
-@click.option("--until", type=click.Choice(STAGE_NAMES), default="package", help="Stop after this stage.")
+@click.option(
+    "--until", type=click.Choice(STAGE_NAMES), default=default_of("until"), help="Stop after this stage."
+)
 def main(
     model: str,
     target: float,
     out: str,
     steps: int | None,
-    resolution: tuple[int, ...],
+    resolution: tuple[int, ...] | None,
     calib_samples: int,
     candidates: int,
     clusters: int,
@@ -96,9 +196,10 @@ def main(
     )  # diffusers' pipeline imports warn about torchvision
     warnings.filterwarnings("ignore", category=FutureWarning)
     from rich.console import Console
+    from rich.markup import escape
 
-    from adatsq.core.config import ConfigError
-    from adatsq.core.models.registry import ModelLoadError, get_spec
+    from adatsq.core.errors import CompileError, InputError
+    from adatsq.core.models.registry import get_spec
 
     console = Console(stderr=True)
     try:
@@ -108,7 +209,7 @@ def main(
             with open(prompts_file) as fh:
                 prompts = tuple(line.strip() for line in fh if line.strip())
             if not prompts:
-                raise ConfigError(f"--prompts {prompts_file} holds no prompt")
+                raise CompileError(f"--prompts {prompts_file} holds no prompt")
         from adatsq.compiler.settings import CompileConfig
 
         config = CompileConfig(
@@ -116,7 +217,7 @@ def main(
             target=target,
             out=out,
             steps=steps,
-            resolution=tuple(resolution) or None,
+            resolution=resolution,
             calib_samples=calib_samples,
             candidates=candidates,
             clusters=clusters,
@@ -136,8 +237,8 @@ def main(
 
         ctx = CompileContext(config, console=console)
         status = run_pipeline(ctx)
-    except (ConfigError, ModelLoadError, ValueError) as exc:
-        console.print(f"[red]error:[/] {exc}", highlight=False, soft_wrap=True)
+    except InputError as exc:  # only bad input; an internal error keeps its traceback (exit 1)
+        console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         console.print("[yellow]interrupted[/]: finished stages are kept; rerun the same command to resume")

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
@@ -27,13 +28,16 @@ __all__ = ["CompileContext", "model_fingerprint"]
 
 
 def model_fingerprint(model: nn.Module) -> str:
-    """A stable digest of the weights: names, shapes, dtypes and a strided sample of every tensor's values."""
+    """A stable digest of the weights: names, shapes, dtypes, a strided sample of every tensor's values and
+    the integer sum of all its bytes. Every part is exact, so the digest does not depend on the thread count
+    or the summation order (a float sum would: then caches went stale between runs with other settings)."""
     h = hashlib.sha256()
     for name, t in sorted(model.state_dict().items()):
-        flat = t.detach().reshape(-1)
+        flat = t.detach().contiguous().reshape(-1)
         step = max(1, flat.numel() // 4096)
         sample = flat[::step].float().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{float(flat.float().sum())}".encode())
+        byte_sum = int(flat.view(torch.uint8).sum(dtype=torch.int64)) if flat.numel() else 0
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{byte_sum}".encode())
         h.update(sample.numpy().tobytes())
     return h.hexdigest()
 
@@ -79,12 +83,22 @@ class CompileContext:
     def inventory(self) -> LayerInventory:
         return self.family.inventory(self.model)
 
+    def read_cache(self, name: str, parse: Callable[[Any], Any] | None = None) -> Any | None:
+        """``cache/<name>``, or None when absent or unreadable (then with one warning line naming it)."""
+        return self.out.read_cache(name, self.warn, parse)
+
+    def cached_calibration(self) -> CalibrationData | None:
+        """The calibration, from ``cache/calibration.pt`` unless already in memory; None if unreadable."""
+        if self._calibration is None:
+            self._calibration = self.read_cache("calibration.pt", CalibrationData.from_state_dict)
+        return self._calibration
+
     @property
     def calibration(self) -> CalibrationData:
-        if self._calibration is None:
-            state = torch.load(self.out.cache / "calibration.pt", weights_only=False)
-            self._calibration = CalibrationData.from_state_dict(state)
-        return self._calibration
+        data = self.cached_calibration()
+        if data is None:  # the pipeline re-runs the calibrate stage when its cache cannot be read
+            raise RuntimeError(f"{self.out.cache / 'calibration.pt'} is missing or unreadable")
+        return data
 
     @calibration.setter
     def calibration(self, data: CalibrationData) -> None:
@@ -135,3 +149,7 @@ class CompileContext:
 
     def log(self, msg: Any) -> None:
         self.console.print(msg)
+
+    def warn(self, msg: str) -> None:
+        """One line (never wrapped), the message taken literally (no rich markup)."""
+        self.console.print(f"[yellow]warning:[/] {escape(msg)}", highlight=False, soft_wrap=True)

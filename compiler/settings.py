@@ -9,10 +9,11 @@ from adatsq.core.config import JsonConfig
 from adatsq.core.errors import CompileError
 from adatsq.core.models.base import ModelSpec
 
-__all__ = ["METRICS", "STAGE_NAMES", "CompileConfig"]
+__all__ = ["METRICS", "STAGE_NAMES", "WEIGHT_BITS", "CompileConfig", "default_of"]
 
 STAGE_NAMES = ("load", "calibrate", "search", "quantize", "export", "build", "package")
 METRICS = ("latent", "clip")
+WEIGHT_BITS = (3, 4)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,7 +45,7 @@ class CompileConfig(JsonConfig):
             (self.candidates >= 1, "--candidates must be ≥ 1"),
             (self.clusters >= 1, "--clusters must be ≥ 1"),
             (self.tau > 0, "--tau must be > 0"),
-            (self.weight_bits in (None, 3, 4), "--weight-bits must be 3 or 4"),
+            (self.weight_bits is None or self.weight_bits in WEIGHT_BITS, "--weight-bits must be 3 or 4"),
             (self.group_size is None or self.group_size >= 1, "--group-size must be ≥ 1"),
             (self.max_engines is None or self.max_engines >= 1, "--max-engines must be ≥ 1"),
             (self.steps is None or self.steps >= 1, "--steps must be ≥ 1"),
@@ -78,3 +79,13 @@ class CompileConfig(JsonConfig):
 
     def resolved_group_size(self, spec: ModelSpec) -> int:
         return self.group_size or spec.group_size
+
+
+def default_of(name: str) -> object:
+    """The default of the :class:`CompileConfig` field ``name`` (the CLI's defaults come from here)."""
+    for f in dataclasses.fields(CompileConfig):
+        if f.name == name:
+            if f.default is dataclasses.MISSING:
+                raise KeyError(f"CompileConfig.{name} has no default")
+            return f.default
+    raise KeyError(f"CompileConfig has no field {name!r}")

@@ -34,7 +34,6 @@ __all__ = [
     "MANIFEST_NAME",
     "MANIFEST_VERSION",
     "collect_files",
-    "file_record",
     "library_versions",
     "load_manifest",
     "sha256_file",
@@ -68,10 +67,6 @@ def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
-
-
-def file_record(path: Path) -> dict[str, Any]:
-    return {"sha256": sha256_file(path), "size": path.stat().st_size}
 
 
 def _hasher() -> Callable[[Path], str]:

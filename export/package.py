@@ -10,14 +10,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from adatsq.core.atomic import atomic_write_text
+from adatsq.core.atomic import atomic_write_text, copy_file
 from adatsq.core.layout import OutputLayout
 from adatsq.core.schedule import Schedule
 from adatsq.export.manifest import sha256_file, write_manifest
 from adatsq.export.report import write_report
-from adatsq.export.triton import write_triton_repository
+from adatsq.export.triton import config_model_name, write_triton_repository
 from adatsq.export.trt_build import build_inputs, find_plugin_library, tensorrt_available
 from adatsq.export.trtexec import PLUGIN_LIBRARY, PLUGIN_LIBRARY_DYNAMIC, load_io, write_trtexec_scripts
+from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE, PLUGIN_FIELDS, PLUGIN_VERSION
 
 __all__ = ["package_files", "package_inputs", "write_package"]
 
@@ -31,19 +32,16 @@ def _file_hash(p: Path) -> str | None:
 
 def package_inputs(out: OutputLayout) -> dict[str, Any]:
     """Inputs: schedule, weights, calibration cache, ONNX/plan files, plugin sources, and the build key."""
-    trt = out.trt
     return {
         "schedule": _file_hash(out.schedule),
         "weights": _file_hash(out.weights),
         "gptq_errors": _file_hash(out.cache / "gptq_errors.json"),
         "build": build_inputs(out),
-        "plans": {p.name: _file_hash(p) for p in sorted(trt.glob("config_*.plan"))} if trt.is_dir() else {},
+        "plans": {p.name: _file_hash(p) for _, p in out.plans()},
         "plugin_sources": {
             p.relative_to(_PLUGIN_SRC.parent).as_posix(): _file_hash(p)
             for d in (_PLUGIN_SRC, _KERNEL_SRC)
-            if d.is_dir()
-            for p in sorted(d.rglob("*"))
-            if p.is_file() and "build" not in p.parts
+            for p in _plugin_sources(d)
         },
         "format": 1,
     }
@@ -53,14 +51,24 @@ def package_files(out: OutputLayout) -> list[Path]:
     return [out.manifest, out.report / "report.md", out.triton / "README.md", out.plugins / "BUILD.json"]
 
 
+def _plugin_sources(src: Path) -> list[Path]:
+    """The source files under ``src`` that ship with every output directory: no build outputs (judged by the
+    path inside ``src``, so a checkout under a folder named ``build`` still ships its sources)."""
+    if not src.is_dir():
+        return []
+    return [
+        p
+        for p in sorted(src.rglob("*"))
+        if p.is_file() and "build" not in p.relative_to(src).parts and p.suffix not in (".o", ".so", ".pyc")
+    ]
+
+
 def _copy_tree(src: Path, dst: Path) -> list[str]:
     copied = []
-    for p in sorted(src.rglob("*")):
-        if not p.is_file() or "build" in p.relative_to(src).parts or p.suffix in (".o", ".so", ".pyc"):
-            continue
+    for p in _plugin_sources(src):
         target = dst / p.relative_to(src)
         target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, target)
+        copy_file(p, target)
         copied.append(target.as_posix())
     return copied
 
@@ -80,17 +88,17 @@ def write_plugins(out_layout: OutputLayout) -> dict[str, Any]:
         for name in (PLUGIN_LIBRARY, PLUGIN_LIBRARY_DYNAMIC):
             cand = lib.parent / name
             if cand.is_file() and cand.resolve() != (out / name).resolve():
-                shutil.copy2(cand, out / name)
+                copy_file(cand, out / name)
             if (out / name).is_file():
                 libs.append(name)
     record: dict[str, Any] = {
         "built": bool(libs),
         "libraries": libs,
         "plugin": {
-            "name": "QLinear",
-            "namespace": "adatsq",
-            "version": "1",
-            "fields": ["a_bits", "w_bits", "group_size", "rotate", "rotation_m"],
+            "name": OP_TYPE,
+            "namespace": DOMAIN,
+            "version": PLUGIN_VERSION,
+            "fields": list(PLUGIN_FIELDS),
         },
         "sources": sorted(Path(s).relative_to(out).as_posix() for s in sources),
     }
@@ -149,9 +157,9 @@ def write_package(
             {
                 "config_id": k,
                 "steps": [i for i, c in enumerate(s.step_configs) if c == k],
-                "onnx": f"onnx/{onnx.name}" if onnx.is_file() else None,
-                "plan": f"trt/{plan.name}" if plan.is_file() else None,
-                "triton_model": f"adatsq_config_{k:02d}",
+                "onnx": onnx.relative_to(root).as_posix() if onnx.is_file() else None,
+                "plan": plan.relative_to(root).as_posix() if plan.is_file() else None,
+                "triton_model": config_model_name(k),
             }
         )
     write_report(out, s, engines=engines, **report)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from adatsq.core.atomic import atomic_write, atomic_write_text
+from adatsq.core.contract import ACT_BITS
 from adatsq.core.layout import OutputLayout
 from adatsq.core.schedule import Schedule
 
@@ -102,7 +103,7 @@ def plot_schedule(s: Schedule, path: Path) -> None:
 
     plt = _plt()
     bits = np.array([s.configs[c] for c in s.step_configs], dtype=np.float64)
-    levels = [3, 4, 8, 16]
+    levels = list(ACT_BITS)  # one colour each, below
     cmap = ListedColormap(["#d7301f", "#fc8d59", "#91bfdb", "#4575b4"])
     norm = BoundaryNorm([2.5, 3.5, 6, 12, 20], cmap.N)
     fig, ax = plt.subplots(figsize=(_fig_width(len(s.act_layers)), 2.5 + 0.3 * s.steps))
@@ -289,13 +290,13 @@ def write_report(
         )
     md += ["", "## Configurations", ""]
     md += _md_table(
-        ["config", "steps", "avg bits", "3/4/8/16-bit layers", "engine"],
+        ["config", "steps", "avg bits", "/".join(map(str, ACT_BITS)) + "-bit layers", "engine"],
         [
             [
                 k,
                 ", ".join(str(i) for i, c in enumerate(s.step_configs) if c == k),
                 f"{np.mean(cfg):.3f}",
-                "/".join(str(sum(1 for b in cfg if b == w)) for w in (3, 4, 8, 16)),
+                "/".join(str(sum(1 for b in cfg if b == w)) for w in ACT_BITS),
                 next((e.get("plan") or "not built" for e in engines if e.get("config_id") == k), "not built"),
             ]
             for k, cfg in enumerate(s.configs)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from adatsq.core.atomic import atomic_write_text
+from adatsq.core.layout import OutputLayout, config_tag
 from adatsq.export.trtexec import PLUGIN_LIBRARY
 
 __all__ = [
@@ -65,7 +66,9 @@ def _outputs(io: Mapping[str, Any] | None) -> list[Mapping[str, Any]]:
 
 
 def config_model_name(k: int) -> str:
-    return f"adatsq_config_{k:02d}"
+    """The Triton model of configuration ``k``, ``adatsq_config_NN``: the one place the name is made
+    (repository folders, the denoiser's step models, the manifest's engine records)."""
+    return f"adatsq_{config_tag(k)}"
 
 
 def triton_dtype(dtype: str) -> str:
@@ -255,7 +258,8 @@ def write_triton_repository(
 ) -> list[Path]:
     """Write ``root/triton/`` (see module docstring); returns the written files. ``sigmas`` has steps + 1
     entries (the last 0). Plans are symlinked only when ``root/trt/config_NN.plan`` exists."""
-    repo = Path(root) / "triton"
+    layout = OutputLayout(root)
+    repo = layout.triton
     written: list[Path] = []
 
     def put(path: Path, text: str) -> None:
@@ -267,7 +271,7 @@ def write_triton_repository(
         put(d / "config.pbtxt", plan_config_pbtxt(k, io))
         version = d / "1"
         version.mkdir(parents=True, exist_ok=True)
-        plan = Path(root) / "trt" / f"config_{k:02d}.plan"
+        plan = layout.plan(k)
         link = version / "model.plan"
         if link.is_symlink() or link.exists():
             link.unlink()
@@ -279,8 +283,8 @@ def write_triton_repository(
             put(
                 readme,
                 f"# {config_model_name(k)}/1\n\nNo engine was built where this repository was generated (no TensorRT).\n"
-                f"Build `trt/config_{k:02d}.plan` (trtexec/build_config_{k:02d}.sh) and place it here as "
-                f"`model.plan`:\n\n    ln -s ../../../trt/config_{k:02d}.plan model.plan   # or cp\n",
+                f"Build `trt/{plan.name}` (trtexec/build_{config_tag(k)}.sh) and place it here as "
+                f"`model.plan`:\n\n    ln -s ../../../trt/{plan.name} model.plan   # or cp\n",
             )
     inputs = [t["name"] for t in (io or {}).get("inputs", [])]
     outputs = [t["name"] for t in _outputs(io)]

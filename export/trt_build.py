@@ -35,15 +35,13 @@ from adatsq.core.schedule import Schedule
 from adatsq.export.trtexec import (
     PLUGIN_LIBRARY,
     PLUGIN_LIBRARY_DYNAMIC,
-    build_command,
+    config_build_command,
     load_io,
     profile_shapes,
 )
+from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE, PLUGIN_VERSION
 
 __all__ = [
-    "PLUGIN_NAME",
-    "PLUGIN_NAMESPACE",
-    "PLUGIN_VERSION",
     "SKIP_RECORD",
     "Progress",
     "build_engines",
@@ -54,9 +52,6 @@ __all__ = [
     "tensorrt_available",
 ]
 
-PLUGIN_NAME = "QLinear"
-PLUGIN_NAMESPACE = "adatsq"
-PLUGIN_VERSION = "1"
 SKIP_RECORD = "BUILD_SKIPPED.txt"
 BUILD_RECORD = "build.json"
 _REPO_PLUGIN_BUILD = Path(__file__).resolve().parent.parent / "plugins" / "trt" / "build"
@@ -160,7 +155,7 @@ def _qlinear_node_count(path: Path) -> int:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    return sum(1 for n in model.graph.node if n.op_type == PLUGIN_NAME and n.domain == PLUGIN_NAMESPACE)
+    return sum(1 for n in model.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN)
 
 
 def count_plugin_layers(layer_info: Any) -> int:
@@ -173,9 +168,9 @@ def count_plugin_layers(layer_info: Any) -> int:
     for layer in layers:
         if isinstance(layer, dict):
             kind = str(layer.get("LayerType", ""))
-            if "Plugin" in kind and PLUGIN_NAME in json.dumps(layer):
+            if "Plugin" in kind and OP_TYPE in json.dumps(layer):
                 n += 1
-        elif isinstance(layer, str) and PLUGIN_NAME in layer and "Plugin" in layer:
+        elif isinstance(layer, str) and OP_TYPE in layer and "Plugin" in layer:
             n += 1
     return n
 
@@ -191,10 +186,10 @@ def _load_plugin(trt: Any, builder: Any, lib: Path) -> None:
         handle = builder.get_plugin_registry().load_library(str(lib))
         if handle is None:
             raise CompileError(f"TensorRT could not load the plugin library {lib}")
-    creator = builder.get_plugin_registry().get_creator(PLUGIN_NAME, PLUGIN_VERSION, PLUGIN_NAMESPACE)
+    creator = builder.get_plugin_registry().get_creator(OP_TYPE, PLUGIN_VERSION, DOMAIN)
     if creator is None:
         raise CompileError(
-            f"{lib} loaded but no plugin creator {PLUGIN_NAMESPACE}::{PLUGIN_NAME} v{PLUGIN_VERSION} is "
+            f"{lib} loaded but no plugin creator {DOMAIN}::{OP_TYPE} v{PLUGIN_VERSION} is "
             f"registered (namespace mismatch? reference §10)"
         )
 
@@ -293,16 +288,7 @@ def write_skip_record(out: OutputLayout, schedule: Schedule, compile_command: st
         "",
     ]
     for k in ids:
-        tag = config_tag(k)
-        argv = build_command(
-            f"onnx/{tag}.onnx",
-            f"trt/{tag}.plan",
-            io,
-            f"plugins/{PLUGIN_LIBRARY}",
-            timing_cache="trt/timing.cache",
-            layer_info=f"trt/{tag}.layers.json",
-        )
-        lines.append("     " + " ".join(argv))
+        lines.append("     " + " ".join(config_build_command(k, io, f"plugins/{PLUGIN_LIBRARY}")))
     lines += [
         "",
         "   TensorRT 10.x: add --stronglyTyped (TensorRT 11 removed --fp16/--bf16 and always builds strongly",

@@ -24,10 +24,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from adatsq.core.layout import OutputLayout, config_tag
+from adatsq.plugins.onnx_op import OP_TYPE
+
 __all__ = [
     "PLUGIN_LIBRARY",
     "PLUGIN_LIBRARY_DYNAMIC",
     "build_command",
+    "config_build_command",
     "load_io",
     "profile_command",
     "profile_shapes",
@@ -139,6 +143,26 @@ def build_command(
     return argv
 
 
+_REL = OutputLayout(".")  # output-directory paths relative to its root, as scripts and records spell them
+
+
+def _layer_info(k: int) -> str:
+    return (_REL.trt / f"{config_tag(k)}.layers.json").as_posix()
+
+
+def config_build_command(k: int, io: Mapping[str, Any] | None, plugin: str) -> list[str]:
+    """:func:`build_command` of configuration ``k`` with the output directory's own paths (relative to it):
+    ``onnx/config_NN.onnx`` → ``trt/config_NN.plan``, the shared timing cache, ``trt/config_NN.layers.json``."""
+    return build_command(
+        _REL.onnx_graph(k).as_posix(),
+        _REL.plan(k).as_posix(),
+        io,
+        plugin,
+        timing_cache=(_REL.trt / "timing.cache").as_posix(),
+        layer_info=_layer_info(k),
+    )
+
+
 def profile_command(
     plan: str, io: Mapping[str, Any] | None, plugin: str, *, layer_info: str, profile_json: str
 ) -> list[str]:
@@ -200,38 +224,30 @@ def _render(argv: list[str]) -> str:
 def write_trtexec_scripts(root: Path, config_ids: Sequence[int], io: Mapping[str, Any] | None) -> list[Path]:
     """Write ``trtexec/build_config_NN.sh`` and ``trtexec/profile_config_NN.sh`` (executable) and a README;
     returns the scripts. Paths inside are relative to ``root``."""
-    from adatsq.core.atomic import atomic_write_text
+    from adatsq.core.atomic import atomic_write_text, make_executable
 
-    d = Path(root) / "trtexec"
+    d = OutputLayout(root).trtexec
     d.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
     for k in config_ids:
-        tag = f"config_{k:02d}"
-        build = build_command(
-            f"onnx/{tag}.onnx",
-            f"trt/{tag}.plan",
-            io,
-            PLUGIN_LIBRARY,
-            timing_cache="trt/timing.cache",
-            layer_info=f"trt/{tag}.layers.json",
-        )
+        tag = config_tag(k)
+        onnx_path, plan, layers = _REL.onnx_graph(k).as_posix(), _REL.plan(k).as_posix(), _layer_info(k)
+        build = config_build_command(k, io, PLUGIN_LIBRARY)
         prof = profile_command(
-            f"trt/{tag}.plan",
+            plan,
             io,
             PLUGIN_LIBRARY,
-            layer_info=f"trtexec/{tag}.layers.json",
-            profile_json=f"trtexec/{tag}.profile.json",
+            layer_info=(_REL.trtexec / f"{tag}.layers.json").as_posix(),
+            profile_json=(_REL.trtexec / f"{tag}.profile.json").as_posix(),
         )
-        head_b = _SCRIPT_HEAD.format(
-            what=f"Builds trt/{tag}.plan from onnx/{tag}.onnx.", plugin=PLUGIN_LIBRARY
-        )
+        head_b = _SCRIPT_HEAD.format(what=f"Builds {plan} from {onnx_path}.", plugin=PLUGIN_LIBRARY)
         head_p = _SCRIPT_HEAD.format(
-            what=f"Profiles trt/{tag}.plan per layer (--dumpProfile).", plugin=PLUGIN_LIBRARY
+            what=f"Profiles {plan} per layer (--dumpProfile).", plugin=PLUGIN_LIBRARY
         )
         check = (
             f"# Fail if TensorRT silently built the function body instead of the plugin (reference §7).\n"
-            f"grep -q 'QLinear' trt/{tag}.layers.json || "
-            f"{{ echo 'no QLinear plugin layer in trt/{tag}.plan: plugin not used' >&2; exit 3; }}\n"
+            f"grep -q '{OP_TYPE}' {layers} || "
+            f"{{ echo 'no {OP_TYPE} plugin layer in {plan}: plugin not used' >&2; exit 3; }}\n"
         )
         for name, text in (
             (f"build_{tag}.sh", head_b + _BUILD_FLAGS + _render(build) + check),
@@ -239,7 +255,7 @@ def write_trtexec_scripts(root: Path, config_ids: Sequence[int], io: Mapping[str
         ):
             path = d / name
             atomic_write_text(path, text)
-            path.chmod(0o755)
+            make_executable(path)
             written.append(path)
     readme = [
         "# trtexec scripts",

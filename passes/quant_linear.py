@@ -13,10 +13,11 @@ import torch
 from torch import nn
 
 import adatsq.plugins.op  # noqa: F401  (registers torch.ops.adatsq.qlinear)
+from adatsq.core.contract import UNQUANTIZED
 from adatsq.passes.base import Pass, PassConditionError, PassResult
 from adatsq.plugins.formats import format_for_bits
 from adatsq.plugins.hadamard import is_supported_width, rotate
-from adatsq.plugins.reference import UNQUANTIZED, effective_group, quantize_weight_rtn
+from adatsq.plugins.reference import effective_group, quantize_weight_rtn
 
 __all__ = [
     "InsertQuantLinearPass",
@@ -24,8 +25,17 @@ __all__ = [
     "QuantLinear",
     "quant_linears",
     "rotated_weight",
+    "rotates_input",
     "set_activation_bits",
 ]
+
+
+def rotates_input(in_features: int, act_quantized: bool) -> bool:
+    """Whether a linear's input is rotated online (and its weight stored as W·R): exactly the
+    activation-quantized layers whose width has a Hadamard rotation; weight-only layers (one vector per
+    sample) never are. Decided here only: :class:`InsertQuantLinearPass` builds the op with it and the GPTQ
+    Hessians (compiler/stages/quantize.py) rotate their inputs by it, so the two cannot disagree."""
+    return act_quantized and is_supported_width(in_features)
 
 
 def rotated_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -137,7 +147,7 @@ class InsertQuantLinearPass(Pass[nn.Module]):
         modules = dict(target.named_modules())
         for name, lq in self.layers.items():
             linear = modules[name]
-            rotate_input = lq.act_quantized and is_supported_width(linear.in_features)
+            rotate_input = rotates_input(linear.in_features, lq.act_quantized)
             w = rotated_weight(linear.weight) if rotate_input else linear.weight.detach().double()
             if lq.codes is None:
                 codes, scale = quantize_weight_rtn(w.float(), lq.w_bits, lq.group_size)

@@ -100,13 +100,16 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from adatsq.core.contract import ACT_BITS, UNQUANTIZED, WEIGHT_BITS
 from adatsq.plugins.hadamard import hadamard_factors, paley_base
+from adatsq.plugins.reference import effective_group
 
 __all__ = [
     "DOMAIN",
     "FUNCTION_OPSET",
     "IR_VERSION",
     "OP_TYPE",
+    "PLUGIN_FIELDS",
     "PLUGIN_VERSION",
     "QLINEAR_ATTRIBUTES",
     "QLINEAR_INPUTS",
@@ -123,10 +126,14 @@ __all__ = [
     "qlinear_function",
     "qlinear_functions",
     "qlinear_schema",
+    "remove_unused_nodes",
     "rotation_inputs",
     "tap_activation_codes",
 ]
 
+# The op's identity, defined here once: the ONNX node (domain, op_type) IS the TensorRT plugin (namespace,
+# name, version); export/ (engine build, BUILD.json) imports these. The C++ plugin (plugins/trt) necessarily
+# spells them again, and tests/unit/plugins/test_plugin_identity.py checks its strings equal these.
 DOMAIN = "adatsq"  # ONNX domain = TensorRT plugin namespace
 OP_TYPE = "QLinear"  # ONNX op_type = TensorRT plugin name
 PLUGIN_VERSION = "1"
@@ -145,8 +152,8 @@ QLINEAR_ATTRIBUTES = (
     "rotate",
     "rotation_m",
 )
-ACT_BITS = (3, 4, 8, 16)
-WEIGHT_BITS = (3, 4, 8)
+#: The attributes that reach the plugin as INT32 fields (all but the two identity strings).
+PLUGIN_FIELDS = tuple(a for a in QLINEAR_ATTRIBUTES if a not in ("plugin_version", "plugin_namespace"))
 OFFSET_BINARY_WEIGHT_BITS = 3  # formats.py: int3 codes are stored +4; int4/int8 are two's complement
 _TINY = 1e-30
 
@@ -255,7 +262,7 @@ def _body_nodes(b: _Body) -> None:
     )
     qmin = b("Sub", b("Neg", qmax), one_f, name="qmin")
     codes = b("Clip", b("Round", b("Div", x_rot, scale)), qmin, qmax, name="x_codes")
-    quantized = b("Less", a_bits, b.const("c_sixteen", i64(16)), name="is_quantized")
+    quantized = b("Less", a_bits, b.const("c_sixteen", i64(UNQUANTIZED)), name="is_quantized")
     q_x = b("Where", quantized, codes, x_rot, name="q_x")
     s_x = b("Where", quantized, scale, one_f, name="s_x")
 
@@ -370,7 +377,7 @@ def qlinear_attributes(
         raise ValueError(f"w_bits must be one of {WEIGHT_BITS}, got {w_bits}")
     if k * w_bits % 8:
         raise ValueError(f"K={k} does not fill whole bytes at {w_bits} bits")
-    g = group_size if 0 < group_size and k % group_size == 0 else k
+    g = effective_group(k, group_size)
     rotation_m, _, _ = rotation_inputs(k, rotate)
     return {
         "plugin_version": PLUGIN_VERSION,
@@ -588,15 +595,26 @@ def finalize_exported_model(model: onnx.ModelProto) -> onnx.ModelProto:
             canon = hadamard_initializer_name(order)
             wanted.setdefault(canon, _hadamard_tensor(order))
             node.input[slot] = canon
-    used = {i for node in graph.node for i in node.input} | {o.name for o in graph.output}
-    for node in list(graph.node):
-        if node.op_type == "Constant" and not any(o in used for o in node.output):
-            graph.node.remove(node)
     for init in list(graph.initializer):
-        if init.name not in used or init.name in wanted:
+        if init.name in wanted:  # replaced by the canonical tensor
             graph.initializer.remove(init)
     graph.initializer.extend(wanted.values())
+    remove_unused_nodes(model)
     return add_qlinear_functions(model)
+
+
+def remove_unused_nodes(model: onnx.ModelProto) -> bool:
+    """Drop dead nodes (graph, subgraphs, model-local functions) and unused initializers in place, with
+    onnx-ir's ``RemoveUnusedNodesPass``; True when something was removed (the model is then rewritten from
+    the ``onnx_ir.Model``, which records a ``value_info`` for every initializer; otherwise it is untouched)."""
+    import onnx_ir as ir
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    ir_model = ir.from_proto(model)
+    if not RemoveUnusedNodesPass()(ir_model).modified:
+        return False
+    model.CopyFrom(ir.to_proto(ir_model))
+    return True
 
 
 def tap_activation_codes(
@@ -617,7 +635,7 @@ def tap_activation_codes(
         if node.domain != DOMAIN or node.op_type != OP_TYPE:
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
-        if attrs["a_bits"] >= 16:
+        if attrs["a_bits"] >= UNQUANTIZED:
             node.output.append("")
             continue
         codes = f"{node.name or node.output[0]}::codes"

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 import torch
 
+from adatsq.core.contract import UNQUANTIZED
 from adatsq.plugins.formats import format_for_bits
 from adatsq.plugins.hadamard import rotate
 
 __all__ = [
-    "ACT_BITS",
-    "UNQUANTIZED",
     "dequantize_weight",
     "effective_group",
     "qlinear_reference",
@@ -31,8 +30,6 @@ __all__ = [
     "weight_scale",
 ]
 
-UNQUANTIZED = 16
-ACT_BITS = (3, 4, 8, UNQUANTIZED)
 _TINY = 1e-30
 
 

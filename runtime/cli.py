@@ -4,8 +4,10 @@ Writes ``-o FILE`` (default ``DIR/samples.png``): for image models a PNG grid of
 row per sample and one tile per latent channel (tiny models have no VAE, so these are latent channels,
 each min-max normalised, not decoded images); for Wan a grid of frames (rows: sample × channel, columns:
 latent frames). Beside it ``FILE.json`` holds per-step config id and wall time (also printed as a table).
-Errors (bad manifest hashes, a missing engine, ``--steps`` different from the schedule's) print one line
-and exit with code 2, writing nothing.
+Errors (bad manifest hashes, a missing engine, ``--steps`` different from the schedule's, a directory that
+adatsq-compile is writing) print one line and exit with code 2, writing nothing: a ``RunnerError`` or any
+other bad-input error (:class:`~adatsq.core.errors.InputError`). Anything else is an internal error and keeps
+its traceback (exit code 1).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import click
 import numpy as np
 import torch
 
+from adatsq.core.errors import InputError
 from adatsq.runtime.runner import BACKENDS, EngineRunner, RunnerError
 
 __all__ = ["latent_grid", "main"]
@@ -61,7 +64,7 @@ def main(
     try:
         runner = EngineRunner(directory, backend=backend)
         latents = runner.generate(seed=seed, n=samples, steps=steps)
-    except RunnerError as exc:
+    except (RunnerError, InputError) as exc:  # only bad input; an internal error keeps its traceback
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     output = output or directory / "samples.png"

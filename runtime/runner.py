@@ -5,6 +5,7 @@ Backends
 --------
 * ``ort``: one ONNX Runtime session per configuration (``onnx/config_NN.onnx``), created lazily; all
   sessions read the one ``onnx/weights.safetensors`` (``weights.safetensors`` is a symlink to it).
+  Environment: ``ADATSQ_ORT_THREADS`` (integer) sets the sessions' intra-op thread count; unset, ORT's default.
 * ``torch``: ONE QuantLinear model (weights from ``weights.safetensors``); per step its activation bits
   are switched with ``set_activation_bits`` (no weight copies).
 * ``trt``: one deserialized TensorRT engine per configuration (``trt/config_NN.plan``), written to the
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -34,6 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+from adatsq.core.layout import OutputLayout
+from adatsq.core.lock import describe_holder, lock_holder, lock_path
+from adatsq.export import manifest
 
 __all__ = ["BACKENDS", "EngineRunner", "RunnerError", "StepRecord", "Transformer"]
 
@@ -52,28 +56,6 @@ class StepRecord:
     calls: int
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _manifest_files(manifest: Any) -> dict[str, str]:
-    """relative path → sha256 from a manifest.json (accepts {"files": {path: sha}} or {"files": {path:
-    {"sha256": ...}}} or {"files": [{"path", "sha256"}]})."""
-    files = manifest.get("files", {}) if isinstance(manifest, dict) else {}
-    out: dict[str, str] = {}
-    if isinstance(files, dict):
-        for k, v in files.items():
-            out[k] = v if isinstance(v, str) else v.get("sha256", "")
-    elif isinstance(files, list):
-        for rec in files:
-            out[rec["path"]] = rec.get("sha256", "")
-    return {k: v for k, v in out.items() if v}
-
-
 class EngineRunner:
     """Runs the compiled schedule of ``out_dir`` with ``backend`` (see the module docstring)."""
 
@@ -86,6 +68,11 @@ class EngineRunner:
         if backend not in BACKENDS:
             raise RunnerError(f"--backend must be one of {BACKENDS}, got {backend!r}")
         self.root = Path(out_dir)
+        if (pid := lock_holder(lock_path(self.root))) is not None:
+            raise RunnerError(
+                f"{self.root} is being written by adatsq-compile ({describe_holder(pid)}); "
+                f"run it once that compile has finished"
+            )
         self.backend = backend
         self.device = device
         for required in ("schedule.json", "transformer_config.json", "weights.safetensors"):
@@ -114,25 +101,19 @@ class EngineRunner:
 
     # ------------------------------------------------------------------------------------------ checks
     def verify_manifest(self) -> None:
-        """If manifest.json exists, every file it lists must exist and match its sha256."""
-        path = self.root / "manifest.json"
-        if not path.exists():
+        """If manifest.json exists, every file it lists must exist with its recorded size and sha256
+        (:func:`adatsq.export.manifest.verify_manifest`, the one check of contract 3). A directory without
+        one (exported, not packaged) runs unverified."""
+        if not OutputLayout(self.root).manifest.exists():
             return
-        try:
-            files = _manifest_files(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, AttributeError, TypeError) as exc:
-            raise RunnerError(f"{path} is not a valid manifest ({exc})") from None
-        for rel, sha in sorted(files.items()):
-            f = self.root / rel
-            if not f.is_file():
-                raise RunnerError(f"{f} is listed in manifest.json but missing")
-            if _sha256(f) != sha:
-                raise RunnerError(f"{f} does not match its sha256 in manifest.json (modified or corrupt)")
+        problems = manifest.verify_manifest(self.root)
+        if problems:
+            more = f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""
+            raise RunnerError(f"{self.root}: {problems[0]}{more}")
 
     def engine_path(self, config: int) -> Path:
-        if self.backend == "trt":
-            return self.root / "trt" / f"config_{config:02d}.plan"
-        return self.root / "onnx" / f"config_{config:02d}.onnx"
+        layout = OutputLayout(self.root)
+        return layout.plan(config) if self.backend == "trt" else layout.onnx_graph(config)
 
     def check_engines(self) -> None:
         """Every configuration the schedule names must have its engine file."""
@@ -173,10 +154,16 @@ class EngineRunner:
         return self._engines[config]
 
     def _ort_engine(self, config: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
+        """An ORT session of ``config``'s graph; ``ADATSQ_ORT_THREADS`` (an integer; unset or empty: ORT's
+        default) sets its ``intra_op_num_threads`` (tests pin it: thread counts change summation order)."""
+        import os
+
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
+        if os.environ.get("ADATSQ_ORT_THREADS", "").strip():
+            opts.intra_op_num_threads = int(os.environ["ADATSQ_ORT_THREADS"])
         providers = ["CUDAExecutionProvider"] if self.device.startswith("cuda") else []
         providers.append("CPUExecutionProvider")
         available = set(ort.get_available_providers())
@@ -368,7 +355,6 @@ class Transformer(nn.Module):
         self.runner = runner
         self.config = FrozenDict(runner.transformer_config)
         self._anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # .dtype/.device/parameters()
-        self.call_count = 0
 
     @property
     def dtype(self) -> torch.dtype:
@@ -396,7 +382,6 @@ class Transformer(nn.Module):
                 else (kwargs.get("t") if "t" in kwargs else args[1])
             )
             self.runner.observe_timestep(float(torch.as_tensor(t).reshape(-1)[0]))
-        self.call_count += 1
         out = self.runner.call(kwargs, args)
         if not return_dict:
             return (out,)

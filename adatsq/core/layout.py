@@ -34,6 +34,11 @@ class OutputLayout:
         return self.root / ".adatsq"
 
     @property
+    def lock(self) -> Path:
+        """The one-writer lock of a compile (adatsq/core/lock.py)."""
+        return self.meta / "lock"
+
+    @property
     def cache(self) -> Path:
         return self.root / "cache"
 
@@ -89,5 +94,13 @@ class OutputLayout:
 
     def onnx_graphs(self) -> list[tuple[int, Path]]:
         """``(config id, path)`` of every ``onnx/config_NN.onnx`` present, sorted by id."""
-        found = ((config_id_of(p), p) for p in self.onnx.glob("config_*.onnx"))
-        return sorted((k, p) for k, p in found if k is not None)
+        return _present(self.onnx, ".onnx")
+
+    def plans(self) -> list[tuple[int, Path]]:
+        """``(config id, path)`` of every ``trt/config_NN.plan`` present, sorted by id."""
+        return _present(self.trt, ".plan")
+
+
+def _present(folder: Path, suffix: str) -> list[tuple[int, Path]]:
+    found = ((config_id_of(p), p) for p in folder.glob(f"config_*{suffix}"))
+    return sorted((k, p) for k, p in found if k is not None)

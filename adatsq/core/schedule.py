@@ -13,6 +13,7 @@ from collections import Counter
 from pathlib import Path
 
 from adatsq.core.config import ConfigError, JsonConfig, dump_json, load_json
+from adatsq.core.contract import ACT_BITS, WEIGHT_BITS
 
 __all__ = [
     "SCHEDULE_VERSION",
@@ -25,8 +26,6 @@ __all__ = [
 ]
 
 SCHEDULE_VERSION = 1
-ALLOWED_ACT_BITS = (3, 4, 8, 16)
-ALLOWED_WEIGHT_BITS = (3, 4, 8)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,9 +101,9 @@ class Schedule(JsonConfig):
         for k, cfg in enumerate(self.configs):
             if len(cfg) != len(self.act_layers):
                 raise ValueError(f"configuration {k} has {len(cfg)} bits for {len(self.act_layers)} layers")
-            bad = sorted({b for b in cfg if b not in ALLOWED_ACT_BITS})
+            bad = sorted({b for b in cfg if b not in ACT_BITS})
             if bad:
-                raise ValueError(f"configuration {k} uses activation bits {bad}; allowed {ALLOWED_ACT_BITS}")
+                raise ValueError(f"configuration {k} uses activation bits {bad}; allowed {ACT_BITS}")
             per_unit: dict[int, set[int]] = {}
             for name, b in zip(self.act_layers, cfg):
                 per_unit.setdefault(layer_unit[name], set()).add(b)
@@ -113,9 +112,9 @@ class Schedule(JsonConfig):
         missing = [n for n in (*self.act_layers, *self.weight_only_layers) if n not in self.weight_bits]
         if missing:
             raise ValueError(f"weight_bits misses {missing[:3]}")
-        bad_w = sorted({b for b in self.weight_bits.values() if b not in ALLOWED_WEIGHT_BITS})
+        bad_w = sorted({b for b in self.weight_bits.values() if b not in WEIGHT_BITS})
         if bad_w:
-            raise ValueError(f"weight bits {bad_w} are not supported; allowed {ALLOWED_WEIGHT_BITS}")
+            raise ValueError(f"weight bits {bad_w} are not supported; allowed {WEIGHT_BITS}")
 
     # --- derived views ---------------------------------------------------------------------------------------
     def bits_at(self, step: int) -> dict[str, int]:

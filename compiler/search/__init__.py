@@ -12,7 +12,6 @@ from adatsq.compiler.search.candidates import (
     generate_candidates,
     weighted_average_bits,
 )
-from adatsq.compiler.search.config import SearchConfig
 from adatsq.compiler.search.errors import SearchError
 from adatsq.compiler.search.select import BUDGET_TOL, cumulative_loss_metric, select_path
 
@@ -20,7 +19,6 @@ __all__ = [
     "BUDGET_TOL",
     "Candidate",
     "Path",
-    "SearchConfig",
     "SearchError",
     "StepCandidate",
     "cluster_by_sensitivity",

@@ -32,6 +32,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from adatsq.core.contract import QUANTIZED_ACT_BITS
+
 __all__ = ["Candidate", "cluster_by_sensitivity", "generate_candidates", "weighted_average_bits"]
 
 # Relative tolerance under which two clustering costs count as equal (then the earlier split wins), so that
@@ -180,7 +182,7 @@ def generate_candidates(
     scores: Sequence[float],
     unit_sizes: Sequence[int],
     m: int = 8,
-    bit_choices: Sequence[int] = (3, 4, 8),
+    bit_choices: Sequence[int] = QUANTIZED_ACT_BITS,
     n_clusters: int = 3,
     max_average: float | None = None,
 ) -> list[Candidate]:

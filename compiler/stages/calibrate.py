@@ -1,4 +1,4 @@
-"""Stage 2, calibrate: full-precision trajectories, activation statistics and Fisher information, cached in
+"""Stage 2, calibrate: full-precision trajectories and Fisher information, cached in
 ``cache/calibration.pt`` under a key of the model, its weights, steps, resolution, samples, seed, prompts."""
 
 from __future__ import annotations

@@ -21,9 +21,9 @@ from adatsq.compiler.context import CompileContext
 from adatsq.compiler.stages.calibrate import calibrate_key
 from adatsq.core.atomic import atomic_write_text
 from adatsq.core.hashing import stable_hash
-from adatsq.passes.quant_linear import rotated_weight
+from adatsq.passes.quant_linear import rotated_weight, rotates_input
 from adatsq.passes.weight_store import save_weight_store
-from adatsq.plugins.hadamard import is_supported_width, rotate
+from adatsq.plugins.hadamard import rotate
 from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
 
 __all__ = ["quantize_key", "run_quantize"]
@@ -90,7 +90,7 @@ def run_quantize(ctx: CompileContext) -> None:
     col = {n: j for j, n in enumerate(data.layers)}
     alpha = fisher_alpha(data.fisher, ctx.config.tau)
     act = set(s.act_layers)
-    rotated = {n for n in names if n in act and is_supported_width(modules[n].in_features)}
+    rotated = {n for n in names if rotates_input(modules[n].in_features, n in act)}
     widths = {n: modules[n].in_features for n in names}
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     errors: dict[str, dict[str, float]] = {}

@@ -26,6 +26,7 @@ from adatsq.compiler.search import (
 )
 from adatsq.compiler.stages.calibrate import calibrate_key, conditioning
 from adatsq.core.atomic import atomic_write
+from adatsq.core.contract import QUANTIZED_ACT_BITS
 from adatsq.core.hashing import stable_hash
 from adatsq.core.models.base import run_sampler
 from adatsq.core.schedule import (
@@ -77,7 +78,7 @@ def _step_candidates(
     col = {n: j for j, n in enumerate(data.layers)}
     sizes = inv.unit_sizes()
     modules = quant_linears(qmodel)
-    bit_choices = (3, 4, 8)
+    bit_choices = QUANTIZED_ACT_BITS
     cap = ctx.config.target * ctx.steps - (ctx.steps - 1) * min(bit_choices)
     out: list[list[tuple[Candidate, float, float]]] = []
     with (
@@ -145,8 +146,8 @@ def run_search(ctx: CompileContext) -> None:
     qmodel = ctx.quantized_copy()
     cache = ctx.out.cache / "search.pt"
     fkey = stable_hash(_frontier_key(ctx))
-    cached = torch.load(cache, weights_only=False) if cache.exists() else None
-    fresh = cached is None or cached.get("key") != fkey
+    cached = ctx.read_cache(cache.name)  # None (after a warning) when damaged: measured again
+    fresh = not isinstance(cached, dict) or cached.get("key") != fkey
     losses: dict[tuple[int, tuple[int, ...]], float] = {} if fresh else cached["losses"]
     metrics: dict[tuple[tuple[int, ...], ...], float] = {} if fresh else cached["metrics"]
 

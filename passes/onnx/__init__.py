@@ -8,8 +8,8 @@ They specialise the ONE exported graph per distinct configuration of ``schedule.
   TensorRT's native blocked ``DequantizeLinear`` + MatMul (block 64/128); others stay QLinear;
 * :class:`~adatsq.passes.onnx.externalize_weights.ExternalizeWeightsPass`: every parameter initializer
   points into ``weights.safetensors`` by byte offset (one copy of the weights for all graphs);
-* :class:`~adatsq.passes.onnx.cleanup.CleanupPass`: drops unused initializers/constants, strips exporter
-  metadata, runs shape inference and ``onnx.checker`` (full check).
+* :class:`~adatsq.passes.onnx.cleanup.CleanupPass`: drops dead nodes and unused initializers (onnx-ir),
+  strips exporter metadata, runs shape inference and ``onnx.checker`` (full check).
 """
 
 from adatsq.passes.onnx.cleanup import CleanupPass

@@ -1,4 +1,5 @@
-"""Final cleanup of a configuration graph: no dangling initializers or constants, no exporter metadata
+"""Final cleanup of a configuration graph: no dead nodes or dangling initializers (onnx-ir's
+``RemoveUnusedNodesPass``, through :func:`~adatsq.plugins.onnx_op.remove_unused_nodes`), no exporter metadata
 (stack traces of the build machine), shape inference, and ``onnx.checker`` with ``full_check``.
 
 Shape inference and the checker run on :func:`checkable` (external initializers as typed graph inputs):
@@ -11,6 +12,7 @@ from __future__ import annotations
 import onnx
 
 from adatsq.passes.base import Pass, PassConditionError, PassResult
+from adatsq.plugins.onnx_op import remove_unused_nodes
 
 __all__ = ["CleanupPass"]
 
@@ -26,28 +28,15 @@ def _used_names(graph: onnx.GraphProto) -> set[str]:
 
 
 class CleanupPass(Pass[onnx.ModelProto]):
-    """Remove unused initializers and dead Constant nodes, drop metadata, infer shapes, check (in place)."""
+    """Remove dead nodes and unused initializers, drop metadata, infer shapes, check (in place)."""
 
     def __init__(self, strip_metadata: bool = True, check: bool = True) -> None:
         self.strip_metadata = strip_metadata
         self.check = check
 
     def call(self, target: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
+        modified = remove_unused_nodes(target)
         graph = target.graph
-        modified = False
-        while True:  # dead Constant chains
-            used = _used_names(graph)
-            dead = [n for n in graph.node if n.op_type == "Constant" and not any(o in used for o in n.output)]
-            if not dead:
-                break
-            for n in dead:
-                graph.node.remove(n)
-            modified = True
-        used = _used_names(graph)
-        for init in list(graph.initializer):
-            if init.name not in used:
-                graph.initializer.remove(init)
-                modified = True
         if self.strip_metadata:
             for node in graph.node:
                 if len(node.metadata_props):

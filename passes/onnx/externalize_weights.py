@@ -24,7 +24,6 @@ import struct
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
 
@@ -161,17 +160,3 @@ class ExternalizeWeightsPass(Pass[onnx.ModelProto]):
                 )
             if self._key(t.name) is not None:
                 raise PassConditionError(f"{self.name}: {t.name} left inline")
-
-
-def external_bytes(model: onnx.ModelProto) -> int:
-    """Total bytes the graph reads from external data (for reports)."""
-    total = 0
-    for t in model.graph.initializer:
-        if _is_external(t):
-            total += int({e.key: e.value for e in t.external_data}["length"])
-    return total
-
-
-def inline_arrays(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    """Inline initializers as arrays (tests, debugging)."""
-    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer if not _is_external(t)}

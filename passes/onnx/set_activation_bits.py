@@ -13,6 +13,7 @@ from collections.abc import Mapping
 import onnx
 from onnx import helper
 
+from adatsq.core.contract import UNQUANTIZED
 from adatsq.passes.base import Pass, PassConditionError, PassResult
 from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE
 
@@ -67,7 +68,7 @@ class SetActivationBitsPass(Pass[onnx.ModelProto]):
     def call(self, target: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         modified = False
         for layer, node in qlinear_layers(target, self.prefix).items():
-            want = self.bits.get(layer, 16)
+            want = self.bits.get(layer, UNQUANTIZED)
             attr = _attr(node, "a_bits")
             if attr.i != want:
                 attr.CopyFrom(helper.make_attribute("a_bits", want))
@@ -79,5 +80,5 @@ class SetActivationBitsPass(Pass[onnx.ModelProto]):
 
     def ensures(self, result: onnx.ModelProto) -> None:
         for layer, node in qlinear_layers(result, self.prefix).items():
-            if _attr(node, "a_bits").i != self.bits.get(layer, 16):
+            if _attr(node, "a_bits").i != self.bits.get(layer, UNQUANTIZED):
                 raise PassConditionError(f"{self.name}: a_bits of {layer!r} not set")

@@ -22,6 +22,7 @@ from collections.abc import Collection
 import onnx
 from onnx import TensorProto, helper
 
+from adatsq.core.contract import UNQUANTIZED
 from adatsq.passes.base import Pass, PassConditionError, PassResult
 from adatsq.plugins.formats import format_for_bits
 from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE
@@ -50,7 +51,7 @@ class WeightOnlyDequantPass(Pass[onnx.ModelProto]):
         if node.domain != DOMAIN or node.op_type != OP_TYPE:
             return None
         a = _attrs(node)
-        if a["a_bits"] != 16 or a["rotate"]:
+        if a["a_bits"] != UNQUANTIZED or a["rotate"]:
             return None
         raw = format_for_bits(int(a["w_bits"])).onnx_raw_type
         if raw != "INT4":  # TensorRT's weight-only block DQ is INT4 (and FP4/FP8)

@@ -28,9 +28,10 @@ from collections.abc import Callable
 
 import torch
 
+from adatsq.core.contract import UNQUANTIZED
 from adatsq.plugins.hadamard import hadamard_factors, paley_base
 from adatsq.plugins.kernels import cuda_lib
-from adatsq.plugins.reference import UNQUANTIZED, effective_group, qlinear_reference_packed
+from adatsq.plugins.reference import effective_group, qlinear_reference_packed
 
 __all__ = [
     "derived",

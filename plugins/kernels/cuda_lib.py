@@ -17,7 +17,7 @@ import subprocess
 
 import torch
 
-__all__ = ["CSRC", "KernelError", "lib", "paley_matrix", "hadamard_factors_c"]
+__all__ = ["CSRC", "KernelError", "lib"]
 
 CSRC = pathlib.Path(__file__).resolve().parent.parent / "csrc"
 
@@ -74,19 +74,6 @@ def lib() -> ctypes.CDLL:
 def check(code: int, what: str) -> None:
     if code != 0:
         raise KernelError(f"{what} failed with cudaError_t {code}")
-
-
-def hadamard_factors_c(k: int) -> tuple[int, int]:
-    m, p = ctypes.c_int(0), ctypes.c_int(0)
-    check(lib().adatsq_hadamard_factors(k, ctypes.byref(m), ctypes.byref(p)), f"adatsq_hadamard_factors({k})")
-    return m.value, p.value
-
-
-def paley_matrix(m: int) -> torch.Tensor:
-    """H_m from the C helper (host int8 m×m), for checking it against plugins/hadamard.py."""
-    out = torch.empty((m, m), dtype=torch.int8)
-    check(lib().adatsq_paley_matrix(m, out.data_ptr()), f"adatsq_paley_matrix({m})")
-    return out
 
 
 def stream_ptr(device: torch.device) -> int:

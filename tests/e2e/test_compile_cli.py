@@ -1,8 +1,13 @@
-"""adatsq-compile end to end on tiny models (CPU): stages, caching, determinism, bad inputs."""
+"""adatsq-compile end to end on tiny models (CPU): stages, caching, determinism, bad inputs, a damaged cache,
+file modes. Every compile of this module runs under umask 022."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,6 +26,13 @@ FAST = ["--steps", "4", "--calib-samples", "2", "--candidates", "4"]
 def _run(*args: str) -> tuple[int, str]:
     result = CliRunner().invoke(main, list(args), catch_exceptions=False)
     return result.exit_code, result.output
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _umask_022() -> Iterator[None]:
+    old = os.umask(0o022)
+    yield
+    os.umask(old)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +178,43 @@ def test_corrupt_schedule_is_reported(tmp_path: Path) -> None:
     code, output = _run("tiny-wan", "--target", "4", "-o", str(out), "--until", "quantize", *FAST)
     assert code == 2 and "schedule.json: not valid JSON" in " ".join(output.split())
     assert not (out / "weights.safetensors").exists()
+
+
+def test_damaged_cache_is_recomputed(zimage_dir: Path, tmp_path: Path) -> None:
+    """Every cache entry cut short (a killed write, a full disk): a compile for another target warns once per
+    file and recomputes it (the calibration too, although its key matches), instead of a torch traceback."""
+    out = tmp_path / "out"
+    shutil.copytree(zimage_dir, out, symlinks=True)
+    damaged = sorted((out / "cache").iterdir())
+    assert {p.name for p in damaged} >= {"calibration.pt", "search.pt", "gptq_errors.json"}
+    for p in damaged:
+        os.truncate(p, p.stat().st_size // 2)
+    code, output = _run("tiny-zimage", "--target", "3.2", "-o", str(out), "--until", "quantize", *FAST)
+    assert code == 0, output
+    text = " ".join(output.split())
+    for p in damaged:
+        assert f"warning: cache entry {p} cannot be read" in text, p.name
+        assert text.count(f"cache entry {p} ") == 1
+    assert "calibrate (ran" in text and "quantize (ran" in text
+    torch.load(out / "cache" / "calibration.pt", weights_only=False)  # rewritten whole
+    json.loads((out / "cache" / "gptq_errors.json").read_text())
+    assert load_schedule(out / "schedule.json").target_bits == 3.2
+
+
+def test_outputs_follow_the_umask(zimage_dir: Path, tmp_path: Path) -> None:
+    """Under umask 022 every file of a packaged output directory is 0644 (the trtexec scripts 0755) and every
+    folder 0755: a Triton server or a colleague running as another user can read the engines."""
+    out = tmp_path / "out"
+    shutil.copytree(zimage_dir, out, symlinks=True)
+    code, output = _run("tiny-zimage", "--target", "3.5", "-o", str(out), *FAST)  # through package
+    assert code == 0, output
+    assert (out / "manifest.json").is_file()
+    wrong = []
+    for p in out.rglob("*"):  # (``out`` itself is a copy of pytest's 0700 tmp folder)
+        mode = stat.S_IMODE(p.lstat().st_mode)
+        if p.is_symlink():
+            continue
+        expected = 0o755 if p.is_dir() or p.suffix == ".sh" else 0o644
+        if mode != expected:
+            wrong.append(f"{p.relative_to(out)}: {oct(mode)}")
+    assert not wrong, wrong

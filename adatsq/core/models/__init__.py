@@ -1,10 +1,21 @@
 """Model registry and per-family calling conventions."""
 
-from adatsq.core.models.base import Conditioning, Family, LayerInventory, ModelSpec, Unit, run_sampler
+from adatsq.core.models.base import (
+    Conditioning,
+    Family,
+    LayerInventory,
+    LayerRule,
+    LayerRuleError,
+    ModelSpec,
+    Role,
+    Unit,
+    run_sampler,
+)
 from adatsq.core.models.registry import (
     FAMILIES,
     MODELS,
     ModelLoadError,
+    build_architecture,
     family_of,
     get_spec,
     load_pipeline,
@@ -17,9 +28,13 @@ __all__ = [
     "Conditioning",
     "Family",
     "LayerInventory",
+    "LayerRule",
+    "LayerRuleError",
     "ModelLoadError",
     "ModelSpec",
+    "Role",
     "Unit",
+    "build_architecture",
     "family_of",
     "get_spec",
     "load_pipeline",

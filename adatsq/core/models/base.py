@@ -10,36 +10,63 @@ Fisher loss and the runner all work in that convention, so they are written once
 from __future__ import annotations
 
 import dataclasses
+import enum
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from adatsq.core.errors import CompileError
 
 __all__ = [
     "Conditioning",
     "Family",
     "LayerInventory",
     "LayerRule",
+    "LayerRuleError",
     "ModelSpec",
     "Role",
     "Unit",
     "run_sampler",
 ]
 
-Role = str  # "act" (weights + activations quantized), "weight_only", "skip" (kept in full precision)
-ROLES = ("act", "weight_only", "skip")
+
+class Role(str, enum.Enum):
+    """What the compiler does with one nn.Linear. String-valued, so it reads (and serialises) as its value."""
+
+    ACT = "act"  # weights and activations quantized (rotated; in the activation-bit schedule)
+    WEIGHT_ONLY = "weight_only"  # weights quantized, activations not (adaLN modulation, embedders: GEMVs)
+    KEEP = "keep"  # deliberately kept in full precision, untouched
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class LayerRuleError(CompileError):
+    """The family's layer rules do not describe the model: a linear no rule (or more than one rule) matches."""
 
 
 @dataclasses.dataclass(frozen=True)
 class LayerRule:
-    """Linears whose qualified name matches ``pattern`` get ``role``; ``unit`` (a ``re.sub`` template) names
-    the group of linears that read the same input tensor and so share one rotation and one quantizer."""
+    """Linears whose qualified name matches ``pattern`` (``re.fullmatch``) get ``role``; ``unit`` (a ``re.sub``
+    template, activation-quantized rules only) names the group of linears that read the same input tensor and
+    so share one rotation and one quantizer."""
 
     pattern: str
     role: Role
     unit: str | None = None
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.role, Role):
+            raise TypeError(
+                f"LayerRule({self.pattern!r}): role must be a Role ({', '.join(f'Role.{r.name}' for r in Role)}), "
+                f"got {self.role!r}"
+            )
+        if self.unit is not None and self.role is not Role.ACT:
+            raise ValueError(f"LayerRule({self.pattern!r}): only Role.ACT rules group linears into units")
+        re.compile(self.pattern)  # a bad pattern fails where the rule is written
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +83,7 @@ class LayerInventory:
 
     units: tuple[Unit, ...]
     weight_only: tuple[str, ...]
-    skipped: tuple[str, ...]
+    kept: tuple[str, ...]
 
     @property
     def act_layers(self) -> tuple[str, ...]:
@@ -66,6 +93,18 @@ class LayerInventory:
     def quantized_layers(self) -> tuple[str, ...]:
         return self.act_layers + self.weight_only
 
+    @property
+    def skipped(self) -> tuple[str, ...]:
+        """Former name of :attr:`kept`."""
+        return self.kept
+
+    def counts(self) -> dict[Role, int]:
+        return {
+            Role.ACT: len(self.act_layers),
+            Role.WEIGHT_ONLY: len(self.weight_only),
+            Role.KEEP: len(self.kept),
+        }
+
     def unit_sizes(self) -> list[int]:
         return [len(u.members) for u in self.units]
 
@@ -73,27 +112,62 @@ class LayerInventory:
         return {m: i for i, u in enumerate(self.units) for m in u.members}
 
     @staticmethod
-    def from_rules(model: nn.Module, rules: Sequence[LayerRule]) -> LayerInventory:
+    def from_rules(
+        model: nn.Module, rules: Sequence[LayerRule], family: str = "", source: str = ""
+    ) -> LayerInventory:
+        """The roles of every nn.Linear of ``model``. Each linear must match exactly one rule: a linear no rule
+        matches (diffusers renamed a layer, a checkpoint of another variant) or that two rules claim raises
+        :class:`LayerRuleError` naming it, so a compile never quietly leaves a layer out."""
         compiled = [(re.compile(r.pattern), r) for r in rules]
         units: dict[str, list[str]] = {}
         weight_only: list[str] = []
-        skipped: list[str] = []
+        kept: list[str] = []
+        unmatched: list[str] = []
+        ambiguous: list[str] = []
         for name, module in model.named_modules():
             if not isinstance(module, nn.Linear):
                 continue
-            rule = next((r for rx, r in compiled if rx.fullmatch(name)), None)
-            if rule is None or rule.role == "skip":
-                skipped.append(name)
-            elif rule.role == "weight_only":
+            matches = [r for rx, r in compiled if rx.fullmatch(name)]
+            if len(matches) != 1:
+                if matches:
+                    ambiguous.append(f"{name} ({' and '.join(repr(r.pattern) for r in matches)})")
+                else:
+                    unmatched.append(name)
+                continue
+            rule = matches[0]
+            if rule.role is Role.KEEP:
+                kept.append(name)
+            elif rule.role is Role.WEIGHT_ONLY:
                 weight_only.append(name)
             else:
                 key = re.sub(rule.pattern, rule.unit, name) if rule.unit else name
                 units.setdefault(key, []).append(name)
+        where = (
+            (f"the {family} family's" if family else "the")
+            + " layer rules"
+            + (f" ({source})" if source else "")
+        )
+        what = type(model).__name__
+        if unmatched:
+            raise LayerRuleError(
+                f"{len(unmatched)} nn.Linear of {what} match no rule of {where}: {_listing(unmatched)}; "
+                f"add a LayerRule for each (Role.KEEP to keep it in full precision)"
+            )
+        if ambiguous:
+            raise LayerRuleError(
+                f"{len(ambiguous)} nn.Linear of {what} match more than one rule of {where}: "
+                f"{_listing(ambiguous)}; make the patterns disjoint"
+            )
         return LayerInventory(
             units=tuple(Unit(k, tuple(v)) for k, v in units.items()),
             weight_only=tuple(weight_only),
-            skipped=tuple(skipped),
+            kept=tuple(kept),
         )
+
+
+def _listing(names: Sequence[str], limit: int = 8) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 @dataclasses.dataclass
@@ -122,7 +196,9 @@ class ModelSpec:
     """A registry entry: a named model, its diffusers classes and its sampling defaults.
 
     ``transformer_config`` set means a tiny model built from that config with random weights (seeded);
-    otherwise the transformer loads from ``hf_id`` (subfolder ``transformer``) or a local ``--model-path``.
+    otherwise the transformer loads from ``hf_id`` (subfolder ``transformer``) or a local ``--model-path``, and
+    ``published_config`` is that checkpoint's ``transformer/config.json`` (kept in the registry, so the full-size
+    architecture can be built without the Hub: on the meta device, or with random weights).
     """
 
     name: str
@@ -137,10 +213,19 @@ class ModelSpec:
     text_len: int = 512
     group_size: int = 128
     description: str = ""
+    published_config: Mapping[str, Any] | None = None
 
     @property
     def is_tiny(self) -> bool:
         return self.transformer_config is not None
+
+    @property
+    def architecture_config(self) -> dict[str, Any]:
+        """The transformer's constructor config: the tiny config, else the published one."""
+        cfg = self.transformer_config if self.transformer_config is not None else self.published_config
+        if cfg is None:
+            raise ValueError(f"{self.name}: the registry holds no transformer config for this model")
+        return dict(cfg)
 
 
 class Family:
@@ -158,12 +243,24 @@ class Family:
 
         return getattr(diffusers, self.transformer_class)
 
+    def build(
+        self, config: Mapping[str, Any], device: torch.device | str = "cpu", seed: int = 0
+    ) -> nn.Module:
+        """The family's transformer class built from ``config`` (a diffusers ``config.json``; keys starting with
+        ``_`` are metadata) on ``device``, with seeded random weights; ``"meta"`` allocates nothing."""
+        cls = self.transformer_cls()
+        found = config.get("_class_name")
+        if found is not None and found != cls.__name__:
+            raise ValueError(f"config of a {found} given to the {self.name} family ({cls.__name__})")
+        kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
+        with torch.random.fork_rng(), torch.device(device):
+            torch.manual_seed(seed)
+            model = cls(**kwargs)
+        return model.eval()
+
     def build_tiny(self, spec: ModelSpec, seed: int = 0) -> nn.Module:
         assert spec.transformer_config is not None
-        with torch.random.fork_rng():
-            torch.manual_seed(seed)
-            model = self.transformer_cls()(**spec.transformer_config)
-        return model.eval()
+        return self.build(spec.transformer_config, seed=seed)
 
     def make_scheduler(self, spec: ModelSpec) -> Any:
         import diffusers
@@ -171,7 +268,7 @@ class Family:
         return getattr(diffusers, self.scheduler_class).from_config(spec.scheduler_config)
 
     def inventory(self, model: nn.Module) -> LayerInventory:
-        return LayerInventory.from_rules(model, self.rules)
+        return LayerInventory.from_rules(model, self.rules, family=self.name, source=type(self).__module__)
 
     # --- sampling -------------------------------------------------------------------------------------------
     def latent_shape(self, spec: ModelSpec, model: nn.Module, resolution: tuple[int, ...]) -> tuple[int, ...]:

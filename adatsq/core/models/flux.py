@@ -16,24 +16,28 @@ import numpy as np
 import torch
 from torch import nn
 
-from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, dynamic_shift_mu
+from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, Role, dynamic_shift_mu
 
 VAE_SCALE = 8
 
+# Every nn.Linear matches exactly one rule (LayerInventory.from_rules raises otherwise). Full size (dev):
+# 418 act + 85 weight-only + 1 kept = 504 linears; schnell has no guidance_embedder (83 weight-only).
 FLUX_RULES = (
-    LayerRule(r"(transformer_blocks\.\d+)\.attn\.to_[qkv]", "act", r"\1.attn.qkv"),
-    LayerRule(r"(transformer_blocks\.\d+)\.attn\.add_[qkv]_proj", "act", r"\1.attn.add_qkv"),
-    LayerRule(r"transformer_blocks\.\d+\.attn\.to_out\.0", "act"),
-    LayerRule(r"transformer_blocks\.\d+\.attn\.to_add_out", "act"),
-    LayerRule(r"transformer_blocks\.\d+\.ff(_context)?\.net\.(0\.proj|2)", "act"),
-    LayerRule(r"(single_transformer_blocks\.\d+)\.(attn\.to_[qkv]|proj_mlp)", "act", r"\1.qkv_mlp"),
-    LayerRule(r"single_transformer_blocks\.\d+\.proj_out", "act"),
-    LayerRule(
-        r".*norm1(_context)?\.linear|single_transformer_blocks\.\d+\.norm\.linear|norm_out\.linear",
-        "weight_only",
+    LayerRule(r"(transformer_blocks\.\d+)\.attn\.to_[qkv]", Role.ACT, r"\1.attn.qkv"),
+    LayerRule(r"(transformer_blocks\.\d+)\.attn\.add_[qkv]_proj", Role.ACT, r"\1.attn.add_qkv"),
+    LayerRule(r"transformer_blocks\.\d+\.attn\.to_out\.0", Role.ACT),
+    LayerRule(r"transformer_blocks\.\d+\.attn\.to_add_out", Role.ACT),
+    LayerRule(r"transformer_blocks\.\d+\.ff(_context)?\.net\.(0\.proj|2)", Role.ACT),
+    LayerRule(r"(single_transformer_blocks\.\d+)\.(attn\.to_[qkv]|proj_mlp)", Role.ACT, r"\1.qkv_mlp"),
+    LayerRule(r"single_transformer_blocks\.\d+\.proj_out", Role.ACT),
+    LayerRule(  # adaLN modulation: one SiLU(temb) vector per sample
+        r"transformer_blocks\.\d+\.norm1(_context)?\.linear|single_transformer_blocks\.\d+\.norm\.linear"
+        r"|norm_out\.linear",
+        Role.WEIGHT_ONLY,
     ),
-    LayerRule(r"time_text_embed\..*|x_embedder|context_embedder", "weight_only"),
-    LayerRule(r"proj_out", "skip"),
+    LayerRule(r"time_text_embed\.(timestep|guidance|text)_embedder\.linear_[12]", Role.WEIGHT_ONLY),
+    LayerRule(r"x_embedder|context_embedder", Role.WEIGHT_ONLY),
+    LayerRule(r"proj_out", Role.KEEP),  # the final projection stays in full precision
 )
 
 

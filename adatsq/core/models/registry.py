@@ -4,10 +4,15 @@ Real entries load from the Hugging Face Hub (or a local ``save_pretrained`` fold
 ``tiny-*`` entries are the same diffusers classes with small configs and seeded random weights. Tiny widths
 are deliberately not all powers of two (96 = 12·8, 160 = 20·8, 480 = 60·8) so the rotation code meets the
 Paley factors of the real widths (3072 = 12·256, 15360 = 60·256, 10240 = 20·512).
+
+The real entries carry their checkpoint's published ``transformer/config.json`` (``configs/<name>.json``), so
+:func:`build_architecture` makes the full-size model without the Hub: on the ``meta`` device to inspect its
+layers, or with random weights.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +29,7 @@ __all__ = [
     "FAMILIES",
     "MODELS",
     "ModelLoadError",
+    "build_architecture",
     "family_of",
     "get_spec",
     "load_pipeline",
@@ -31,6 +37,15 @@ __all__ = [
 ]
 
 FAMILIES: dict[str, Family] = {f.name: f for f in (FluxFamily(), WanFamily(), ZImageFamily())}
+
+CONFIG_DIR = Path(__file__).with_name("configs")
+
+
+def _published(name: str) -> dict[str, Any]:
+    """The published ``transformer/config.json`` of a real entry (private ``_`` keys other than the class
+    name dropped when it was copied here)."""
+    return json.loads((CONFIG_DIR / f"{name}.json").read_text())
+
 
 _FLUX_DEV_SCHEDULER = {
     "base_image_seq_len": 256,
@@ -69,6 +84,7 @@ MODELS: dict[str, ModelSpec] = {
             scheduler_config=_FLUX_DEV_SCHEDULER,
             text_len=512,
             description="FLUX.1-dev, 12B, guidance-distilled",
+            published_config=_published("flux-dev"),
         ),
         ModelSpec(
             "flux-schnell",
@@ -81,6 +97,7 @@ MODELS: dict[str, ModelSpec] = {
             scheduler_config=_FLUX_SCHNELL_SCHEDULER,
             text_len=256,
             description="FLUX.1-schnell, 12B, timestep-distilled (4 steps)",
+            published_config=_published("flux-schnell"),
         ),
         ModelSpec(
             "z-image",
@@ -93,6 +110,7 @@ MODELS: dict[str, ModelSpec] = {
             scheduler_config=_ZIMAGE_SCHEDULER,
             text_len=512,
             description="Z-Image-Turbo, 6B",
+            published_config=_published("z-image"),
         ),
         ModelSpec(
             "wan2.1-1.3b",
@@ -105,6 +123,7 @@ MODELS: dict[str, ModelSpec] = {
             scheduler_config=_WAN_SCHEDULER,
             text_len=512,
             description="Wan2.1 text-to-video 1.3B, 480p",
+            published_config=_published("wan2.1-1.3b"),
         ),
         ModelSpec(
             "tiny-flux",
@@ -204,6 +223,13 @@ def get_spec(name: str) -> ModelSpec:
 
 def family_of(spec: ModelSpec) -> Family:
     return FAMILIES[spec.family]
+
+
+def build_architecture(spec: ModelSpec, device: torch.device | str = "meta", seed: int = 0) -> nn.Module:
+    """The spec's transformer class at its real size (tiny entries: their tiny config) on ``device``, from the
+    config in the registry: no checkpoint, no Hub. On ``meta`` it allocates nothing (layer names and shapes
+    only); elsewhere the weights are the class's seeded random initialisation."""
+    return family_of(spec).build(spec.architecture_config, device=device, seed=seed)
 
 
 def _checkpoint_dir(model_path: Path) -> tuple[Path, str | None]:

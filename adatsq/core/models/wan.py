@@ -14,17 +14,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec
+from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, Role
 
+# Every nn.Linear matches exactly one rule (LayerInventory.from_rules raises otherwise). Full size (1.3B):
+# 300 act + 3 weight-only + 3 kept = 306 linears.
 WAN_RULES = (
-    LayerRule(r"(blocks\.\d+)\.attn1\.to_[qkv]", "act", r"\1.attn1.qkv"),
-    LayerRule(r"(blocks\.\d+)\.attn2\.to_[kv]", "act", r"\1.attn2.kv"),
-    LayerRule(r"blocks\.\d+\.attn[12]\.(to_q|to_out\.0)", "act"),
-    LayerRule(r"blocks\.\d+\.ffn\.net\.(0\.proj|2)", "act"),
+    LayerRule(r"(blocks\.\d+)\.attn1\.to_[qkv]", Role.ACT, r"\1.attn1.qkv"),
+    LayerRule(r"(blocks\.\d+)\.attn2\.to_[kv]", Role.ACT, r"\1.attn2.kv"),
+    LayerRule(r"blocks\.\d+\.(attn1\.to_out\.0|attn2\.(to_q|to_out\.0))", Role.ACT),
+    LayerRule(r"blocks\.\d+\.ffn\.net\.(0\.proj|2)", Role.ACT),
     # Wan keeps time_embedder in float32 (_keep_in_fp32_modules) and reads its parameter dtype: keep it as is
-    LayerRule(r"condition_embedder\.time_embedder\..*", "skip"),
-    LayerRule(r"condition_embedder\..*", "weight_only"),
-    LayerRule(r"proj_out", "skip"),
+    LayerRule(r"condition_embedder\.time_embedder\.linear_[12]", Role.KEEP),
+    LayerRule(r"condition_embedder\.(time_proj|text_embedder\.linear_[12])", Role.WEIGHT_ONLY),
+    LayerRule(r"proj_out", Role.KEEP),  # the final projection stays in full precision
 )
 
 

@@ -15,16 +15,21 @@ import numpy as np
 import torch
 from torch import nn
 
-from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, dynamic_shift_mu
+from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, Role, dynamic_shift_mu
 
+_BLOCK = r"(?:noise_refiner|context_refiner|layers)\.\d+"
+_FINAL = r"all_final_layer\.\d+-\d+"  # keyed by "{patch}-{f_patch}"
+# Every nn.Linear matches exactly one rule (LayerInventory.from_rules raises otherwise). Full size (Turbo):
+# 238 act + 37 weight-only + 1 kept = 276 linears.
 ZIMAGE_RULES = (
-    LayerRule(r"(.*\.\d+)\.attention\.to_[qkv]", "act", r"\1.attention.qkv"),
-    LayerRule(r".*\.\d+\.attention\.to_out\.0", "act"),
-    LayerRule(r"(.*\.\d+)\.feed_forward\.w[13]", "act", r"\1.feed_forward.w13"),
-    LayerRule(r".*\.\d+\.feed_forward\.w2", "act"),
-    LayerRule(r".*adaLN_modulation\.\d+", "weight_only"),
-    LayerRule(r"t_embedder\..*|cap_embedder\..*|all_x_embedder\..*", "weight_only"),
-    LayerRule(r"all_final_layer\..*\.linear", "skip"),
+    LayerRule(rf"({_BLOCK})\.attention\.to_[qkv]", Role.ACT, r"\1.attention.qkv"),
+    LayerRule(rf"{_BLOCK}\.attention\.to_out\.0", Role.ACT),
+    LayerRule(rf"({_BLOCK})\.feed_forward\.w[13]", Role.ACT, r"\1.feed_forward.w13"),
+    LayerRule(rf"{_BLOCK}\.feed_forward\.w2", Role.ACT),
+    # adaLN modulation (noise_refiner and layers blocks; the final layer's SiLU→Linear): one t vector per sample
+    LayerRule(rf"{_BLOCK}\.adaLN_modulation\.0|{_FINAL}\.adaLN_modulation\.1", Role.WEIGHT_ONLY),
+    LayerRule(r"t_embedder\.mlp\.[02]|cap_embedder\.1|all_x_embedder\.\d+-\d+", Role.WEIGHT_ONLY),
+    LayerRule(rf"{_FINAL}\.linear", Role.KEEP),  # the final projection stays in full precision
 )
 
 

@@ -34,3 +34,14 @@ def test_compile_config_rejects(changes: dict, message: str) -> None:
 def test_weight_bits_default_follows_target() -> None:
     assert CompileConfig(model="m", target=3.1, out="x").resolved_weight_bits() == 3
     assert CompileConfig(model="m", target=4.5, out="x").resolved_weight_bits() == 4
+
+
+def test_default_of_reads_the_dataclass() -> None:
+    from adatsq.compiler.settings import default_of
+
+    assert default_of("calib_samples") == CompileConfig(model="m", target=3.1, out="x").calib_samples
+    assert default_of("resolution") is None
+    with pytest.raises(KeyError, match="no default"):
+        default_of("target")
+    with pytest.raises(KeyError, match="no field"):
+        default_of("bogus")

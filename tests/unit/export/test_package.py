@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import functools
 import json
 import os
 import re
@@ -28,9 +30,13 @@ IO = {
 }
 
 
+@functools.cache
 def compiled_dir() -> Path:
-    """A tiny-flux compile up to quantize, shared across test modules (stage keys make reruns free)."""
-    out = Path(tempfile.gettempdir()) / f"adatsq-export-tests-{os.getuid()}"
+    """A tiny-flux compile up to quantize, shared by the test modules of one pytest process (each test copies
+    it). Private to the process: a directory shared between processes would meet the one-writer lock of a
+    concurrent run, or a stale compile of older code."""
+    out = Path(tempfile.mkdtemp(prefix="adatsq-export-tests-")) / "out"
+    atexit.register(shutil.rmtree, out.parent, ignore_errors=True)
     import adatsq
 
     adatsq.compile(

@@ -7,8 +7,14 @@ import torch
 from torch import nn
 
 from adatsq.passes.base import PassConditionError
-from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant, QuantLinear, set_activation_bits
-from adatsq.plugins.hadamard import rotate
+from adatsq.passes.quant_linear import (
+    InsertQuantLinearPass,
+    LayerQuant,
+    QuantLinear,
+    rotates_input,
+    set_activation_bits,
+)
+from adatsq.plugins.hadamard import is_supported_width, rotate
 from adatsq.plugins.reference import dequantize_weight
 
 
@@ -66,3 +72,18 @@ def test_forward_close_to_float_and_bits_switch() -> None:
 
     assert sqnr(y8) > 30
     assert 3 < sqnr(y3) < sqnr(y8) - 10
+
+
+@pytest.mark.parametrize("k", [96, 160, 184, 232])  # 184 = 23·8 and 232 = 29·8 have no Hadamard rotation
+@pytest.mark.parametrize("act_quantized", [True, False])
+def test_rotation_is_decided_by_one_function(k: int, act_quantized: bool) -> None:
+    """QuantLinear's rotate_input is ``rotates_input``'s answer, and the GPTQ Hessians of the quantize stage
+    rotate by the same function, so weights folded with R never meet unrotated Hessians (or the reverse)."""
+    from adatsq.compiler.stages import quantize
+
+    assert quantize.rotates_input is rotates_input
+    assert rotates_input(k, act_quantized) == (act_quantized and is_supported_width(k))
+    model = nn.Sequential(nn.Linear(k, 16))
+    InsertQuantLinearPass({"0": LayerQuant(4, act_quantized, 32)})(model)
+    assert model[0].rotate_input == rotates_input(k, act_quantized)
+    assert model[0].rotate_input == (act_quantized and k in (96, 160))

@@ -30,6 +30,8 @@ def test_op_equals_reference(w_bits: int, a_bits: int, rotate_input: bool) -> No
     y = torch.ops.adatsq.qlinear(x, packed, scales, bias, a_bits, w_bits, G, rotate_input)
     expected = qlinear_reference(x, codes, scales, bias, a_bits, G, rotate_input)
     assert y.shape == (2, 5, N)
+    # exact on purpose: on the CPU the op runs qlinear_reference_packed → qlinear_reference, the very code
+    # path of ``expected``, in this process and thread setting; no sum is ordered differently, no tie can flip
     assert torch.equal(y, expected)
     y_nobias = torch.ops.adatsq.qlinear(x, packed, scales, None, a_bits, w_bits, G, rotate_input)
     assert torch.equal(y_nobias, qlinear_reference(x, codes, scales, None, a_bits, G, rotate_input))
@@ -41,7 +43,7 @@ def test_output_dtype_follows_input() -> None:
     y = torch.ops.adatsq.qlinear(x, packed, scales, bias, 4, 4, G, True)
     assert y.dtype == torch.bfloat16
     expected = qlinear_reference(x, codes, scales, bias, 4, G).to(torch.bfloat16)
-    assert torch.equal(y, expected)
+    assert torch.equal(y, expected)  # exact: the same code path (see test_op_equals_reference)
 
 
 def test_fake_tensor_mode_shapes() -> None:
@@ -75,4 +77,5 @@ def test_torch_compile_fullgraph() -> None:
     torch._dynamo.reset()
     compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
     y = compiled(x)
+    # exact: aot_eager calls the same CPU op (the reference) on x·2, which is exact in float
     assert torch.equal(y, qlinear_reference(x * 2.0, codes, scales, bias, 4, G) + 1.0)

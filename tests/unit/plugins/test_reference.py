@@ -92,6 +92,7 @@ def test_rotation_off_path() -> None:
     codes, scales = quantize_weight_rtn(torch.randn(8, 256, generator=gen), 4, 128)
     y_on = qlinear_reference(x, codes, scales, None, 4, 128)
     y_off = qlinear_reference(rotate(x), codes, scales, None, 4, 128, rotate_input=False)
+    # exact: both call the same rotate() on the same x in this process, then the same code path
     torch.testing.assert_close(y_on, y_off, rtol=0, atol=0)
     # rotation off: the product of the quantized inputs themselves
     qx, sx = quantize_activation(x, 4, 128)

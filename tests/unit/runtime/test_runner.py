@@ -1,39 +1,93 @@
-"""Runner: engine switching through ONNX Runtime reproduces the torch trajectory; bad directories fail
-cleanly (RunnerError; exit code 2 through the CLI, nothing written); the diffusers shim tracks steps."""
+"""Runner: engine switching through ONNX Runtime is certified against the torch backend call by call; bad
+directories fail cleanly (RunnerError; exit code 2 through the CLI, nothing written); the diffusers shim
+tracks steps; ``ADATSQ_ORT_THREADS`` reaches the ORT sessions."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
 
+import onnxruntime
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers.ort_session import ORT_THREADS_ENV, session_options
+from helpers.runs import BackendReference, certify_calls, recorded_ort_run
+from helpers.ties import STEP_MATCH, free_run_bound, rel
 
+from adatsq.export.manifest import write_manifest
 from adatsq.runtime.cli import main
 from adatsq.runtime.runner import EngineRunner, RunnerError
 
+SCHEDULE_GAP = 30 * STEP_MATCH  # another configuration on the same inputs differs at least this much
+
 
 def test_ort_switching_matches_torch(compiled_tiny_flux: Path) -> None:
-    ort_runner = EngineRunner(compiled_tiny_flux, backend="ort")
-    torch_runner = EngineRunner(compiled_tiny_flux, backend="torch")
+    """The ORT backend's trajectory, teacher-forced against the runner's torch backend.
+
+    * Which engine ran: every call of the ORT run used the schedule's configuration of its step, each step
+      once; the torch backend, switched by the runner (``set_step``), holds that step's bits.
+    * What it computed: each ORT call's output equals the torch backend's on the SAME inputs, or differs by
+      certified tie flips only (:func:`helpers.ties.certify_outputs`).
+    * The schedule matters: on the same inputs the torch backend with another configuration differs from the
+      ORT output by more than SCHEDULE_GAP (measured ≈ 1e-2; a tie flip moves tiny-flux's step output by
+      ≤ 2e-3) and is NOT certifiable (its codes differ in bulk at the first layer whose bits differ), which no
+      single flip can change.
+    * Free-running, the final latents of the two backends agree within a few single-flip effects.
+    """
+    out = compiled_tiny_flux
+    ort_runner, x_ort, calls = recorded_ort_run(out, seed=7, n=2)
     s = ort_runner.schedule
     assert len(set(s.step_configs)) >= 2
-    x_ort = ort_runner.generate(seed=7, n=2)
-    x_ref = torch_runner.generate(seed=7, n=2)
-    assert ort_runner.used_configs == list(s.step_configs) == torch_runner.used_configs
-    err = float((x_ort - x_ref).norm() / x_ref.norm())
-    # the same sampler with ONE fixed configuration must differ measurably (the schedule matters)
-    fixed = EngineRunner(compiled_tiny_flux, backend="torch")
-    fixed.schedule = type(s)(**{**s.__dict__, "step_configs": (s.step_configs[0],) * s.steps})
-    x_fixed = fixed.generate(seed=7, n=2)
-    diff = float((x_fixed - x_ref).norm() / x_ref.norm())
-    print(f"trajectory rel err ort vs torch {err:.2e}; fixed-config vs scheduled {diff:.2e}")
-    assert err <= 5e-3
-    assert diff > 10 * err
+    assert ort_runner.used_configs == list(s.step_configs)
+    assert [(c.step, c.config) for c in calls] == list(enumerate(s.step_configs))
     assert all(r.calls == 1 for r in ort_runner.steps)
+
+    reference = BackendReference(out)
+    for r in certify_calls(out, calls, reference):
+        flips = "; ".join(map(str, r.flips)) or "none"
+        print(
+            f"step {r.call.step} config {r.call.config}: ORT vs torch backend {r.err:.1e}, tie flips: {flips}"
+        )
+
+    for call in calls:
+        for other in sorted(set(s.step_configs) - {call.config}):
+            reference.config_of = lambda _step, other=other: other
+            gap = rel(call.output, reference.runner_for(call)())
+            print(f"step {call.step}: configuration {other} instead of {call.config} differs by {gap:.1e}")
+            assert gap > SCHEDULE_GAP
+            with pytest.raises(AssertionError, match="not (a )?tie flips?"):
+                certify_calls(out, [call], reference)
+    reference.config_of = None
+
+    x_ref = EngineRunner(out, backend="torch").generate(seed=7, n=2)
+    err = rel(x_ort, x_ref)
+    print(f"free-running final latents, ORT vs torch backend: {err:.1e}")
+    assert err <= free_run_bound(s.model)
+
+
+def test_ort_threads_env_reaches_the_sessions(
+    compiled_tiny_flux: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ADATSQ_ORT_THREADS`` sets the runner's (and the tests' own) ORT intra-op threads; unset: ORT's 0."""
+    seen: list[int] = []
+    real = onnxruntime.InferenceSession
+
+    def recording(path: str, opts: onnxruntime.SessionOptions, **kw: object) -> onnxruntime.InferenceSession:
+        seen.append(opts.intra_op_num_threads)
+        return real(path, opts, **kw)
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", recording)
+    for value, expected in (("1", 1), ("2", 2), (None, 0)):
+        if value is None:
+            monkeypatch.delenv(ORT_THREADS_ENV, raising=False)
+        else:
+            monkeypatch.setenv(ORT_THREADS_ENV, value)
+        runner = EngineRunner(compiled_tiny_flux, backend="ort")
+        runner._engine(runner.schedule.step_configs[0])
+        assert seen[-1] == expected
+        assert session_options().intra_op_num_threads == expected
 
 
 def _copy(src: Path, dst: Path) -> Path:
@@ -47,16 +101,29 @@ def _cli(args: list[str]) -> tuple[int, str]:
 
 
 def test_bad_manifest_hash(compiled_tiny_flux: Path, tmp_path: Path) -> None:
+    """The runner checks the directory with export/manifest.py's verify_manifest (what the package stage
+    wrote is what it checks): a file changed after packaging, a missing one, an unknown manifest format."""
     d = _copy(compiled_tiny_flux, tmp_path / "d")
-    files = {
-        p: hashlib.sha256((d / p).read_bytes()).hexdigest() for p in ("schedule.json", "onnx/config_00.onnx")
-    }
-    files["onnx/config_00.onnx"] = "0" * 64
-    (d / "manifest.json").write_text(json.dumps({"files": files}))
-    with pytest.raises(RunnerError, match="config_00.onnx"):
+    write_manifest(d, model={}, schedule={}, engines=[])
+    EngineRunner(d)  # a freshly written manifest verifies
+    manifest = json.loads((d / "manifest.json").read_text())
+    manifest["files"]["onnx/config_00.onnx"]["sha256"] = "0" * 64
+    (d / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(RunnerError, match=r"onnx/config_00.onnx: sha256 differs"):
         EngineRunner(d)
+    EngineRunner(d, verify=False)  # verification can be skipped
     code, out = _cli([str(d), "-o", str(tmp_path / "o.png")])
     assert code == 2 and "config_00.onnx" in out and not (tmp_path / "o.png").exists()
+    (d / "onnx" / "io.json").unlink()  # and a second problem: reported first-in-path-order, then counted
+    with pytest.raises(RunnerError, match=r"config_00.onnx: sha256 differs .*\(and 1 more problem"):
+        EngineRunner(d)
+    write_manifest(d, model={}, schedule={}, engines=[])
+    (d / "schedule.json").write_text((d / "schedule.json").read_text() + " ")  # size changed
+    with pytest.raises(RunnerError, match=r"schedule.json: size \d+ ≠ \d+ recorded in manifest.json$"):
+        EngineRunner(d)
+    (d / "manifest.json").write_text(json.dumps({"files": {"schedule.json": "0" * 64}}))  # no schema_version
+    with pytest.raises(RunnerError, match="schema_version None is not supported"):
+        EngineRunner(d)
 
 
 def test_missing_engine(compiled_tiny_flux: Path, tmp_path: Path) -> None:
