@@ -100,8 +100,8 @@ def record_trajectories(
     timesteps: list[float] = []
 
     def on_step(i: int, t: torch.Tensor, x: torch.Tensor, v: torch.Tensor) -> None:
-        latents.append(x.detach().float().clone())
-        outputs.append(v.detach().float().clone())
+        latents.append(x.detach().float().cpu().clone())  # on the host: the device holds one step at a time
+        outputs.append(v.detach().float().cpu().clone())
         timesteps.append(float(t))
         if progress is not None:
             progress(1)
@@ -111,7 +111,7 @@ def record_trajectories(
         torch.tensor(timesteps, dtype=torch.float64),
         torch.stack(latents),
         torch.stack(outputs),
-        final.float(),
+        final.float().cpu(),
     )
 
 
@@ -148,6 +148,12 @@ def fisher_information(
         return hook
 
     handles = [w.register_post_accumulate_grad_hook(consume(j)) for j, w in enumerate(weights)]
+    # on the GPU, recompute each block's activations in backward instead of keeping all of them (Flux-dev at
+    # 1024²: the saved activations of one sample exceed the H200's memory); the CPU path keeps them
+    checkpoint = device.type == "cuda" and hasattr(model, "enable_gradient_checkpointing")
+    was_checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
+    if checkpoint:
+        model.enable_gradient_checkpointing()
     fisher = torch.zeros(data.steps, len(layers), dtype=torch.float64)
     target = data.noise - data.final
     try:
@@ -166,6 +172,8 @@ def fisher_information(
     finally:
         for h in handles:
             h.remove()
+        if checkpoint and not was_checkpointing:
+            model.disable_gradient_checkpointing()
         for p, flag in saved.items():
             p.requires_grad_(flag)
     return (fisher / data.samples).float()

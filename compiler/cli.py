@@ -167,6 +167,18 @@ def _known_models() -> str:
 @click.option(
     "--until", type=click.Choice(STAGE_NAMES), default=default_of("until"), help="Stop after this stage."
 )
+@click.option(
+    "--device",
+    default=default_of("device"),
+    help="Where the compile runs: auto (the GPU if present, else the CPU), cpu, cuda, cuda:N.",
+)
+@click.option(
+    "--random-weights",
+    is_flag=True,
+    default=default_of("random_weights"),
+    help="Real architecture from its published config with seeded random weights and synthetic "
+    "conditioning (speed and memory measurements; not a real model).",
+)
 def main(
     model: str,
     target: float,
@@ -185,6 +197,8 @@ def main(
     prompts_file: str | None,
     metric: str,
     until: str,
+    device: str,
+    random_weights: bool,
 ) -> None:
     """Compile MODEL (flux-dev, flux-schnell, z-image, wan2.1-1.3b, tiny-flux, tiny-wan, tiny-zimage) into
     per-timestep-configuration engines with an average of at most --target activation bits."""
@@ -230,6 +244,8 @@ def main(
             prompts=prompts,
             metric=metric,
             until=until,
+            device=device,
+            random_weights=random_weights,
         )
         from adatsq.compiler.context import CompileContext
         from adatsq.compiler.pipeline import run_pipeline

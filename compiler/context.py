@@ -17,10 +17,10 @@ from torch import nn
 
 from adatsq.calib.calibrate import CalibrationData
 from adatsq.compiler.output_dir import OutputDir
-from adatsq.compiler.settings import CompileConfig
+from adatsq.compiler.settings import GPU_STAGES, STAGE_NAMES, CompileConfig
 from adatsq.core.errors import CompileError
 from adatsq.core.models.base import Family, LayerInventory, ModelSpec
-from adatsq.core.models.registry import family_of, get_spec, load_transformer
+from adatsq.core.models.registry import build_architecture, family_of, get_spec, load_transformer
 from adatsq.core.schedule import Schedule, load_schedule
 from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
 
@@ -63,6 +63,18 @@ class CompileContext:
         self.resolution = config.resolved_resolution(self.spec)
         self.weight_bits = config.resolved_weight_bits()
         self.group_size = config.resolved_group_size(self.spec)
+        if config.random_weights and self.spec.is_tiny:
+            raise CompileError(f"{self.spec.name} has random weights already; drop --random-weights")
+        self.device = torch.device(config.resolved_device())
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise CompileError(f"--device {config.device}: no CUDA GPU is visible here; use --device cpu")
+        #: the model's dtype: bf16 on the GPU, float32 on the CPU (the tiny models' reference numerics)
+        self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        if self.device.type == "cuda" and STAGE_NAMES.index(config.until) > STAGE_NAMES.index(GPU_STAGES[-1]):
+            raise CompileError(
+                f"--device {config.device}: only load and calibrate run on the GPU so far (search, quantize and "
+                f"export do not yet); add --until calibrate, or use --device cpu"
+            )
         self.timings: dict[str, float] = {}
         self.quantized_model: nn.Module | None = None
 
@@ -70,7 +82,15 @@ class CompileContext:
     @property
     def model(self) -> nn.Module:
         if self._model is None:
-            self._model = load_transformer(self.spec, self.config.model_path, seed=self.config.seed)
+            if self.config.random_weights:
+                self._model = build_architecture(
+                    self.spec, device=self.device, seed=self.config.seed, dtype=self.dtype
+                )
+            else:
+                model = load_transformer(
+                    self.spec, self.config.model_path, dtype=self.dtype, seed=self.config.seed
+                )
+                self._model = model.to(self.device)
         return self._model
 
     @property

@@ -4,6 +4,7 @@ defaults). Round-trips through JSON (written to ``<out>/compile_config.json``) a
 from __future__ import annotations
 
 import dataclasses
+import re
 
 from adatsq.core.config import JsonConfig
 from adatsq.core.errors import CompileError
@@ -12,6 +13,7 @@ from adatsq.core.models.base import ModelSpec
 __all__ = ["METRICS", "STAGE_NAMES", "WEIGHT_BITS", "CompileConfig", "default_of"]
 
 STAGE_NAMES = ("load", "calibrate", "search", "quantize", "export", "build", "package")
+GPU_STAGES = ("load", "calibrate")  # the stages that run on the GPU so far (issue 12)
 METRICS = ("latent", "clip")
 WEIGHT_BITS = (3, 4)
 
@@ -37,6 +39,8 @@ class CompileConfig(JsonConfig):
     metric: str = "latent"
     until: str = "package"
     hessian_memory_gb: float = 8.0
+    device: str = "auto"
+    random_weights: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -51,6 +55,18 @@ class CompileConfig(JsonConfig):
             (self.steps is None or self.steps >= 1, "--steps must be ≥ 1"),
             (self.metric in METRICS, f"--metric must be one of {METRICS}"),
             (self.until in STAGE_NAMES, f"--until must be one of {STAGE_NAMES}"),
+            (
+                re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,
+                f"--device {self.device!r} is not one of auto, cpu, cuda, cuda:N",
+            ),
+            (
+                not (self.random_weights and self.model_path),
+                "--random-weights builds the architecture with random weights; it takes no --model-path",
+            ),
+            (
+                not (self.random_weights and self.prompts),
+                "--random-weights uses synthetic conditioning (no checkpoint, no text encoders); drop --prompts",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -76,6 +92,16 @@ class CompileConfig(JsonConfig):
         if self.weight_bits is not None:
             return self.weight_bits
         return 3 if self.target < 4 else 4
+
+    def resolved_device(self) -> str:
+        """``auto``: the GPU when one is present and every requested stage runs there (so far load and
+        calibrate: ``--until calibrate``), else the CPU, so a GPU machine compiles the whole pipeline as before."""
+        if self.device != "auto":
+            return self.device
+        import torch
+
+        on_gpu = STAGE_NAMES.index(self.until) <= STAGE_NAMES.index(GPU_STAGES[-1])
+        return "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
 
     def resolved_group_size(self, spec: ModelSpec) -> int:
         return self.group_size or spec.group_size

@@ -37,6 +37,8 @@ def calibrate_key(ctx: CompileContext) -> dict[str, Any]:
         "samples": c.calib_samples,
         "seed": c.seed,
         "prompts": list(c.prompts) if c.prompts else None,
+        "random_weights": c.random_weights,
+        "device": ctx.device.type,  # bf16 on the GPU, float32 on the CPU: other numerics
     }
 
 
@@ -44,7 +46,7 @@ def conditioning(
     ctx: CompileContext, n: int, offset: int, generator: torch.Generator
 ) -> tuple[Conditioning, list[str] | None]:
     """Prompts through the real pipeline's text encoders, or synthetic conditioning for tiny models."""
-    if ctx.spec.is_tiny and not ctx.config.prompts:
+    if ctx.config.random_weights or (ctx.spec.is_tiny and not ctx.config.prompts):
         return ctx.family.synthetic_conditioning(ctx.spec, ctx.model, n, generator), None
     prompts = list(ctx.config.prompts or DEFAULT_PROMPTS)
     chosen = [prompts[(offset + i) % len(prompts)] for i in range(n)]

@@ -29,6 +29,7 @@ __all__ = [
     "ModelSpec",
     "Role",
     "Unit",
+    "placement",
     "run_sampler",
 ]
 
@@ -244,18 +245,36 @@ class Family:
         return getattr(diffusers, self.transformer_class)
 
     def build(
-        self, config: Mapping[str, Any], device: torch.device | str = "cpu", seed: int = 0
+        self,
+        config: Mapping[str, Any],
+        device: torch.device | str = "cpu",
+        seed: int = 0,
+        dtype: torch.dtype = torch.float32,
     ) -> nn.Module:
         """The family's transformer class built from ``config`` (a diffusers ``config.json``; keys starting with
-        ``_`` are metadata) on ``device``, with seeded random weights; ``"meta"`` allocates nothing."""
+        ``_`` are metadata) on ``device``, with seeded random weights; ``"meta"`` allocates nothing.
+
+        Parameters are created in ``dtype`` directly (a 12 B model is never materialised in float32 first),
+        except the modules the class keeps in float32 (``_keep_in_fp32_modules``, as ``from_pretrained``
+        does: Wan's time embedder reads its parameter dtype)."""
         cls = self.transformer_cls()
         found = config.get("_class_name")
         if found is not None and found != cls.__name__:
             raise ValueError(f"config of a {found} given to the {self.name} family ({cls.__name__})")
         kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
+        default = torch.get_default_dtype()
         with torch.random.fork_rng(), torch.device(device):
             torch.manual_seed(seed)
-            model = cls(**kwargs)
+            torch.set_default_dtype(dtype)
+            try:
+                model = cls(**kwargs)
+            finally:
+                torch.set_default_dtype(default)
+        keep = set(getattr(cls, "_keep_in_fp32_modules", None) or ())
+        if dtype != torch.float32 and keep:  # names of modules or of parameters (Wan: scale_shift_table)
+            for name, p in model.named_parameters():
+                if keep & set(name.split(".")):
+                    p.data = p.data.float()
         return model.eval()
 
     def build_tiny(self, spec: ModelSpec, seed: int = 0) -> nn.Module:
@@ -309,6 +328,12 @@ class Family:
         return torch.randn(shape, generator=generator, dtype=torch.float32)
 
 
+def placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Where the model runs and in which dtype (its first parameter's): every input is moved there."""
+    p = next(model.parameters())
+    return p.device, p.dtype
+
+
 StepHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]
 
 
@@ -353,7 +378,7 @@ def run_sampler(
     scheduler, timesteps = timesteps_for(family, spec, steps, tuple(noise.shape[1:]))
     if hasattr(scheduler, "set_begin_index"):
         scheduler.set_begin_index(0)
-    latents = noise.clone()
+    latents = noise.to(placement(model)[0], torch.float32, copy=True)
     for i, t in enumerate(timesteps):
         if before_step is not None:
             before_step(i)

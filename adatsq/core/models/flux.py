@@ -16,7 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, Role, dynamic_shift_mu
+from adatsq.core.models.base import (
+    Conditioning,
+    Family,
+    LayerRule,
+    ModelSpec,
+    Role,
+    dynamic_shift_mu,
+    placement,
+)
 
 VAE_SCALE = 8
 
@@ -104,21 +112,21 @@ class FluxFamily(Family):
         self, model: nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, spec: ModelSpec
     ) -> torch.Tensor:
         b, c, h, w = latents.shape
-        dtype = next(model.parameters()).dtype
-        hidden = pack(latents).to(dtype)
-        timestep = t.expand(b).to(dtype) / 1000
+        device, dtype = placement(model)
+        hidden = pack(latents).to(device, dtype)
+        timestep = t.expand(b).to(device, dtype) / 1000
         guidance = None
         if model.config.guidance_embeds:
-            guidance = torch.full((b,), spec.guidance_scale, dtype=torch.float32).to(dtype)
+            guidance = torch.full((b,), spec.guidance_scale, dtype=torch.float32).to(device, dtype)
         text = cond["prompt_embeds"]
         out = model(
             hidden_states=hidden,
             timestep=timestep,
             guidance=guidance,
-            pooled_projections=cond["pooled_prompt_embeds"].to(dtype),
-            encoder_hidden_states=text.to(dtype),
-            txt_ids=torch.zeros(text.shape[1], 3, dtype=dtype),
-            img_ids=image_ids(h, w).to(dtype),
+            pooled_projections=cond["pooled_prompt_embeds"].to(device, dtype),
+            encoder_hidden_states=text.to(device, dtype),
+            txt_ids=torch.zeros(text.shape[1], 3, dtype=dtype, device=device),
+            img_ids=image_ids(h, w).to(device, dtype),
             return_dict=False,
         )[0]
         return unpack(out.float(), c, h, w)

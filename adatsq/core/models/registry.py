@@ -225,11 +225,13 @@ def family_of(spec: ModelSpec) -> Family:
     return FAMILIES[spec.family]
 
 
-def build_architecture(spec: ModelSpec, device: torch.device | str = "meta", seed: int = 0) -> nn.Module:
+def build_architecture(
+    spec: ModelSpec, device: torch.device | str = "meta", seed: int = 0, dtype: torch.dtype = torch.float32
+) -> nn.Module:
     """The spec's transformer class at its real size (tiny entries: their tiny config) on ``device``, from the
     config in the registry: no checkpoint, no Hub. On ``meta`` it allocates nothing (layer names and shapes
-    only); elsewhere the weights are the class's seeded random initialisation."""
-    return family_of(spec).build(spec.architecture_config, device=device, seed=seed)
+    only); elsewhere the weights are the class's seeded random initialisation, in ``dtype``."""
+    return family_of(spec).build(spec.architecture_config, device=device, seed=seed, dtype=dtype)
 
 
 def _checkpoint_dir(model_path: Path) -> tuple[Path, str | None]:

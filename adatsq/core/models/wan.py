@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, Role
+from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, Role, placement
 
 # Every nn.Linear matches exactly one rule (LayerInventory.from_rules raises otherwise). Full size (1.3B):
 # 300 act + 3 weight-only + 3 kept = 306 linears.
@@ -69,18 +69,18 @@ class WanFamily(Family):
     def velocity(
         self, model: nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, spec: ModelSpec
     ) -> torch.Tensor:
-        dtype = next(model.parameters()).dtype
+        device, dtype = placement(model)
         b = latents.shape[0]
-        x = latents.to(dtype)
-        timestep = t.expand(b)
+        x = latents.to(device, dtype)
+        timestep = t.expand(b).to(device)
         v = model(
             hidden_states=x,
             timestep=timestep,
-            encoder_hidden_states=cond["prompt_embeds"].to(dtype),
+            encoder_hidden_states=cond["prompt_embeds"].to(device, dtype),
             return_dict=False,
         )[0]
         if spec.guidance_scale > 1.0:
-            neg = cond["negative_prompt_embeds"].to(dtype)
+            neg = cond["negative_prompt_embeds"].to(device, dtype)
             v_u = model(hidden_states=x, timestep=timestep, encoder_hidden_states=neg, return_dict=False)[0]
             v = v_u + spec.guidance_scale * (v - v_u)
         return v.float()

@@ -15,7 +15,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from adatsq.core.models.base import Conditioning, Family, LayerRule, ModelSpec, Role, dynamic_shift_mu
+from adatsq.core.models.base import (
+    Conditioning,
+    Family,
+    LayerRule,
+    ModelSpec,
+    Role,
+    dynamic_shift_mu,
+    placement,
+)
 
 _BLOCK = r"(?:noise_refiner|context_refiner|layers)\.\d+"
 _FINAL = r"all_final_layer\.\d+-\d+"  # keyed by "{patch}-{f_patch}"
@@ -81,16 +89,16 @@ class ZImageFamily(Family):
     def velocity(
         self, model: nn.Module, latents: torch.Tensor, t: torch.Tensor, cond: Conditioning, spec: ModelSpec
     ) -> torch.Tensor:
-        dtype = next(model.parameters()).dtype
+        device, dtype = placement(model)
         b = latents.shape[0]
-        timestep = (1000 - t.expand(b).float()) / 1000
-        caps = list(cond["prompt_embeds"].to(dtype).unbind(0))
-        x = latents.to(dtype)
+        timestep = (1000 - t.expand(b).float().to(device)) / 1000
+        caps = list(cond["prompt_embeds"].to(device, dtype).unbind(0))
+        x = latents.to(device, dtype)
         cfg = spec.guidance_scale > 0
         if cfg:
             x = x.repeat(2, 1, 1, 1)
             timestep = timestep.repeat(2)
-            caps = caps + list(cond["negative_prompt_embeds"].to(dtype).unbind(0))
+            caps = caps + list(cond["negative_prompt_embeds"].to(device, dtype).unbind(0))
         out = model(list(x.unsqueeze(2).unbind(0)), timestep.to(dtype), caps, return_dict=False)[0]
         pred = torch.stack([o.float() for o in out], dim=0)
         if cfg:

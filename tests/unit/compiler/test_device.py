@@ -1,0 +1,94 @@
+"""--device and --random-weights: validation, resolution of ``auto``, building real architectures in bf16
+with the class's float32 modules kept, and the GPU scope stated by an error instead of a silent CPU run."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from adatsq.compiler.context import CompileContext
+from adatsq.compiler.settings import CompileConfig
+from adatsq.core.errors import CompileError
+from adatsq.core.models.registry import build_architecture, get_spec
+
+BASE = {"model": "tiny-flux", "target": 3.1, "out": "unused"}
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"device": "gpu"}, "--device 'gpu' is not one of auto, cpu, cuda, cuda:N"),
+        ({"model": "flux-dev", "random_weights": True, "model_path": "x"}, "takes no --model-path"),
+        ({"model": "flux-dev", "random_weights": True, "prompts": ("a",)}, "drop --prompts"),
+    ],
+)
+def test_bad_device_options(changes: dict, message: str) -> None:
+    with pytest.raises(CompileError, match=message):
+        CompileConfig(**{**BASE, **changes})
+
+
+def test_auto_device_follows_the_machine_and_the_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert CompileConfig(**BASE, device="cpu").resolved_device() == "cpu"
+    for gpu in (False, True):
+        monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
+        assert CompileConfig(**BASE, until="calibrate").resolved_device() == ("cuda" if gpu else "cpu")
+        assert CompileConfig(**BASE).resolved_device() == "cpu"  # search and later stages: CPU only so far
+
+
+def test_tiny_models_reject_random_weights() -> None:
+    with pytest.raises(CompileError, match="has random weights already"):
+        CompileContext(CompileConfig(**BASE, random_weights=True, device="cpu"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without a GPU")
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    with pytest.raises(CompileError, match="no CUDA GPU is visible"):
+        CompileContext(CompileConfig(**BASE, device="cuda"))
+
+
+def test_random_weights_build_the_real_architecture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """flux-dev --random-weights builds the published architecture (on the meta device here: 11.9 B
+    parameters, nothing allocated) instead of going to the Hub."""
+    import adatsq.compiler.context as context
+
+    built = {}
+
+    def on_meta(spec, device, seed, dtype):  # noqa: ANN001, ANN202
+        built.update(name=spec.name, device=str(device), seed=seed, dtype=dtype)
+        return build_architecture(spec, device="meta", seed=seed, dtype=dtype)
+
+    monkeypatch.setattr(context, "build_architecture", lambda spec, **kw: on_meta(spec, **kw))
+    ctx = CompileContext(
+        CompileConfig(model="flux-dev", target=3.1, out="x", random_weights=True, device="cpu", seed=5)
+    )
+    n = sum(p.numel() for p in ctx.model.parameters())
+    assert built == {"name": "flux-dev", "device": "cpu", "seed": 5, "dtype": torch.float32}
+    assert n == 11_901_408_320
+
+
+def test_bf16_build_keeps_the_float32_modules() -> None:
+    """Built directly in bf16 (no float32 copy first), except what the class keeps in float32, as
+    from_pretrained does (Wan's time embedder, scale_shift_table); seeded."""
+    spec = get_spec("tiny-wan")
+    half = build_architecture(spec, device="cpu", seed=3, dtype=torch.bfloat16)
+    full = build_architecture(spec, device="cpu", seed=3)
+    keep = set(type(half)._keep_in_fp32_modules or ())
+    assert keep, "WanTransformer3DModel keeps modules in float32"
+    for name, p in half.named_parameters():
+        kept = bool(keep & set(name.split(".")))
+        assert p.dtype == (torch.float32 if kept else torch.bfloat16), name
+    assert any(bool(keep & set(n.split("."))) for n, _ in half.named_parameters())
+    w = dict(full.named_parameters())["blocks.0.attn1.to_q.weight"]
+    # seeded: the same draws again (bf16 initialisation draws other numbers than float32's: same scale only)
+    again = build_architecture(spec, device="cpu", seed=3, dtype=torch.bfloat16)
+    name = "blocks.0.attn1.to_q.weight"
+    h = dict(half.named_parameters())[name]
+    assert torch.equal(h, dict(again.named_parameters())[name])
+    assert float(h.float().std() / w.std()) == pytest.approx(1.0, rel=0.05)
+
+
+def test_gpu_scope_is_stated(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    with pytest.raises(CompileError, match="only load and calibrate run on the GPU so far"):
+        CompileContext(CompileConfig(**BASE, device="cuda"))
+    CompileContext(CompileConfig(**BASE, device="cuda", until="calibrate"))  # allowed
