@@ -157,18 +157,8 @@ def fisher_information(
     fisher = torch.zeros(data.steps, len(layers), dtype=torch.float64)
     target = data.noise - data.final
     try:
-        for ti in range(data.steps):
-            t = family.scheduler_timestep(data.timesteps[ti])
-            step_sum.zero_()
-            for n in range(data.samples):
-                cond = data.cond.select(slice(n, n + 1)).to(device)
-                x = data.latents[ti, n : n + 1].to(device)
-                v = family.velocity(model, x, t.to(device), cond, spec)
-                loss = (v.float() - target[n : n + 1].to(device)).pow(2).mean()
-                loss.backward()
-                if progress is not None:
-                    progress(1)
-            fisher[ti] = step_sum.cpu()
+        with _sdpa_without_cudnn():
+            _fisher_steps(family, spec, model, data, fisher, step_sum, target, device, progress)
     finally:
         for h in handles:
             h.remove()
@@ -216,3 +206,39 @@ def expected_timesteps(
     """The sampler's timestep sequence for this model, steps and resolution (what the schedule records)."""
     _, ts = timesteps_for(family, spec, steps, latent_shape)
     return [float(t) for t in ts]
+
+
+def _sdpa_without_cudnn() -> Any:
+    """Scaled-dot-product attention without the cuDNN backend. On the H200 (torch 2.11, CUDA 13) the bf16
+    backward of Flux-dev through cuDNN's SDPA corrupts memory: the next cuBLAS call fails with
+    CUBLAS_STATUS_EXECUTION_FAILED, or an illegal memory access shows up later (it passes with
+    CUDA_LAUNCH_BLOCKING=1); flash, memory-efficient and math attention all run it (BENCHMARKS.md)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+def _fisher_steps(
+    family: Family,
+    spec: ModelSpec,
+    model: nn.Module,
+    data: CalibrationData,
+    fisher: torch.Tensor,
+    step_sum: torch.Tensor,
+    target: torch.Tensor,
+    device: torch.device,
+    progress: Progress | None,
+) -> None:
+    """Row t of ``fisher`` = Σ_n of the per-sample squared gradients (hooks of :func:`fisher_information`)."""
+    for ti in range(data.steps):
+        t = family.scheduler_timestep(data.timesteps[ti])
+        step_sum.zero_()
+        for n in range(data.samples):
+            cond = data.cond.select(slice(n, n + 1)).to(device)
+            x = data.latents[ti, n : n + 1].to(device)
+            v = family.velocity(model, x, t.to(device), cond, spec)
+            loss = (v.float() - target[n : n + 1].to(device)).pow(2).mean()
+            loss.backward()
+            if progress is not None:
+                progress(1)
+        fisher[ti] = step_sum.cpu()
