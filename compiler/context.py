@@ -17,7 +17,7 @@ from torch import nn
 
 from adatsq.calib.calibrate import CalibrationData
 from adatsq.compiler.output_dir import OutputDir
-from adatsq.compiler.settings import GPU_STAGES, STAGE_NAMES, CompileConfig
+from adatsq.compiler.settings import CompileConfig
 from adatsq.core.errors import CompileError
 from adatsq.core.models.base import Family, LayerInventory, ModelSpec
 from adatsq.core.models.registry import build_architecture, family_of, get_spec, load_transformer
@@ -70,7 +70,7 @@ class CompileContext:
             raise CompileError(f"--device {config.device}: no CUDA GPU is visible here; use --device cpu")
         #: the model's dtype: bf16 on the GPU, float32 on the CPU (the tiny models' reference numerics)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        if self.device.type == "cuda" and STAGE_NAMES.index(config.until) > STAGE_NAMES.index(GPU_STAGES[-1]):
+        if self.device.type == "cuda" and not config.stages_run_on_gpu():
             raise CompileError(
                 f"--device {config.device}: only load and calibrate run on the GPU so far (search, quantize and "
                 f"export do not yet); add --until calibrate, or use --device cpu"

@@ -21,7 +21,7 @@ from typing import Any
 from adatsq.core.atomic import atomic_write_text
 from adatsq.core.errors import CompileError
 from adatsq.core.layout import OutputLayout
-from adatsq.core.lock import DirectoryLock, LockHeldError, describe_holder, lock_holder, lock_path
+from adatsq.core.lock import DirectoryLock, LockHeldError, describe_holder, lock_holder
 
 __all__ = ["OutputDir"]
 
@@ -43,7 +43,7 @@ class OutputDir(OutputLayout):
     def check(self, model: str) -> None:
         """Everything that can be checked without creating anything: no other compile is writing the
         directory, it can be created or written, and it is not another model's."""
-        pid = lock_holder(lock_path(self.root))
+        pid = lock_holder(self.lock_file)
         if pid is not None:
             raise self._busy(pid)
         existing = self.root.absolute()
@@ -93,7 +93,7 @@ class OutputDir(OutputLayout):
 
     def lock(self) -> DirectoryLock:
         """Take the writer's lock (``create`` first); fails at once, naming the holder's pid, if it is held."""
-        lock = DirectoryLock(lock_path(self.root))
+        lock = DirectoryLock(self.lock_file)
         try:
             lock.acquire()
         except LockHeldError as exc:

@@ -100,8 +100,11 @@ class CompileConfig(JsonConfig):
             return self.device
         import torch
 
-        on_gpu = STAGE_NAMES.index(self.until) <= STAGE_NAMES.index(GPU_STAGES[-1])
-        return "cuda" if on_gpu and torch.cuda.is_available() else "cpu"
+        return "cuda" if self.stages_run_on_gpu() and torch.cuda.is_available() else "cpu"
+
+    def stages_run_on_gpu(self) -> bool:
+        """Whether every stage up to ``--until`` runs on the GPU (``GPU_STAGES``)."""
+        return STAGE_NAMES.index(self.until) <= STAGE_NAMES.index(GPU_STAGES[-1])
 
     def resolved_group_size(self, spec: ModelSpec) -> int:
         return self.group_size or spec.group_size

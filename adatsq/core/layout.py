@@ -34,7 +34,7 @@ class OutputLayout:
         return self.root / ".adatsq"
 
     @property
-    def lock(self) -> Path:
+    def lock_file(self) -> Path:
         """The one-writer lock of a compile (adatsq/core/lock.py)."""
         return self.meta / "lock"
 

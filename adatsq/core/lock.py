@@ -24,7 +24,7 @@ _ATTEMPTS = 10  # ~0.1 s in all before a held lock is reported
 
 def lock_path(root: str | Path) -> Path:
     """``<root>/.adatsq/lock``."""
-    return OutputLayout(root).lock
+    return OutputLayout(root).lock_file
 
 
 def describe_holder(pid: int) -> str:
