@@ -3,7 +3,7 @@ PY ?= python3
 OUT ?= engines/tiny-flux
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench clean
+.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile clean
 
 # editable_mode=strict: the install is a tree of links, build/__editable__.adatsq-*/adatsq/..., that editors and
 # type checkers (pyright, Pylance, mypy) can read; the default mode maps compiler/ -> adatsq.compiler etc. with an
@@ -47,6 +47,10 @@ bench:  ## GPU benchmarks; writes JSON under benchmarks/results/
 	$(PY) benchmarks/bench_qlinear.py --out benchmarks/results
 	$(PY) benchmarks/bench_weight_only.py --out benchmarks/results
 	$(PY) benchmarks/bench_act.py --out benchmarks/results
+
+bench-compile:  ## the whole compile of random-weight Flux-dev on the GPU, per stage (reduced sizes; BENCHMARKS.md)
+	$(PY) benchmarks/bench_compile_gpu.py --out /tmp/adatsq-bench/flux-dev --run-steps -- flux-dev --target 3.1 \
+		--steps 4 --calib-samples 2 --search-samples 1 --resolution 1024 1024
 
 clean:
 	rm -rf build/lib build/bdist.* *.egg-info engines .pytest_cache  # not build/__editable__.*: the install

@@ -27,6 +27,8 @@ from adatsq.plugins.reference import effective_group, qmax, weight_scale
 __all__ = ["fisher_alpha", "gptq_quantize", "weighted_reconstruction_error"]
 
 _MAX_DAMP_RETRIES = 8
+#: replay GPTQ's column loop as a CUDA graph on the GPU (:func:`_graphed_blocks`); False: the eager loop
+CUDA_GRAPHS = True
 
 
 def _check_inputs(w: torch.Tensor, hessian: torch.Tensor, bits: int) -> None:
@@ -167,6 +169,10 @@ def gptq_quantize(
     hinv = _upper_cholesky_of_inverse(h, percdamp).to(torch.float32)
     codes = torch.zeros(n, k, dtype=torch.float32, device=device)
 
+    if CUDA_GRAPHS and perm is None and device.type == "cuda" and blocksize % g == 0 and k % blocksize == 0:
+        _graphed_blocks(weight, hinv, codes, scales, bits, g, q, blocksize)
+        return codes.to(torch.int8), scales
+
     for i1 in range(0, k, blocksize):
         i2 = min(i1 + blocksize, k)
         w1 = weight[:, i1:i2].clone()
@@ -194,6 +200,83 @@ def gptq_quantize(
     if perm is not None:
         codes = codes[:, torch.argsort(perm)]
     return codes.to(torch.int8), scales
+
+
+def _block_columns(
+    w1: torch.Tensor,
+    hinv1: torch.Tensor,
+    codes1: torch.Tensor,
+    err1: torch.Tensor,
+    scales1: torch.Tensor,
+    bits: int,
+    g: int,
+    q: int,
+) -> None:
+    """The column loop of one block whose groups start inside it (block size a multiple of G): the same
+    operations as the general loop of :func:`gptq_quantize`, on fixed buffers, so a CUDA graph can hold them."""
+    for i in range(w1.shape[1]):
+        if i % g == 0:
+            scales1[:, i // g] = weight_scale(w1[:, i : i + g], bits, g)[:, 0]
+        wcol = w1[:, i]
+        c, qcol = _quantize_column(wcol, scales1[:, i // g], q)
+        codes1[:, i] = c
+        e = (wcol - qcol) / hinv1[i, i]
+        w1[:, i:] -= e.unsqueeze(1) * hinv1[i, i:].unsqueeze(0)
+        err1[:, i] = e
+
+
+def _graphed_blocks(
+    weight: torch.Tensor,
+    hinv: torch.Tensor,
+    codes: torch.Tensor,
+    scales: torch.Tensor,
+    bits: int,
+    g: int,
+    q: int,
+    blocksize: int,
+) -> None:
+    """GPTQ's blocks on the GPU with the column loop captured once as a CUDA graph and replayed per block.
+
+    Eagerly, every column costs about 14 tiny kernels, each bound by its launch (~130 µs a column on the
+    H200: 5 minutes for Flux-dev's 2.4 M columns); a replay launches the block's ~1800 kernels at once. The
+    kernels are those of the eager loop, on buffers of one block, so the result is the same bits."""
+    n, k = weight.shape
+    w1 = torch.empty(n, blocksize, dtype=weight.dtype, device=weight.device)
+    hinv1 = torch.empty(blocksize, blocksize, dtype=hinv.dtype, device=hinv.device)
+    codes1 = torch.empty_like(w1)
+    err1 = torch.empty_like(w1)
+    scales1 = torch.empty(n, blocksize // g, dtype=scales.dtype, device=scales.device)
+
+    def run_block() -> None:
+        _block_columns(w1, hinv1, codes1, err1, scales1, bits, g, q)
+
+    def load(i1: int) -> None:
+        w1.copy_(weight[:, i1 : i1 + blocksize])
+        hinv1.copy_(hinv[i1 : i1 + blocksize, i1 : i1 + blocksize])
+
+    def store(i1: int) -> None:
+        i2 = i1 + blocksize
+        codes[:, i1:i2] = codes1
+        scales[:, i1 // g : i2 // g] = scales1
+        weight[:, i2:] -= err1 @ hinv[i1:i2, i2:]
+
+    # warm-up on a side stream (what capture requires), as block 0 itself
+    side = torch.cuda.Stream(device=weight.device)
+    side.wait_stream(torch.cuda.current_stream(weight.device))
+    with torch.cuda.stream(side):
+        load(0)
+        run_block()
+        store(0)
+    torch.cuda.current_stream(weight.device).wait_stream(side)
+    if k == blocksize:
+        return
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run_block()
+    for i1 in range(blocksize, k, blocksize):
+        load(i1)
+        graph.replay()
+        store(i1)
 
 
 def fisher_alpha(fisher: torch.Tensor, tau: float) -> torch.Tensor:

@@ -65,18 +65,13 @@ class CompileContext:
         self.group_size = config.resolved_group_size(self.spec)
         if config.random_weights and self.spec.is_tiny:
             raise CompileError(f"{self.spec.name} has random weights already; drop --random-weights")
-        self.device = torch.device(config.resolved_device())
+        self.device = torch.device(config.resolved_device(self.spec))
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise CompileError(f"--device {config.device}: no CUDA GPU is visible here; use --device cpu")
         #: the model's dtype: bf16 on the GPU, float32 on the CPU (the tiny models' reference numerics)
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        if self.device.type == "cuda" and not config.stages_run_on_gpu():
-            raise CompileError(
-                f"--device {config.device}: only load and calibrate run on the GPU so far (search, quantize and "
-                f"export do not yet); add --until calibrate, or use --device cpu"
-            )
         self.timings: dict[str, float] = {}
-        self.quantized_model: nn.Module | None = None
+        self._inventory: LayerInventory | None = None
 
     # --- inputs -------------------------------------------------------------------------------------------
     @property
@@ -101,7 +96,9 @@ class CompileContext:
 
     @property
     def inventory(self) -> LayerInventory:
-        return self.family.inventory(self.model)
+        if self._inventory is None:
+            self._inventory = self.family.inventory(self.model)
+        return self._inventory
 
     def read_cache(self, name: str, parse: Callable[[Any], Any] | None = None) -> Any | None:
         """``cache/<name>``, or None when absent or unreadable (then with one warning line naming it)."""
@@ -148,9 +145,16 @@ class CompileContext:
         return out
 
     def quantized_copy(self, codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> nn.Module:
-        """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given)."""
-        qmodel = copy.deepcopy(self.model)
-        InsertQuantLinearPass(self.layer_quant(codes))(qmodel)
+        """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given).
+
+        The linears to be replaced are shared with the model in the copy (deepcopy's memo), not copied: the
+        pass reads their weights and swaps them out of the copy, so the copy costs its packed weights and
+        the kept layers only (Flux-dev: 5.3 GB next to the model's 23.8 GB, instead of a second 23.8 GB)."""
+        layers = self.layer_quant(codes)
+        modules = dict(self.model.named_modules())
+        memo: dict[int, Any] = {id(modules[n]): modules[n] for n in layers}
+        qmodel = copy.deepcopy(self.model, memo)
+        InsertQuantLinearPass(layers)(qmodel)
         return qmodel
 
     # --- progress -------------------------------------------------------------------------------------------

@@ -13,7 +13,8 @@ from adatsq.core.models.base import ModelSpec
 __all__ = ["METRICS", "STAGE_NAMES", "WEIGHT_BITS", "CompileConfig", "default_of"]
 
 STAGE_NAMES = ("load", "calibrate", "search", "quantize", "export", "build", "package")
-GPU_STAGES = ("load", "calibrate")  # the stages that run on the GPU so far (issue 12)
+#: the stages that use the compile device; export, build and package read the quantize stage's files on the CPU
+GPU_STAGES = ("load", "calibrate", "search", "quantize")
 METRICS = ("latent", "clip")
 WEIGHT_BITS = (3, 4)
 
@@ -38,7 +39,8 @@ class CompileConfig(JsonConfig):
     prompts: tuple[str, ...] | None = None
     metric: str = "latent"
     until: str = "package"
-    hessian_memory_gb: float = 8.0
+    hessian_memory_gb: float | None = None
+    search_samples: int | None = None
     device: str = "auto"
     random_weights: bool = False
 
@@ -53,6 +55,11 @@ class CompileConfig(JsonConfig):
             (self.group_size is None or self.group_size >= 1, "--group-size must be ≥ 1"),
             (self.max_engines is None or self.max_engines >= 1, "--max-engines must be ≥ 1"),
             (self.steps is None or self.steps >= 1, "--steps must be ≥ 1"),
+            (self.search_samples is None or self.search_samples >= 1, "--search-samples must be ≥ 1"),
+            (
+                self.hessian_memory_gb is None or self.hessian_memory_gb > 0,
+                "--hessian-memory must be > 0 (GB)",
+            ),
             (self.metric in METRICS, f"--metric must be one of {METRICS}"),
             (self.until in STAGE_NAMES, f"--until must be one of {STAGE_NAMES}"),
             (
@@ -93,18 +100,28 @@ class CompileConfig(JsonConfig):
             return self.weight_bits
         return 3 if self.target < 4 else 4
 
-    def resolved_device(self) -> str:
-        """``auto``: the GPU when one is present and every requested stage runs there (so far load and
-        calibrate: ``--until calibrate``), else the CPU, so a GPU machine compiles the whole pipeline as before."""
+    def resolved_device(self, spec: ModelSpec | None = None) -> str:
+        """``auto``: the GPU when one is present, except for the tiny models (their reference numerics are
+        float32 on the CPU, and the GPU kernels do not take their widths), else the CPU."""
         if self.device != "auto":
             return self.device
+        if spec is not None and spec.is_tiny:
+            return "cpu"
         import torch
 
-        return "cuda" if self.stages_run_on_gpu() and torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
 
-    def stages_run_on_gpu(self) -> bool:
-        """Whether every stage up to ``--until`` runs on the GPU (``GPU_STAGES``)."""
-        return STAGE_NAMES.index(self.until) <= STAGE_NAMES.index(GPU_STAGES[-1])
+    def resolved_search_samples(self) -> int:
+        """Calibration samples the search's candidate costs use (the first ones); all by default."""
+        return min(self.search_samples or self.calib_samples, self.calib_samples)
+
+    def resolved_hessian_memory_gb(self, device_type: str) -> float:
+        """The Hessian accumulators' budget per replay of the trajectories: 8 GB of float64 on the CPU,
+        40 GB of float32 on the GPU (Flux-dev's 75 GB of float32 Hessians in two replays; with the 24 GB of
+        bf16 weights the peak stays under 80 GB)."""
+        if self.hessian_memory_gb is not None:
+            return self.hessian_memory_gb
+        return 40.0 if device_type == "cuda" else 8.0
 
     def resolved_group_size(self, spec: ModelSpec) -> int:
         return self.group_size or spec.group_size

@@ -9,7 +9,8 @@ Schema (version :data:`MANIFEST_VERSION`)::
 
     {
       "schema_version": 1,
-      "model": {"name", "model_id", "revision", "fingerprint"},
+      "model": {"name", "model_id", "revision", "fingerprint", "real_model"},   # real_model: false for
+                                                                             # --random-weights
       "schedule": {"steps", "target_bits", "achieved_bits", "configs", "step_configs"},
       "engines": [{"config_id", "onnx": "onnx/config_00.onnx" | null, "plan": "trt/config_00.plan" | null}],
       "versions": {"adatsq", "python", "torch", "onnx", "onnxruntime", "tensorrt"},   # null when absent

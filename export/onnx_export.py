@@ -3,7 +3,9 @@
     weights.safetensors + transformer_config.json ─► QuantLinear model (LoadQuantizedWeightsPass)
       ─► family wrapper with tensor inputs (export/graph_io.py)
       ─► torch.onnx.export(dynamo=True, opset 21, QLinear translation, dynamic batch and token dims)
-      ─► finalize_exported_model (shared Hadamard initializers, QLinear function, ir_version 10)
+      ─► on the onnx-ir model: shared Hadamard initializers, every parameter pointed into the weight file
+         (external data), so no protobuf ever holds the weights (> 2 GB cannot be serialised at all)
+      ─► finalize_exported_model (Hadamard values checked, QLinear function, ir_version 10)
       ─► per configuration k of schedule.json:
            SetActivationBitsPass(configs[k]) → WeightOnlyDequantPass → ExternalizeWeightsPass → CleanupPass
            → onnx/config_kk.onnx
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+import onnx_ir as ir
 import torch
 from torch import nn
 
@@ -59,25 +62,83 @@ WEIGHTS_LINK = "weights.safetensors"
 
 def load_quantized_model(out_dir: Path) -> nn.Module:
     """The quantized transformer stored in ``out_dir`` (architecture from transformer_config.json, every
-    value from weights.safetensors). Tiny models are built directly; big ones would be built on the meta
-    device first (not needed on this CPU machine: the weight-store pass assigns every tensor anyway)."""
+    value from weights.safetensors).
+
+    The architecture is built with its parameters on the meta device (:func:`parameters_on_meta`: no
+    allocation, no random init; a 12 B model would take 48 GB in float32 otherwise) and its buffers for
+    real, so non-persistent ones (rotary tables) are computed as in a normal build; the weight-store pass
+    then assigns the file's tensors (no copy) and fails if any tensor is left on meta. ``float()`` makes the
+    unquantized parameters float32 (the CPU numerics); packed codes, float16 scales and float32 biases of the
+    QuantLinear modules are untouched (QuantLinear._apply)."""
     import diffusers
 
-    from adatsq.passes.weight_store import LoadQuantizedWeightsPass
+    from adatsq.passes.weight_store import LoadQuantizedWeightsPass, parameters_on_meta
 
     out_dir = Path(out_dir)
     cfg = json.loads((out_dir / "transformer_config.json").read_text())
     cls = getattr(diffusers, cfg["_class_name"])
-    with torch.random.fork_rng():
+    with torch.random.fork_rng(), parameters_on_meta():
         model = cls.from_config(cfg).eval()
-    LoadQuantizedWeightsPass(out_dir / "weights.safetensors")(model)
+    LoadQuantizedWeightsPass(out_dir / "weights.safetensors", assign=True)(model)
     return model.float().eval()
 
 
+def _share_hadamard_factors(model: ir.Model) -> None:
+    """Every QLinear's Hadamard inputs (Constant nodes from the translation) → ONE initializer
+    ``adatsq_hadamard_<n>`` per order, values checked; the dead Constants go. On the onnx-ir model, so the
+    per-node copies (up to 4 MiB each at K = 12288) are never serialised; finalize_exported_model then
+    finds the shared initializers in place."""
+    import numpy as np
+    from onnx_ir.passes.common import RemoveUnusedNodesPass
+
+    from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE, hadamard_base, hadamard_initializer_name
+
+    graph = model.graph
+    shared: dict[int, ir.Value] = {}
+    for node in graph:
+        if node.domain != DOMAIN or node.op_type != OP_TYPE:
+            continue
+        for slot in (4, 5):
+            value = node.inputs[slot]
+            producer = value.producer() if value is not None else None
+            if producer is None or producer.op_type != "Constant" or "value" not in producer.attributes:
+                continue
+            array = producer.attributes["value"].as_tensor().numpy()
+            order = array.shape[0]
+            if order not in shared:
+                if array.shape != (order, order) or not np.array_equal(array, hadamard_base(order)):
+                    raise ValueError(
+                        f"QLinear {node.name!r}: input {slot} is not the Hadamard base of order {order}"
+                    )
+                init = ir.Value(
+                    name=hadamard_initializer_name(order),
+                    shape=ir.Shape([order, order]),
+                    type=ir.TensorType(ir.DataType.FLOAT),
+                    const_value=ir.tensor(hadamard_base(order), name=hadamard_initializer_name(order)),
+                )
+                graph.register_initializer(init)
+                shared[order] = init
+            elif array.shape != (order, order):
+                raise ValueError(f"QLinear {node.name!r}: input {slot} is not a square Hadamard factor")
+            node.replace_input_with(slot, shared[order])
+    RemoveUnusedNodesPass()(model)
+
+
 def export_base_graph(
-    model: nn.Module, family: str, latent_shape: tuple[int, ...], text_len: int
+    model: nn.Module,
+    family: str,
+    latent_shape: tuple[int, ...],
+    text_len: int,
+    weights: Path | None = None,
+    location: str = WEIGHTS_LINK,
 ) -> onnx.ModelProto:
-    """The one exported graph (QLinear a_bits as set on the model; configs are applied by passes)."""
+    """The one exported graph (QLinear a_bits as set on the model; configs are applied by passes).
+
+    With ``weights`` (the weight file the graphs will read), every parameter initializer is pointed into it
+    on the exporter's onnx-ir model, before any ModelProto exists (:func:`externalize_ir_initializers`): the
+    protobuf then never holds the weights (it could not beyond 2 GB), and the parameters exist once, in the
+    torch model. Without, they stay inline (tiny models, tests)."""
+    from adatsq.passes.onnx.externalize_weights import externalize_ir_initializers
     from adatsq.plugins.onnx_op import export_translation_table, finalize_exported_model
 
     adapter = adapter_for(family)
@@ -105,7 +166,14 @@ def export_base_graph(
             optimize=False,
             verbose=False,
         )
-    return finalize_exported_model(program.model_proto)
+    ir_model = program.model
+    del program  # the exported program holds no tensor the torch model does not
+    _share_hadamard_factors(ir_model)
+    if weights is not None:
+        externalize_ir_initializers(ir_model, weights, location=location, prefix=PREFIX)
+    proto = ir.to_proto(ir_model)
+    del ir_model
+    return finalize_exported_model(proto)
 
 
 def specialise(
@@ -177,8 +245,8 @@ def export_onnx(out: OutputLayout, schedule: Schedule, log: Callable[[str], None
     model = load_quantized_model(out.root)
     latent_shape = family.latent_shape(spec, model, tuple(schedule.resolution))
     log(f"export: {spec.name} ({family.name}), {len(schedule.configs)} configuration(s)")
-    base = export_base_graph(model, family.name, latent_shape, spec.text_len)
     weights = place_weights(out.root)
+    base = export_base_graph(model, family.name, latent_shape, spec.text_len, weights=weights)
     for k, cfg in enumerate(schedule.configs):
         graph = specialise(base, dict(zip(schedule.act_layers, cfg)), weights)
         atomic_write(out.onnx_graph(k), lambda p, g=graph: onnx.save_model(g, str(p)))

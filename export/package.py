@@ -170,6 +170,7 @@ def write_package(
             "model_id": s.model_id,
             "revision": s.revision,
             "fingerprint": s.model_fingerprint,
+            "real_model": not s.random_weights,
         },
         schedule={
             "steps": s.steps,

@@ -273,6 +273,14 @@ def write_report(
         "",
         f"- model: `{s.model_id}` ({s.model}), {s.steps} steps, resolution {list(s.resolution)}, "
         f"scheduler {s.sampler.scheduler}",
+        *(
+            [
+                "- **not a real model**: random weights (`--random-weights`), for speed and memory only; no number "
+                "here says anything about quality"
+            ]
+            if s.random_weights
+            else []
+        ),
         f"- achieved average activation bits: **{s.achieved_bits:.4f}** (target {s.target_bits}) over "
         f"{len(s.act_layers)} activation-quantized layers; {len(s.weight_only_layers)} weight-only layers",
         "- bit fractions (share of layer-steps): "

@@ -71,6 +71,46 @@ class QuantLinear(nn.Module):
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)
 
+    @classmethod
+    def from_packed(
+        cls,
+        packed: torch.Tensor,
+        scale: torch.Tensor,
+        bias: torch.Tensor | None,
+        w_bits: int,
+        group_size: int,
+        rotate_input: bool,
+        in_features: int,
+        a_bits: int = UNQUANTIZED,
+        act_quantized: bool = True,
+    ) -> QuantLinear:
+        """The module holding already packed codes (``fmt.pack`` bytes of an [N, in_features] code matrix, as
+        stored in weights.safetensors) without unpacking and repacking them: the tensors are used as given
+        (no copy). Shapes and dtypes are checked; values need not be (every byte pattern of the int3/int4/int8
+        packings decodes to in-range codes)."""
+        fmt = format_for_bits(w_bits)
+        probe = fmt.pack(torch.zeros(1, in_features, dtype=torch.int8))
+        n = packed.shape[0] if packed.dim() == 2 else -1
+        if packed.dim() != 2 or packed.shape[1] != probe.shape[1] or packed.dtype != probe.dtype:
+            raise ValueError(
+                f"{fmt.name}: packed weight {tuple(packed.shape)} {packed.dtype} is not [N, {probe.shape[1]}] "
+                f"{probe.dtype} for K={in_features}"
+            )
+        q = cls(torch.zeros(0, in_features, dtype=torch.int8), torch.zeros(0, 1), None, w_bits, group_size,
+                rotate_input, a_bits=a_bits, act_quantized=act_quantized)  # fmt: skip
+        groups = in_features // q.group_size
+        if tuple(scale.shape) != (n, groups) or (bias is not None and tuple(bias.shape) != (n,)):
+            raise ValueError(
+                f"scale {tuple(scale.shape)} / bias {None if bias is None else tuple(bias.shape)} do not fit "
+                f"N={n}, K={in_features}, group {q.group_size} (want [{n}, {groups}] and [{n}])"
+            )
+        q.out_features = n
+        q.w_packed = packed
+        q.w_scale = scale if scale.dtype == torch.float16 else scale.to(torch.float16)
+        if bias is not None:
+            q.bias = bias if bias.dtype == torch.float32 else bias.float()
+        return q
+
     @property
     def weight(self) -> torch.Tensor:
         """An empty tensor with the module's compute dtype and device, for diffusers code that reads
@@ -148,8 +188,8 @@ class InsertQuantLinearPass(Pass[nn.Module]):
         for name, lq in self.layers.items():
             linear = modules[name]
             rotate_input = rotates_input(linear.in_features, lq.act_quantized)
-            w = rotated_weight(linear.weight) if rotate_input else linear.weight.detach().double()
             if lq.codes is None:
+                w = rotated_weight(linear.weight) if rotate_input else linear.weight.detach().double()
                 codes, scale = quantize_weight_rtn(w.float(), lq.w_bits, lq.group_size)
             else:
                 codes, scale = lq.codes, lq.scale

@@ -9,8 +9,9 @@ engine configurations never mean N copies of the weights.
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,14 @@ from adatsq.core.atomic import atomic_write
 from adatsq.passes.base import Pass, PassConditionError, PassResult
 from adatsq.passes.quant_linear import QuantLinear, quant_linears
 
-__all__ = ["LoadQuantizedWeightsPass", "layer_records", "load_weight_store", "save_weight_store"]
+__all__ = [
+    "LoadQuantizedWeightsPass",
+    "layer_records",
+    "load_weight_store",
+    "meta_tensors",
+    "parameters_on_meta",
+    "save_weight_store",
+]
 
 
 def layer_records(model: nn.Module) -> dict[str, dict[str, Any]]:
@@ -61,12 +69,47 @@ def load_weight_store(
     return tensors, layers, meta
 
 
+@contextlib.contextmanager
+def parameters_on_meta() -> Iterator[None]:
+    """Modules built inside get their parameters on the meta device (nothing allocated, no random init),
+    while buffers are created for real: the non-persistent ones (rotary frequencies and the like, absent from
+    the weight file) are then computed exactly as in a normal build. Like ``accelerate.init_empty_weights(
+    include_buffers=False)``, without the dependency."""
+    original = nn.Module.register_parameter
+
+    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        original(module, name, param)
+        p = module._parameters.get(name)
+        if p is not None and not p.is_meta:
+            kwargs = dict(p.__dict__)
+            kwargs["requires_grad"] = p.requires_grad
+            module._parameters[name] = type(p)(p.to("meta"), **kwargs)
+
+    nn.Module.register_parameter = register  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def meta_tensors(model: nn.Module) -> list[str]:
+    """Names of the parameters and buffers of ``model`` still on the meta device (never materialised)."""
+    named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
+    return [n for n, t in named if t is not None and t.is_meta]
+
+
 class LoadQuantizedWeightsPass(Pass[nn.Module]):
     """Turn a float model (same architecture) into the stored quantized model: QuantLinear where the store
-    says so, stored values everywhere else (in place)."""
+    says so, stored values everywhere else (in place).
 
-    def __init__(self, path: Path) -> None:
+    The QuantLinear modules hold the stored packed bytes as they are (no unpack/repack). ``assign=True``
+    makes every other module take the file's tensors themselves (``load_state_dict(assign=True)``: no copy,
+    the file's dtype), which is what a model built under :func:`parameters_on_meta` needs; the pass then
+    checks that nothing is left on the meta device. ``assign=False`` copies into the existing tensors."""
+
+    def __init__(self, path: Path, assign: bool = False) -> None:
         self.tensors, self.layers, self.metadata = load_weight_store(path)
+        self.assign = assign
 
     def requires(self, target: nn.Module) -> None:
         modules = dict(target.named_modules())
@@ -76,26 +119,33 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
 
     def call(self, target: nn.Module) -> PassResult[nn.Module]:
         from adatsq.passes.quant_linear import _set_submodule
-        from adatsq.plugins.formats import format_for_bits
 
         for name, rec in self.layers.items():
-            fmt = format_for_bits(rec["w_bits"])
-            codes = fmt.unpack(self.tensors[f"{name}.w_packed"], rec["in_features"])
             bias = self.tensors.get(f"{name}.bias") if rec["bias"] else None
-            q = QuantLinear(
-                codes,
+            q = QuantLinear.from_packed(
+                self.tensors[f"{name}.w_packed"],
                 self.tensors[f"{name}.w_scale"],
                 bias,
                 rec["w_bits"],
                 rec["group_size"],
                 rec["rotate"],
+                rec["in_features"],
                 act_quantized=rec["act_quantized"],
             )
+            if q.out_features != rec["out_features"]:
+                raise PassConditionError(
+                    f"{name}: {q.out_features} stored output features, the store records {rec['out_features']}"
+                )
             _set_submodule(target, name, q)
-        missing, unexpected = target.load_state_dict(self.tensors, strict=False)
+        missing, unexpected = target.load_state_dict(self.tensors, strict=False, assign=self.assign)
         if unexpected:
             raise PassConditionError(f"weight store holds tensors the model lacks: {unexpected[:3]}")
         real_missing = [m for m in missing if not m.endswith((".w_packed", ".w_scale", ".bias"))]
         if real_missing:
             raise PassConditionError(f"weight store lacks model tensors: {real_missing[:3]}")
         return PassResult(target, modified=True)
+
+    def ensures(self, result: nn.Module) -> None:
+        left = meta_tensors(result)
+        if left:
+            raise PassConditionError(f"not in the weight store and never materialised: {left[:3]}")

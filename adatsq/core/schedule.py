@@ -80,6 +80,8 @@ class Schedule(JsonConfig):
     pareto: tuple[ParetoEntry, ...]
     calibration: CalibrationProvenance
     search: dict
+    #: True for ``--random-weights``: the published architecture with seeded random weights, not a real model
+    random_weights: bool = False
 
     def __post_init__(self) -> None:
         if self.format_version != SCHEDULE_VERSION:

@@ -1,5 +1,10 @@
 """Stage 2, calibrate: full-precision trajectories and Fisher information, cached in
-``cache/calibration.pt`` under a key of the model, its weights, steps, resolution, samples, seed, prompts."""
+``cache/calibration.pt`` under a key of the model, its weights, steps, resolution, samples, seed, prompts.
+
+Each finished sample is checkpointed in ``cache/calibration_samples/sample_NNN.pt`` under the same key, so a
+killed calibration resumes from its finished samples; the folder is removed once ``calibration.pt`` is
+written. Under torchrun every rank runs this stage on its shard of the samples (each rank writes its own
+samples' checkpoints, on a filesystem all ranks share); rank 0 alone writes ``calibration.pt``."""
 
 from __future__ import annotations
 
@@ -7,13 +12,18 @@ from typing import Any
 
 import torch
 
-from adatsq.calib.calibrate import calibrate
+from adatsq.calib import distributed
+from adatsq.calib.calibrate import SampleCheckpoints, calibrate
 from adatsq.compiler.context import CompileContext
 from adatsq.core.atomic import atomic_write
+from adatsq.core.hashing import stable_hash
 from adatsq.core.models.base import Conditioning
 from adatsq.core.models.registry import load_pipeline
 
-__all__ = ["DEFAULT_PROMPTS", "calibrate_key", "conditioning", "run_calibrate"]
+__all__ = ["DEFAULT_PROMPTS", "SAMPLES_FOLDER", "calibrate_key", "conditioning", "run_calibrate"]
+
+#: under ``cache/``: the per-sample checkpoints of an unfinished calibration
+SAMPLES_FOLDER = "calibration_samples"
 
 DEFAULT_PROMPTS = (
     "a photograph of an astronaut riding a horse on the moon",
@@ -61,10 +71,23 @@ def run_calibrate(ctx: CompileContext) -> None:
     noise = ctx.family.sample_noise(ctx.spec, ctx.model, ctx.resolution, c.calib_samples, generator)
     provenance = {"prompts": prompts, "seed": c.seed, "samples": c.calib_samples}
     inventory = ctx.inventory
-    total = ctx.steps * (1 + c.calib_samples)
+    checkpoints = SampleCheckpoints(ctx.out.cache / SAMPLES_FOLDER, stable_hash(calibrate_key(ctx)))
+    # per sample of this rank: its trajectory (one tick per step), then its Fisher (one backward per step)
+    total = 2 * ctx.steps * len(distributed.shard(c.calib_samples))
     with ctx.progress("calibrate (trajectories + Fisher)", total) as advance:
         data = calibrate(
-            ctx.family, ctx.spec, ctx.model, inventory, cond, noise, ctx.steps, provenance, advance
+            ctx.family,
+            ctx.spec,
+            ctx.model,
+            inventory,
+            cond,
+            noise,
+            ctx.steps,
+            provenance,
+            advance,
+            checkpoints=checkpoints,
         )
-    atomic_write(ctx.out.cache / "calibration.pt", lambda p: torch.save(data.state_dict(), p))
+    if distributed.is_main():
+        atomic_write(ctx.out.cache / "calibration.pt", lambda p: torch.save(data.state_dict(), p))
+        checkpoints.clear()  # every rank is past the gather: no rank writes a checkpoint any more
     ctx.calibration = data

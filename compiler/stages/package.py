@@ -32,9 +32,13 @@ def per_step_error(ctx: CompileContext) -> list[dict[str, float]]:
     against the stored full-precision outputs."""
     s = ctx.schedule
     data = ctx.calibration
-    qmodel = copy.deepcopy(ctx.model)
+    # the linears the store replaces are shared with the model in the copy, not copied (deepcopy's memo;
+    # the pass swaps them out of the copy): a copy of the kept layers plus the packed weights
+    modules = dict(ctx.model.named_modules())
+    memo: dict[int, Any] = {id(modules[n]): modules[n] for n in ctx.inventory.quantized_layers}
+    qmodel = copy.deepcopy(ctx.model, memo)
     LoadQuantizedWeightsPass(ctx.out.weights)(qmodel)
-    qmodel.eval()
+    qmodel.to(ctx.device).eval()
     modules = quant_linears(qmodel)
     rows = []
     with torch.no_grad():
@@ -42,7 +46,7 @@ def per_step_error(ctx: CompileContext) -> list[dict[str, float]]:
             set_activation_bits(qmodel, s.bits_at(t), modules)
             ts = ctx.family.scheduler_timestep(data.timesteps[t])
             v = ctx.family.velocity(qmodel, data.latents[t], ts, data.cond, ctx.spec).float()
-            ref = data.outputs[t].float()
+            ref = data.outputs[t].float().to(v.device)
             rel = float((v - ref).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-30))
             rows.append(
                 {

@@ -2,7 +2,7 @@
 and the final choice within the bit budget by an end-to-end metric; writes ``schedule.json``.
 
 Candidate cost at step t: MSE between the quantized model's velocity and the full-precision velocity on the
-calibration latents of step t, with weights quantized round-to-nearest at the compile's weight bits (the
+calibration latents of step t (the first ``--search-samples`` of them), with weights quantized round-to-nearest at the compile's weight bits (the
 GPTQ weights come after the search; weight bits are fixed, so this ranks activation configurations under the
 same weight error). Candidate costs (per step and bit vector) and path metrics are cached in ``cache/search.pt``, so a new
 ``--target`` measures only the candidates it has not seen and re-runs the (cheap) beam and selection.
@@ -53,6 +53,7 @@ def _frontier_key(ctx: CompileContext) -> dict[str, Any]:
         "max_engines": c.max_engines,
         "metric": c.metric,
         "heldout": c.heldout_samples,
+        "search_samples": c.resolved_search_samples(),
     }
 
 
@@ -79,6 +80,8 @@ def _step_candidates(
     sizes = inv.unit_sizes()
     modules = quant_linears(qmodel)
     bit_choices = QUANTIZED_ACT_BITS
+    first = slice(0, ctx.config.resolved_search_samples())
+    cond = data.cond.select(first)
     cap = ctx.config.target * ctx.steps - (ctx.steps - 1) * min(bit_choices)
     out: list[list[tuple[Candidate, float, float]]] = []
     with (
@@ -96,12 +99,13 @@ def _step_candidates(
                 max_average=cap,
             )
             ts = _timestep(ctx, t)
+            x, reference = data.latents[t, first], data.outputs[t, first].to(ctx.device)
             entries = []
             for cand in cands:
                 if (t, cand.bits) not in losses:
                     set_activation_bits(qmodel, _unit_bits_to_layers(ctx, cand.bits), modules)
-                    v = ctx.family.velocity(qmodel, data.latents[t], ts, data.cond, ctx.spec)
-                    losses[(t, cand.bits)] = float((v - data.outputs[t]).pow(2).mean())
+                    v = ctx.family.velocity(qmodel, x, ts, cond, ctx.spec)
+                    losses[(t, cand.bits)] = float((v.float() - reference).pow(2).mean())
                 entries.append((cand, cand.average_bits(sizes), losses[(t, cand.bits)]))
                 advance(1)
             advance(ctx.config.candidates - len(cands))
@@ -130,7 +134,7 @@ def latent_metric(ctx: CompileContext, qmodel: nn.Module) -> Callable[[Sequence[
 
         with torch.no_grad():
             final = run_sampler(ctx.family, ctx.spec, qmodel, noise, cond, ctx.steps, before_step=before)
-        return float((final - reference).pow(2).sum() / reference.pow(2).sum())
+        return float((final.float() - reference.float()).pow(2).sum() / reference.float().pow(2).sum())
 
     return metric
 
@@ -216,7 +220,11 @@ def _build_schedule(
     schedule = Schedule(
         format_version=SCHEDULE_VERSION,
         model=ctx.spec.name,
-        model_id=c.model_path or ctx.spec.hf_id,
+        model_id=(
+            f"{ctx.spec.hf_id} architecture with random weights (seed {c.seed}): not a real model"
+            if c.random_weights
+            else c.model_path or ctx.spec.hf_id
+        ),
         revision=ctx.spec.revision,
         model_fingerprint=ctx.fingerprint,
         steps=ctx.steps,
@@ -248,6 +256,8 @@ def _build_schedule(
             "max_engines": c.max_engines,
             "metric": c.metric,
             "beam_width": c.candidates,
+            "search_samples": c.resolved_search_samples(),
         },
+        random_weights=c.random_weights,
     )
     return schedule.replace(achieved_bits=round(schedule.average_bits(), 6))

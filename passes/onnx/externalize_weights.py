@@ -12,6 +12,10 @@ rejected: "External data path escapes model directory"), and onnx.load refuses a
 one, so the weight file itself lives in ``onnx/`` (the root ``weights.safetensors`` is a symlink to it);
 see :func:`adatsq.export.onnx_export.place_weights`.
 
+:func:`externalize_ir_initializers` does the same on an onnx-ir model (the exporter's), before any
+ModelProto exists: a model of > 2 GB of parameters can never be serialised inline, and this way the bytes are
+never copied out of the torch tensors. The pass then finds those initializers external already.
+
 Initializers not in the file (the Hadamard factors ``adatsq_hadamard_<n>`` and the exporter's small
 constants) stay inline; anything inline larger than ``max_inline_bytes`` is an error, so no parameter is
 ever duplicated into a graph silently.
@@ -19,17 +23,21 @@ ever duplicated into a graph silently.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import struct
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import onnx
 from onnx import TensorProto, numpy_helper
 
 from adatsq.passes.base import Pass, PassConditionError, PassResult
 
-__all__ = ["ExternalizeWeightsPass", "safetensors_layout"]
+if TYPE_CHECKING:
+    import onnx_ir
+
+__all__ = ["ExternalizeWeightsPass", "externalize_ir_initializers", "safetensors_layout"]
 
 _ST_DTYPES: dict[str, int] = {
     "F32": TensorProto.FLOAT,
@@ -94,11 +102,90 @@ def _is_external(t: TensorProto) -> bool:
     return t.data_location == TensorProto.EXTERNAL
 
 
+def _read_range(f: Any, rec: dict[str, Any]) -> bytes:
+    f.seek(rec["offset"])
+    return f.read(rec["length"])
+
+
+_UPCAST_FROM = (TensorProto.BFLOAT16, TensorProto.FLOAT16)
+
+
+def externalize_ir_initializers(
+    model: onnx_ir.Model,
+    weights: Path,
+    location: str = "weights.safetensors",
+    prefix: str = "model.",
+    verify: bool = True,
+) -> int:
+    """Point every initializer ``<prefix><name>`` of an onnx-ir model whose ``name`` is in ``weights`` into
+    that file (``ir.ExternalTensor`` at the stored offset; ``location`` as the graph records it), in place;
+    returns how many. Shapes must match the stored tensor, and dtypes too, with one exception: a float32
+    initializer stored as bfloat16/float16 (the unquantized parameters of a model quantized in bfloat16,
+    which the export upcasts to float32) becomes the stored tensor plus a ``Cast`` to float32 (exact: the
+    float32 values are the upcast stored ones, which ``verify`` checks). ``verify`` compares one tensor at a
+    time with the file (never more than one tensor read at once). Initializers not in the file stay inline
+    for :class:`ExternalizeWeightsPass` to check."""
+    import numpy as np
+    import onnx_ir as ir
+
+    weights = Path(weights)
+    layout = safetensors_layout(weights)
+    graph = model.graph
+    count = 0
+    with open(weights, "rb") as f:
+        for name, value in list(graph.initializers.items()):
+            key = name.removeprefix(prefix)
+            tensor = value.const_value
+            if key not in layout or tensor is None or isinstance(tensor, ir.ExternalTensor):
+                continue
+            rec = layout[key]
+            shape = tuple(int(d) for d in tensor.shape)
+            stored_dtype = ir.DataType(rec["dtype"]) if rec["dtype"] > 0 else None
+            upcast = tensor.dtype == ir.DataType.FLOAT and rec["dtype"] in _UPCAST_FROM
+            if (rec["dtype"] != tensor.dtype.value and not upcast) or rec["shape"] != shape:
+                raise PassConditionError(
+                    f"externalize: {name} is {tensor.dtype}{shape} in the graph but {rec['shape']} "
+                    f"(type {rec['dtype']}) in the weight file"
+                )
+            if verify:
+                data = _read_range(f, rec)
+                if upcast:
+                    stored = np.frombuffer(data, dtype=stored_dtype.numpy()).astype(np.float32)
+                    same = np.array_equal(stored.reshape(shape), tensor.numpy(), equal_nan=True)
+                else:
+                    same = data == tensor.tobytes()
+                if not same:
+                    raise PassConditionError(f"externalize: {name} differs from the weight file's {key}")
+            external = ir.ExternalTensor(
+                location, rec["offset"], rec["length"], stored_dtype, shape=ir.Shape(shape), name=name,
+                base_dir=weights.parent,
+            )  # fmt: skip
+            if not upcast:
+                value.const_value = external
+            else:
+                stored_value = ir.Value(
+                    name=name, shape=ir.Shape(shape), type=ir.TensorType(stored_dtype), const_value=external
+                )
+                graph.initializers.pop(name)
+                cast = ir.Node(
+                    "", "Cast", [stored_value], [ir.AttrInt64("to", ir.DataType.FLOAT)], name=f"{name}/cast"
+                )
+                graph.register_initializer(stored_value)
+                graph.insert_before(graph[0], cast)
+                ir.convenience.replace_all_uses_with(value, cast.outputs[0])
+                cast.outputs[0].name = f"{name}/float32"
+                cast.outputs[0].shape = ir.Shape(shape)
+                cast.outputs[0].type = ir.TensorType(ir.DataType.FLOAT)
+            count += 1
+    return count
+
+
 class ExternalizeWeightsPass(Pass[onnx.ModelProto]):
     """Initializers ``<prefix><name>`` → external data at their offset in ``weights`` (in place).
 
     ``location`` is what the graph records (relative to the graph's folder). ``verify`` compares the inline
-    bytes with the file's before dropping them (reads the file once; cheap next to the export itself).
+    bytes with the file's before dropping them (reading only those tensors' byte ranges, one at a time);
+    initializers already external, as :func:`externalize_ir_initializers` leaves them, are skipped.
     """
 
     def __init__(
@@ -121,32 +208,34 @@ class ExternalizeWeightsPass(Pass[onnx.ModelProto]):
         return key if key in self.layout else None
 
     def call(self, target: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
-        data = self.weights.read_bytes() if self.verify else b""
         modified = False
-        for t in target.graph.initializer:
-            key = self._key(t.name)
-            if key is None or _is_external(t):
-                continue
-            rec = self.layout[key]
-            if not _same_storage(t, rec):
-                raise PassConditionError(
-                    f"{self.name}: {t.name} is {onnx.helper.tensor_dtype_to_np_dtype(t.data_type)}"
-                    f"{tuple(t.dims)} in the graph but {rec['shape']} (type {rec['dtype']}) in the weight file"
-                )
-            if self.verify:
-                stored = data[rec["offset"] : rec["offset"] + rec["length"]]
-                if stored != _inline_bytes(t):
+        todo = [t for t in target.graph.initializer if self._key(t.name) is not None and not _is_external(t)]
+        with contextlib.ExitStack() as stack:
+            f = stack.enter_context(open(self.weights, "rb")) if self.verify and todo else None
+            for t in todo:
+                key = self._key(t.name)
+                assert key is not None
+                rec = self.layout[key]
+                if not _same_storage(t, rec):
+                    raise PassConditionError(
+                        f"{self.name}: {t.name} is {onnx.helper.tensor_dtype_to_np_dtype(t.data_type)}"
+                        f"{tuple(t.dims)} in the graph but {rec['shape']} (type {rec['dtype']}) in the weight file"
+                    )
+                if f is not None and _read_range(f, rec) != _inline_bytes(t):
                     raise PassConditionError(f"{self.name}: {t.name} differs from the weight file's {key}")
-            t.ClearField("raw_data")
-            for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
-                t.ClearField(field)
-            t.data_location = TensorProto.EXTERNAL
-            del t.external_data[:]
-            for k, v in (("location", self.location), ("offset", rec["offset"]), ("length", rec["length"])):
-                entry = t.external_data.add()
-                entry.key, entry.value = k, str(v)
-            modified = True
+                self._point(t, rec)
+                modified = True
         return PassResult(target, modified)
+
+    def _point(self, t: TensorProto, rec: dict[str, Any]) -> None:
+        t.ClearField("raw_data")
+        for field in ("float_data", "int32_data", "int64_data", "double_data", "uint64_data"):
+            t.ClearField(field)
+        t.data_location = TensorProto.EXTERNAL
+        del t.external_data[:]
+        for k, v in (("location", self.location), ("offset", rec["offset"]), ("length", rec["length"])):
+            entry = t.external_data.add()
+            entry.key, entry.value = k, str(v)
 
     def ensures(self, result: onnx.ModelProto) -> None:
         for t in result.graph.initializer:

@@ -329,9 +329,18 @@ class Family:
 
 
 def placement(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    """Where the model runs and in which dtype (its first parameter's): every input is moved there."""
-    p = next(model.parameters())
-    return p.device, p.dtype
+    """Where the model runs and in which dtype: every input is moved there. The dtype is that of the first
+    floating parameter outside the class's ``_keep_in_fp32_modules`` (Wan keeps its first parameters, the
+    ``scale_shift_table``, in float32 next to bf16 weights), as diffusers' own ``ModelMixin.dtype``."""
+    keep = set(getattr(type(model), "_keep_in_fp32_modules", None) or ())
+    first = None
+    for name, p in model.named_parameters():
+        first = p if first is None else first
+        if p.is_floating_point() and not keep & set(name.split(".")):
+            return p.device, p.dtype
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no parameters to place its inputs by")
+    return first.device, first.dtype
 
 
 StepHook = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor], None]

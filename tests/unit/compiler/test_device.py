@@ -27,12 +27,29 @@ def test_bad_device_options(changes: dict, message: str) -> None:
         CompileConfig(**{**BASE, **changes})
 
 
-def test_auto_device_follows_the_machine_and_the_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_device_follows_the_machine_and_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """auto: the GPU when present, for every stage, except the tiny models (CPU float32 reference numerics)."""
     assert CompileConfig(**BASE, device="cpu").resolved_device() == "cpu"
+    flux = {**BASE, "model": "flux-dev"}
     for gpu in (False, True):
         monkeypatch.setattr(torch.cuda, "is_available", lambda gpu=gpu: gpu)
-        assert CompileConfig(**BASE, until="calibrate").resolved_device() == ("cuda" if gpu else "cpu")
-        assert CompileConfig(**BASE).resolved_device() == "cpu"  # search and later stages: CPU only so far
+        assert CompileConfig(**flux).resolved_device(get_spec("flux-dev")) == ("cuda" if gpu else "cpu")
+        assert CompileConfig(**BASE).resolved_device(get_spec("tiny-flux")) == "cpu"
+        assert CompileConfig(**BASE, device="cuda").resolved_device(get_spec("tiny-flux")) == "cuda"
+
+
+def test_gpu_budgets_have_their_own_defaults() -> None:
+    c = CompileConfig(**BASE)
+    assert c.resolved_hessian_memory_gb("cpu") == 8.0
+    assert c.resolved_hessian_memory_gb("cuda") == 40.0
+    assert CompileConfig(**BASE, hessian_memory_gb=2.5).resolved_hessian_memory_gb("cuda") == 2.5
+    assert CompileConfig(**BASE, calib_samples=4).resolved_search_samples() == 4
+    assert CompileConfig(**BASE, calib_samples=4, search_samples=1).resolved_search_samples() == 1
+    assert CompileConfig(**BASE, calib_samples=2, search_samples=9).resolved_search_samples() == 2
+    with pytest.raises(CompileError, match="--search-samples must be ≥ 1"):
+        CompileConfig(**BASE, search_samples=0)
+    with pytest.raises(CompileError, match="--hessian-memory must be > 0"):
+        CompileConfig(**BASE, hessian_memory_gb=0)
 
 
 def test_tiny_models_reject_random_weights() -> None:
@@ -85,10 +102,3 @@ def test_bf16_build_keeps_the_float32_modules() -> None:
     h = dict(half.named_parameters())[name]
     assert torch.equal(h, dict(again.named_parameters())[name])
     assert float(h.float().std() / w.std()) == pytest.approx(1.0, rel=0.05)
-
-
-def test_gpu_scope_is_stated(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    with pytest.raises(CompileError, match="only load and calibrate run on the GPU so far"):
-        CompileContext(CompileConfig(**BASE, device="cuda"))
-    CompileContext(CompileConfig(**BASE, device="cuda", until="calibrate"))  # allowed

@@ -140,6 +140,7 @@ def test_plugin_record(packaged: Path) -> None:
 def test_manifest_hashes_and_tamper(packaged: Path, tmp_path: Path) -> None:
     assert verify_manifest(packaged) == []
     man = json.loads((packaged / "manifest.json").read_text())
+    assert man["model"]["real_model"] is True  # false only for --random-weights (schedule.random_weights)
     for name in (
         "schedule.json",
         "weights.safetensors",

@@ -60,3 +60,22 @@ def test_step_errors_finite(report_dir: Path) -> None:
     s = json.loads((report_dir / "schedule.json").read_text())
     assert [r["config"] for r in rows] == s["step_configs"]
     assert all(0 < r["relative_mse"] < 10 for r in rows)
+
+
+def test_random_weights_are_stated_as_not_a_real_model(report_dir: Path, tmp_path: Path) -> None:
+    """--random-weights reaches report.md (and, through the schedule, manifest.json's real_model: false)."""
+    ctx = make_ctx(report_dir)
+    data = ctx.calibration
+    md = (report_dir / "report" / "report.md").read_text()
+    assert "not a real model" not in md
+    out = tmp_path / "rw"
+    shutil.copytree(report_dir, out)
+    fake = make_ctx(out)
+    write_report(
+        fake.out,
+        ctx.schedule.replace(random_weights=True),
+        fisher=data.fisher.double().numpy(),
+        fisher_layers=data.layers,
+        timesteps=[float(t) for t in data.timesteps],
+    )
+    assert "**not a real model**: random weights" in (out / "report" / "report.md").read_text()
