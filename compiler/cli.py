@@ -118,6 +118,12 @@ def _known_models() -> str:
     help="Calibration samples the search's candidate costs run on (the first ones) [all].",
 )
 @click.option(
+    "--heldout-samples",
+    type=int,
+    default=default_of("heldout_samples"),
+    help="Held-out seeds the end-to-end metric samples for every feasible path.",
+)
+@click.option(
     "--hessian-memory",
     "hessian_memory_gb",
     type=float,
@@ -200,6 +206,7 @@ def main(
     resolution: tuple[int, ...] | None,
     calib_samples: int,
     search_samples: int | None,
+    heldout_samples: int,
     hessian_memory_gb: float | None,
     candidates: int,
     clusters: int,
@@ -252,6 +259,7 @@ def main(
             resolution=resolution,
             calib_samples=calib_samples,
             search_samples=search_samples,
+            heldout_samples=heldout_samples,
             hessian_memory_gb=hessian_memory_gb,
             candidates=candidates,
             clusters=clusters,

@@ -82,6 +82,9 @@ def test_click_defaults_are_the_config_defaults() -> None:
         "tau",
         "seed",
         "metric",
+        "search_samples",
+        "heldout_samples",
+        "hessian_memory_gb",
     }
     for name in shared - {"target", "out"}:  # required on the command line
         assert options[name].default == fields[name].default, name
