@@ -49,9 +49,11 @@ def _config(spec, blocks: int | None) -> dict:  # noqa: ANN001
 def build(
     out: Path, model_name: str, blocks: int | None, bits: int, seed: int, keep_dtype: torch.dtype
 ) -> dict:
+    from accelerate import init_empty_weights
+
     from adatsq.core.models.registry import family_of, get_spec
     from adatsq.passes.quant_linear import QuantLinear, _set_submodule, rotates_input
-    from adatsq.passes.weight_store import meta_tensors, parameters_on_meta, save_weight_store
+    from adatsq.passes.weight_store import meta_tensors, save_weight_store
     from adatsq.plugins.formats import format_for_bits
     from adatsq.plugins.reference import effective_group
 
@@ -59,7 +61,7 @@ def build(
     spec = get_spec(model_name)
     family = family_of(spec)
     cfg = _config(spec, blocks)
-    with parameters_on_meta():
+    with init_empty_weights(include_buffers=False):
         model = family.build(cfg, device="cpu", seed=seed)
     inv = family.inventory(model)
     act = set(inv.act_layers)

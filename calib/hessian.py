@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from adatsq.calib import distributed
+
 __all__ = ["HessianAccumulator"]
 
 
@@ -89,6 +91,17 @@ class HessianAccumulator:
         self._h += other._h.to(device=self._h.device, dtype=self._h.dtype)
         self.count += other.count
         self.total_weight += other.total_weight
+        return self
+
+    def all_reduce_(self) -> HessianAccumulator:
+        """Sum H, the token count and the α-mass over the ranks of a torch.distributed run, in place (a
+        no-op in one process): every rank then holds the H of all ranks' inputs, as :meth:`merge` would."""
+        if distributed.world_size() == 1:
+            return self
+        distributed.all_reduce_sum_(self._h)
+        totals = torch.tensor([float(self.count), self.total_weight], dtype=torch.float64)
+        distributed.all_reduce_sum_(totals)
+        self.count, self.total_weight = int(totals[0]), float(totals[1])
         return self
 
     def __iadd__(self, other: HessianAccumulator) -> HessianAccumulator:

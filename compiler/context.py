@@ -144,17 +144,20 @@ class CompileContext:
             out[name] = LayerQuant(self.weight_bits, name in set(inv.act_layers), self.group_size, c, s)
         return out
 
-    def quantized_copy(self, codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> nn.Module:
-        """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given).
-
-        The linears to be replaced are shared with the model in the copy (deepcopy's memo), not copied: the
-        pass reads their weights and swaps them out of the copy, so the copy costs its packed weights and
-        the kept layers only (Flux-dev: 5.3 GB next to the model's 23.8 GB, instead of a second 23.8 GB)."""
-        layers = self.layer_quant(codes)
+    def copy_for_quantized_layers(self) -> nn.Module:
+        """A copy of the model in which the quantized linears are the model's own modules (deepcopy's memo),
+        not copies, for a pass that swaps them out of the copy (InsertQuantLinearPass, the weight-store
+        pass): the copy then costs the kept layers plus what replaces the linears (Flux-dev: 5.3 GB of packed
+        weights next to the model's 23.8 GB, instead of a second 23.8 GB)."""
         modules = dict(self.model.named_modules())
-        memo: dict[int, Any] = {id(modules[n]): modules[n] for n in layers}
-        qmodel = copy.deepcopy(self.model, memo)
-        InsertQuantLinearPass(layers)(qmodel)
+        memo: dict[int, Any] = {id(modules[n]): modules[n] for n in self.inventory.quantized_layers}
+        return copy.deepcopy(self.model, memo)
+
+    def quantized_copy(self, codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> nn.Module:
+        """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given);
+        the model keeps its nn.Linear layers."""
+        qmodel = self.copy_for_quantized_layers()
+        InsertQuantLinearPass(self.layer_quant(codes))(qmodel)
         return qmodel
 
     # --- progress -------------------------------------------------------------------------------------------

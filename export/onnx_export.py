@@ -64,20 +64,21 @@ def load_quantized_model(out_dir: Path) -> nn.Module:
     """The quantized transformer stored in ``out_dir`` (architecture from transformer_config.json, every
     value from weights.safetensors).
 
-    The architecture is built with its parameters on the meta device (:func:`parameters_on_meta`: no
-    allocation, no random init; a 12 B model would take 48 GB in float32 otherwise) and its buffers for
+    The architecture is built with its parameters on the meta device (``accelerate.init_empty_weights`` with
+    ``include_buffers=False``: no allocation, no random init; a 12 B model would take 48 GB in float32 otherwise) and its buffers for
     real, so non-persistent ones (rotary tables) are computed as in a normal build; the weight-store pass
     then assigns the file's tensors (no copy) and fails if any tensor is left on meta. ``float()`` makes the
     unquantized parameters float32 (the CPU numerics); packed codes, float16 scales and float32 biases of the
     QuantLinear modules are untouched (QuantLinear._apply)."""
     import diffusers
+    from accelerate import init_empty_weights
 
-    from adatsq.passes.weight_store import LoadQuantizedWeightsPass, parameters_on_meta
+    from adatsq.passes.weight_store import LoadQuantizedWeightsPass
 
     out_dir = Path(out_dir)
     cfg = json.loads((out_dir / "transformer_config.json").read_text())
     cls = getattr(diffusers, cfg["_class_name"])
-    with torch.random.fork_rng(), parameters_on_meta():
+    with torch.random.fork_rng(), init_empty_weights(include_buffers=False):
         model = cls.from_config(cfg).eval()
     LoadQuantizedWeightsPass(out_dir / "weights.safetensors", assign=True)(model)
     return model.float().eval()

@@ -9,9 +9,8 @@ engine configurations never mean N copies of the weights.
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,6 @@ __all__ = [
     "layer_records",
     "load_weight_store",
     "meta_tensors",
-    "parameters_on_meta",
     "save_weight_store",
 ]
 
@@ -69,29 +67,6 @@ def load_weight_store(
     return tensors, layers, meta
 
 
-@contextlib.contextmanager
-def parameters_on_meta() -> Iterator[None]:
-    """Modules built inside get their parameters on the meta device (nothing allocated, no random init),
-    while buffers are created for real: the non-persistent ones (rotary frequencies and the like, absent from
-    the weight file) are then computed exactly as in a normal build. Like ``accelerate.init_empty_weights(
-    include_buffers=False)``, without the dependency."""
-    original = nn.Module.register_parameter
-
-    def register(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
-        original(module, name, param)
-        p = module._parameters.get(name)
-        if p is not None and not p.is_meta:
-            kwargs = dict(p.__dict__)
-            kwargs["requires_grad"] = p.requires_grad
-            module._parameters[name] = type(p)(p.to("meta"), **kwargs)
-
-    nn.Module.register_parameter = register  # type: ignore[method-assign]
-    try:
-        yield
-    finally:
-        nn.Module.register_parameter = original  # type: ignore[method-assign]
-
-
 def meta_tensors(model: nn.Module) -> list[str]:
     """Names of the parameters and buffers of ``model`` still on the meta device (never materialised)."""
     named = [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]
@@ -104,7 +79,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
 
     The QuantLinear modules hold the stored packed bytes as they are (no unpack/repack). ``assign=True``
     makes every other module take the file's tensors themselves (``load_state_dict(assign=True)``: no copy,
-    the file's dtype), which is what a model built under :func:`parameters_on_meta` needs; the pass then
+    the file's dtype), which is what a model built under ``accelerate.init_empty_weights(include_buffers=False)`` needs; the pass then
     checks that nothing is left on the meta device. ``assign=False`` copies into the existing tensors."""
 
     def __init__(self, path: Path, assign: bool = False) -> None:

@@ -3,7 +3,6 @@ export/package.py); the per-step error of the stored quantized model is measured
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 from typing import Any
 
@@ -32,11 +31,7 @@ def per_step_error(ctx: CompileContext) -> list[dict[str, float]]:
     against the stored full-precision outputs."""
     s = ctx.schedule
     data = ctx.calibration
-    # the linears the store replaces are shared with the model in the copy, not copied (deepcopy's memo;
-    # the pass swaps them out of the copy): a copy of the kept layers plus the packed weights
-    modules = dict(ctx.model.named_modules())
-    memo: dict[int, Any] = {id(modules[n]): modules[n] for n in ctx.inventory.quantized_layers}
-    qmodel = copy.deepcopy(ctx.model, memo)
+    qmodel = ctx.copy_for_quantized_layers()
     LoadQuantizedWeightsPass(ctx.out.weights)(qmodel)
     qmodel.to(ctx.device).eval()
     modules = quant_linears(qmodel)

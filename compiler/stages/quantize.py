@@ -122,7 +122,7 @@ def _accumulate(
         for h in handles:
             h.remove()
     for acc in accs.values():  # every rank's share of Σ α X̃ᵀX̃ (a no-op in one process)
-        distributed.all_reduce_sum_(acc._h)
+        acc.all_reduce_()
     return accs
 
 
@@ -139,8 +139,7 @@ def run_quantize(ctx: CompileContext) -> None:
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     errors: dict[str, dict[str, float]] = {}
     budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type) * 2**30
-    itemsize = torch.empty(0, dtype=_hessian_dtype(ctx.device)).element_size()
-    chunks = _chunks(names, widths, budget, itemsize)
+    chunks = _chunks(names, widths, budget, _hessian_dtype(ctx.device).itemsize)
     samples = distributed.shard(data.samples)
     for i, chunk in enumerate(chunks):
         label = f"quantize {i + 1}/{len(chunks)}"

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
+from helpers.calibration import tiny_flux_inputs
 
 from adatsq.calib import distributed
 
@@ -37,15 +38,7 @@ def test_single_process_helpers_are_no_ops(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def _tiny_flux():
-    from adatsq.core.models import family_of, get_spec, load_transformer
-
-    spec = get_spec("tiny-flux")
-    fam = family_of(spec)
-    model = load_transformer(spec)
-    g = torch.Generator().manual_seed(0)
-    cond = fam.synthetic_conditioning(spec, model, SAMPLES, g)
-    noise = fam.sample_noise(spec, model, spec.resolution, SAMPLES, g)
-    return spec, fam, model, cond, noise
+    return tiny_flux_inputs(SAMPLES)
 
 
 def _calibrate(tiny, checkpoints=None, on_sample=None):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.calibration import tiny_flux_inputs
 
 from adatsq.calib.calibrate import CalibrationData, SampleCheckpoints, calibrate
 
@@ -20,15 +21,7 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="module")
 def tiny_flux():
-    from adatsq.core.models import family_of, get_spec, load_transformer
-
-    spec = get_spec("tiny-flux")
-    fam = family_of(spec)
-    model = load_transformer(spec)
-    g = torch.Generator().manual_seed(0)
-    cond = fam.synthetic_conditioning(spec, model, SAMPLES, g)
-    noise = fam.sample_noise(spec, model, spec.resolution, SAMPLES, g)
-    return spec, fam, model, cond, noise
+    return tiny_flux_inputs(SAMPLES)
 
 
 def _run(tiny_flux, checkpoints=None, on_sample=None, progress=None) -> CalibrationData:

@@ -25,7 +25,6 @@ from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant, QuantL
 from adatsq.passes.weight_store import (
     LoadQuantizedWeightsPass,
     meta_tensors,
-    parameters_on_meta,
     save_weight_store,
 )
 
@@ -107,14 +106,17 @@ def _metadata(path: Path) -> dict[str, str]:
         return dict(f.metadata() or {})
 
 
-def test_parameters_on_meta_keeps_buffers_real() -> None:
+def test_empty_weights_keep_buffers_real() -> None:
+    """What load_quantized_model relies on: parameters on meta, buffers (rotary tables) real."""
+    from accelerate import init_empty_weights
+
     class M(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.lin = torch.nn.Linear(4, 3)
             self.register_buffer("freqs", torch.arange(4.0), persistent=False)
 
-    with parameters_on_meta():
+    with init_empty_weights(include_buffers=False):
         m = M()
     assert m.lin.weight.is_meta and m.lin.bias.is_meta and isinstance(m.lin.weight, torch.nn.Parameter)
     assert not m.freqs.is_meta and torch.equal(m.freqs, torch.arange(4.0))
