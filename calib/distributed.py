@@ -92,8 +92,16 @@ def init_from_env(device: torch.device | str | None = None) -> bool:
     return True
 
 
-def destroy() -> None:
-    if is_initialized():
+def destroy(succeeded: bool = True) -> None:
+    """Leave the process group. After success every rank meets at a barrier first, so no rank tears its
+    connections down while a peer is still inside a collective (gloo aborts the peer's process then, with
+    ``terminate called without an active exception``). After a failure nothing collective is attempted: the
+    peers may be blocked in a collective this rank never reaches, a barrier would hang, and a teardown would
+    abort this process before its traceback is printed; the launcher ends the others."""
+    if not is_initialized():
+        return
+    if succeeded:
+        dist.barrier()
         dist.destroy_process_group()
 
 

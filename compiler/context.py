@@ -7,7 +7,7 @@ import contextlib
 import copy
 import hashlib
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from rich.console import Console
@@ -23,6 +23,9 @@ from adatsq.core.models.base import Family, LayerInventory, ModelSpec
 from adatsq.core.models.registry import build_architecture, family_of, get_spec, load_transformer
 from adatsq.core.schedule import Schedule, load_schedule
 from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
+
+if TYPE_CHECKING:
+    from adatsq.compiler.prompts import PromptEmbeddings
 
 __all__ = ["CompileContext", "model_fingerprint"]
 
@@ -72,6 +75,9 @@ class CompileContext:
         self.dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
         self.timings: dict[str, float] = {}
         self._inventory: LayerInventory | None = None
+        #: the real prompts' embeddings (compiler/prompts.py), encoded before the transformer is loaded
+        self.prompt_embeddings: PromptEmbeddings | None = None
+        self.prompt_embeddings_unsaved = False
 
     # --- inputs -------------------------------------------------------------------------------------------
     @property

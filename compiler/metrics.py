@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from adatsq.compiler.context import CompileContext
+from adatsq.compiler.prompts import conditioning
 from adatsq.core.errors import CompileError
 from adatsq.core.models.base import run_sampler
 from adatsq.core.models.registry import load_pipeline
@@ -38,13 +39,13 @@ def clip_metric(
         )
     from transformers import CLIPModel, CLIPProcessor
 
-    from adatsq.compiler.stages.calibrate import conditioning
-
     c = ctx.config
     generator = torch.Generator().manual_seed(c.seed + 10_000)
     cond, prompts = conditioning(ctx, c.heldout_samples, c.calib_samples, generator)
     noise = ctx.family.sample_noise(ctx.spec, ctx.model, ctx.resolution, c.heldout_samples, generator)
-    pipe = load_pipeline(ctx.spec, ctx.model, c.model_path)
+    pipe = load_pipeline(
+        ctx.spec, ctx.model, c.model_path, text_encoders=False
+    )  # the VAE; prompts are encoded
     clip = CLIPModel.from_pretrained(CLIP_MODEL).eval()
     processor = CLIPProcessor.from_pretrained(CLIP_MODEL)
     modules = quant_linears(qmodel)

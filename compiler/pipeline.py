@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from adatsq.calib import distributed
+from adatsq.compiler import prompts
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.settings import STAGE_NAMES
 from adatsq.compiler.stages.build import build_key, build_outputs, run_build
@@ -95,16 +96,21 @@ def run_pipeline(ctx: CompileContext) -> dict[str, str]:
     """Run the stages up to ``--until``; returns stage → "ran" | "cached" (on a rank other than 0 under
     torch.distributed: the collective stages only)."""
     joined = distributed.init_from_env(ctx.device)
+    succeeded = False
     try:
         if distributed.world_size() > 1:
             _place_on_local_device(ctx)
             if not distributed.is_main():
                 ctx.console.quiet = True  # rank 0 reports
-                return _follow(ctx)
-        return _lead(ctx)
+                status = _follow(ctx)
+                succeeded = True
+                return status
+        status = _lead(ctx)
+        succeeded = True
+        return status
     finally:
         if joined:
-            distributed.destroy()
+            distributed.destroy(succeeded)
 
 
 def _lead(ctx: CompileContext) -> dict[str, str]:
@@ -113,10 +119,12 @@ def _lead(ctx: CompileContext) -> dict[str, str]:
     created = lock = None
     try:
         ctx.out.check(ctx.spec.name)
+        prompts.prepare(ctx)  # real prompts: the text encoders come and go before the transformer
         _ = ctx.model  # loading it checks the model name and --model-path
         created = ctx.out.create()
         lock = ctx.out.lock()
         ctx.out.claim(ctx.spec.name)
+        prompts.save(ctx)  # before the other ranks are told the directory is ready: they read it
         _announce(None)
         announced = True
         return _run_stages(ctx)
@@ -137,7 +145,8 @@ def _lead(ctx: CompileContext) -> dict[str, str]:
 
 
 def _follow(ctx: CompileContext) -> dict[str, str]:
-    """A rank other than 0: load the model, wait for rank 0's directory, run the collective stages."""
+    """A rank other than 0: load the model, wait for rank 0's directory, run the collective stages (real
+    prompts: their embeddings are read from the cache rank 0 wrote before it announced the directory)."""
     _ = ctx.model
     failure = distributed.broadcast_object(None)
     if failure is not None:

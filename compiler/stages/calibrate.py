@@ -15,26 +15,14 @@ import torch
 from adatsq.calib import distributed
 from adatsq.calib.calibrate import SampleCheckpoints, calibrate
 from adatsq.compiler.context import CompileContext
+from adatsq.compiler.prompts import conditioning
 from adatsq.core.atomic import atomic_write
 from adatsq.core.hashing import stable_hash
-from adatsq.core.models.base import Conditioning
-from adatsq.core.models.registry import load_pipeline
 
-__all__ = ["DEFAULT_PROMPTS", "SAMPLES_FOLDER", "calibrate_key", "conditioning", "run_calibrate"]
+__all__ = ["SAMPLES_FOLDER", "calibrate_key", "run_calibrate"]
 
 #: under ``cache/``: the per-sample checkpoints of an unfinished calibration
 SAMPLES_FOLDER = "calibration_samples"
-
-DEFAULT_PROMPTS = (
-    "a photograph of an astronaut riding a horse on the moon",
-    "a cozy wooden cabin in a snowy forest at dusk, warm light in the windows",
-    "a close-up portrait of an elderly fisherman with a weathered face",
-    "a bowl of ramen with a soft-boiled egg, studio food photography",
-    "a futuristic city skyline at night with neon reflections on wet streets",
-    "a watercolor painting of a fox sleeping under a cherry blossom tree",
-    "a red vintage sports car parked on a coastal road, golden hour",
-    "an isometric illustration of a tiny island with a lighthouse",
-)
 
 
 def calibrate_key(ctx: CompileContext) -> dict[str, Any]:
@@ -50,18 +38,6 @@ def calibrate_key(ctx: CompileContext) -> dict[str, Any]:
         "random_weights": c.random_weights,
         "device": ctx.device.type,  # bf16 on the GPU, float32 on the CPU: other numerics
     }
-
-
-def conditioning(
-    ctx: CompileContext, n: int, offset: int, generator: torch.Generator
-) -> tuple[Conditioning, list[str] | None]:
-    """Prompts through the real pipeline's text encoders, or synthetic conditioning for tiny models."""
-    if ctx.config.random_weights or (ctx.spec.is_tiny and not ctx.config.prompts):
-        return ctx.family.synthetic_conditioning(ctx.spec, ctx.model, n, generator), None
-    prompts = list(ctx.config.prompts or DEFAULT_PROMPTS)
-    chosen = [prompts[(offset + i) % len(prompts)] for i in range(n)]
-    pipe = load_pipeline(ctx.spec, ctx.model, ctx.config.model_path)
-    return ctx.family.encode_prompts(pipe, chosen, ctx.spec), chosen
 
 
 def run_calibrate(ctx: CompileContext) -> None:

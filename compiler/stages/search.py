@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from adatsq.compiler.context import CompileContext
+from adatsq.compiler.prompts import conditioning
 from adatsq.compiler.search import (
     Candidate,
     Path,
@@ -24,7 +25,7 @@ from adatsq.compiler.search import (
     pareto_beam_search,
     select_path,
 )
-from adatsq.compiler.stages.calibrate import calibrate_key, conditioning
+from adatsq.compiler.stages.calibrate import calibrate_key
 from adatsq.core.atomic import atomic_write
 from adatsq.core.contract import QUANTIZED_ACT_BITS
 from adatsq.core.hashing import stable_hash

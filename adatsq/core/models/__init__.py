@@ -19,6 +19,7 @@ from adatsq.core.models.registry import (
     family_of,
     get_spec,
     load_pipeline,
+    load_text_encoders,
     load_transformer,
 )
 
@@ -38,6 +39,7 @@ __all__ = [
     "family_of",
     "get_spec",
     "load_pipeline",
+    "load_text_encoders",
     "load_transformer",
     "run_sampler",
 ]

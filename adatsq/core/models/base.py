@@ -235,6 +235,8 @@ class Family:
     name: str = ""
     transformer_class: str = ""
     pipeline_class: str = ""
+    #: the pipeline's components that encode prompts (skipped when the embeddings are cached)
+    text_components: tuple[str, ...] = ("text_encoder", "tokenizer")
     scheduler_class: str = "FlowMatchEulerDiscreteScheduler"
     rules: tuple[LayerRule, ...] = ()
 
@@ -298,8 +300,22 @@ class Family:
     ) -> Conditioning:
         raise NotImplementedError
 
+    def load_text_encoders(self, source: str, revision: str | None, dtype: torch.dtype) -> Any:
+        """What :meth:`encode_prompts` takes as ``pipe``: the diffusers pipeline of ``source`` (a Hub id or a
+        pipeline folder) with its text encoders and tokenizers only, no transformer and no VAE. A family
+        whose checkpoints carry their own text encoder overrides this."""
+        import diffusers
+
+        cls = getattr(diffusers, self.pipeline_class)
+        return cls.from_pretrained(source, transformer=None, vae=None, revision=revision, dtype=dtype)
+
     def encode_prompts(self, pipe: Any, prompts: Sequence[str], spec: ModelSpec) -> Conditioning:
         raise NotImplementedError
+
+    def missing_checkpoint(self, spec: ModelSpec) -> str | None:
+        """Why ``spec``'s own checkpoint cannot be loaded yet, and the command that makes it; None when it
+        can (every Hub checkpoint: the Hub says why itself). A family trained here overrides this."""
+        return None
 
     def set_timesteps(
         self, scheduler: Any, spec: ModelSpec, steps: int, latent_shape: tuple[int, ...]

@@ -74,6 +74,7 @@ class FluxFamily(Family):
     name = "flux"
     transformer_class = "FluxTransformer2DModel"
     pipeline_class = "FluxPipeline"
+    text_components = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     rules = FLUX_RULES
 
     def latent_shape(self, spec: ModelSpec, model: nn.Module, resolution: tuple[int, ...]) -> tuple[int, ...]:

@@ -33,6 +33,7 @@ __all__ = [
     "family_of",
     "get_spec",
     "load_pipeline",
+    "load_text_encoders",
     "load_transformer",
 ]
 
@@ -262,24 +263,62 @@ def load_transformer(
                 f"--model-path {model_path} holds a {found}, but {spec.name} is a {cls.__name__}; "
                 f"pick the model name of that architecture"
             )
-        model = cls.from_pretrained(root, subfolder=sub, torch_dtype=dtype)
+        model = cls.from_pretrained(root, subfolder=sub, dtype=dtype)
     elif spec.is_tiny:
         model = family.build_tiny(spec, seed=seed)
         if dtype != torch.float32:
             model = model.to(dtype)
     else:
-        model = cls.from_pretrained(
-            spec.hf_id, subfolder="transformer", revision=spec.revision, torch_dtype=dtype
-        )
+        reason = family.missing_checkpoint(spec)  # a checkpoint trained here whose folder is still empty
+        if reason is not None:
+            raise ModelLoadError(reason)
+        model = cls.from_pretrained(spec.hf_id, subfolder="transformer", revision=spec.revision, dtype=dtype)
     return model.eval()
 
 
-def load_pipeline(spec: ModelSpec, transformer: nn.Module, model_path: str | Path | None = None) -> Any:
-    """The real diffusers pipeline around ``transformer`` (text encoders, VAE) for prompt encoding/decoding."""
+def _pipeline_source(spec: ModelSpec, model_path: str | Path | None) -> str:
+    if model_path is None:
+        return spec.hf_id
+    if not (Path(model_path) / "model_index.json").is_file():
+        raise ModelLoadError(
+            f"--model-path {model_path}: no model_index.json there, so no text encoders or VAE to load (a "
+            f"transformer folder alone); pass the whole pipeline folder written by the pipeline's save_pretrained"
+        )
+    return str(model_path)
+
+
+def load_text_encoders(
+    spec: ModelSpec,
+    model_path: str | Path | None = None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+) -> Any:
+    """The pipeline's text encoders and tokenizers only (no transformer, no VAE; a family's own encoder where
+    it has one), on ``device``: what ``Family.encode_prompts`` needs, without the transformer next to it."""
+    source = _pipeline_source(spec, model_path)
+    try:
+        pipe = family_of(spec).load_text_encoders(source, spec.revision, dtype)
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"the text encoders of {spec.name} from {source} cannot be loaded: {exc}"
+        ) from exc
+    return pipe.to(device)
+
+
+def load_pipeline(
+    spec: ModelSpec, transformer: nn.Module, model_path: str | Path | None = None, text_encoders: bool = True
+) -> Any:
+    """The real diffusers pipeline around ``transformer`` (its VAE; its text encoders unless
+    ``text_encoders=False``, for callers whose prompts are encoded already)."""
     import diffusers
 
-    cls = getattr(diffusers, family_of(spec).pipeline_class)
-    source = str(model_path) if model_path is not None else spec.hf_id
+    family = family_of(spec)
+    cls = getattr(diffusers, family.pipeline_class)
+    skip = {} if text_encoders else dict.fromkeys(family.text_components)
     return cls.from_pretrained(
-        source, transformer=transformer, revision=spec.revision, torch_dtype=transformer.dtype
+        _pipeline_source(spec, model_path),
+        transformer=transformer,
+        revision=spec.revision,
+        dtype=transformer.dtype,
+        **skip,
     )

@@ -71,13 +71,24 @@ class ZImageFamily(Family):
         )
 
         def pad(embs: list[torch.Tensor]) -> torch.Tensor:
-            # Real captions differ in length; a fixed length keeps the per-sample tensors stackable.
+            # Real captions differ in length; a fixed length keeps the per-sample tensors stackable, and the
+            # lengths (below) let velocity hand the transformer each caption unpadded, as the pipeline does.
             out = torch.zeros(len(embs), spec.text_len, embs[0].shape[-1])
             for i, e in enumerate(embs):
                 out[i, : e.shape[0]] = e[: spec.text_len].float().cpu()
             return out
 
-        return Conditioning({"prompt_embeds": pad(pos), "negative_prompt_embeds": pad(neg)})
+        def lengths(embs: list[torch.Tensor]) -> torch.Tensor:
+            return torch.tensor([min(e.shape[0], spec.text_len) for e in embs], dtype=torch.long)
+
+        return Conditioning(
+            {
+                "prompt_embeds": pad(pos),
+                "negative_prompt_embeds": pad(neg),
+                "prompt_lengths": lengths(pos),
+                "negative_prompt_lengths": lengths(neg),
+            }
+        )
 
     def set_timesteps(
         self, scheduler: Any, spec: ModelSpec, steps: int, latent_shape: tuple[int, ...]
@@ -92,16 +103,25 @@ class ZImageFamily(Family):
         device, dtype = placement(model)
         b = latents.shape[0]
         timestep = (1000 - t.expand(b).float().to(device)) / 1000
-        caps = list(cond["prompt_embeds"].to(device, dtype).unbind(0))
+        caps = _captions(cond, "prompt", device, dtype)
         x = latents.to(device, dtype)
         cfg = spec.guidance_scale > 0
         if cfg:
             x = x.repeat(2, 1, 1, 1)
             timestep = timestep.repeat(2)
-            caps = caps + list(cond["negative_prompt_embeds"].to(device, dtype).unbind(0))
+            caps = caps + _captions(cond, "negative_prompt", device, dtype)
         out = model(list(x.unsqueeze(2).unbind(0)), timestep.to(dtype), caps, return_dict=False)[0]
         pred = torch.stack([o.float() for o in out], dim=0)
         if cfg:
             pos, neg = pred[:b], pred[b:]
             pred = pos + spec.guidance_scale * (pos - neg)
         return -pred.squeeze(2)
+
+
+def _captions(cond: Conditioning, name: str, device: torch.device, dtype: torch.dtype) -> list[torch.Tensor]:
+    """One caption-feature tensor per sample, cut to its length where encoded prompts recorded one (synthetic
+    conditioning has none: every row is ``text_len`` long)."""
+    embeds = list(cond[f"{name}_embeds"].to(device, dtype).unbind(0))
+    if f"{name}_lengths" not in cond.tensors:
+        return embeds
+    return [e[: int(n)] for e, n in zip(embeds, cond[f"{name}_lengths"].tolist(), strict=True)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import traceback
 from pathlib import Path
 
 import pytest
@@ -63,6 +64,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         }
     )
     assert distributed.init_from_env("cpu") is True
+    succeeded = False
     try:
         assert torch.distributed.get_backend() == "gloo"
         assert (distributed.rank(), distributed.world_size(), distributed.is_main()) == (
@@ -94,13 +96,24 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
         assert seen == [(n, True) for n in distributed.shard(SAMPLES)]  # resumed from its checkpoints
         assert torch.equal(again.latents, data.latents) and torch.equal(again.fisher, data.fisher)
         torch.save(data.state_dict(), Path(out) / f"rank{rank}.pt")  # every rank has the whole result
-        distributed.barrier()
+        succeeded = True
+    except BaseException:
+        # a rank that fails may not get to print: its peers are still in a collective, and the process can
+        # be aborted on its way out. The test reports this file.
+        (Path(out) / f"rank{rank}.error").write_text(traceback.format_exc())
+        raise
     finally:
-        distributed.destroy()
+        distributed.destroy(succeeded)
 
 
 def test_two_gloo_ranks_calibrate_like_one_process(tmp_path: Path) -> None:
-    mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    try:
+        mp.spawn(_worker, args=(2, free_port(), str(tmp_path)), nprocs=2, join=True)
+    except Exception as exc:
+        errors = "\n".join(p.read_text() for p in sorted(tmp_path.glob("rank*.error")))
+        raise AssertionError(
+            f"a rank failed: {exc}\n{errors or 'no rank raised (it died in torch)'}"
+        ) from exc
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the thread count the ranks ran with
     try:
