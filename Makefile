@@ -3,7 +3,7 @@ PY ?= python3
 OUT ?= engines/tiny-flux
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile clean
+.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile bench-e2e clean
 
 # editable_mode=strict: the install is a tree of links, build/__editable__.adatsq-*/adatsq/..., that editors and
 # type checkers (pyright, Pylance, mypy) can read; the default mode maps compiler/ -> adatsq.compiler etc. with an
@@ -51,6 +51,13 @@ bench:  ## GPU benchmarks; writes JSON under benchmarks/results/
 bench-compile:  ## the whole compile of random-weight Flux-dev on the GPU, per stage (reduced sizes; BENCHMARKS.md)
 	$(PY) benchmarks/bench_compile_gpu.py --out /tmp/adatsq-bench/flux-dev --run-steps -- flux-dev --target 3.1 \
 		--steps 4 --calib-samples 2 --search-samples 1 --resolution 1024 1024
+
+# The schedule of the W3A3.1 loop: `make bench-compile` writes it; the run resumes (finished variants are kept
+# in the JSON), so repeat the command until it no longer says its time budget is spent.
+SCHED ?= /tmp/adatsq-bench/flux-dev
+bench-e2e:  ## whole-step bf16 / FP8 / ours per model on the GPU: one table + JSON (issue 13)
+	$(PY) benchmarks/bench_e2e.py --models flux-dev,z-image,wan2.1-1.3b --schedule-dir $(SCHED) \
+		--out benchmarks/results/bench_e2e.json --time-budget 480
 
 clean:
 	rm -rf build/lib build/bdist.* *.egg-info engines .pytest_cache  # not build/__editable__.*: the install

@@ -7,7 +7,10 @@ Backends
   sessions read the one ``onnx/weights.safetensors`` (``weights.safetensors`` is a symlink to it).
   Environment: ``ADATSQ_ORT_THREADS`` (integer) sets the sessions' intra-op thread count; unset, ORT's default.
 * ``torch``: ONE QuantLinear model (weights from ``weights.safetensors``); per step its activation bits
-  are switched with ``set_activation_bits`` (no weight copies).
+  are switched with ``set_activation_bits`` (no weight copies). ``dtype`` (default float32, the CPU
+  numerics) is the model's compute dtype; inputs are cast to it and outputs back to float32. On CUDA each
+  distinct configuration's transformer call is captured once as a CUDA graph (:class:`_GraphCache`) and
+  replayed per step; ``graphs=False`` or ``ADATSQ_RUNNER_GRAPHS=0`` turns that off (eager calls).
 * ``trt``: one deserialized TensorRT engine per configuration (``trt/config_NN.plan``), written to the
   documented TensorRT 10/11 Python API (``IRuntime.deserialize_cuda_engine``, ``create_execution_context``,
   ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). UNVERIFIED: no TensorRT here.
@@ -39,9 +42,10 @@ from adatsq.core.layout import OutputLayout
 from adatsq.core.lock import describe_holder, lock_holder, lock_path
 from adatsq.export import manifest
 
-__all__ = ["BACKENDS", "EngineRunner", "RunnerError", "StepRecord", "Transformer"]
+__all__ = ["BACKENDS", "GRAPHS_ENV", "EngineRunner", "RunnerError", "StepRecord", "Transformer"]
 
 BACKENDS = ("ort", "torch", "trt")
+GRAPHS_ENV = "ADATSQ_RUNNER_GRAPHS"  # "0"/"false"/"off": no CUDA graphs in the torch backend
 
 
 class RunnerError(RuntimeError):
@@ -60,7 +64,13 @@ class EngineRunner:
     """Runs the compiled schedule of ``out_dir`` with ``backend`` (see the module docstring)."""
 
     def __init__(
-        self, out_dir: str | Path, backend: str = "ort", device: str = "cpu", verify: bool = True
+        self,
+        out_dir: str | Path,
+        backend: str = "ort",
+        device: str = "cpu",
+        verify: bool = True,
+        graphs: bool | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         from adatsq.core.models.registry import family_of, get_spec
         from adatsq.core.schedule import load_schedule
@@ -97,6 +107,9 @@ class EngineRunner:
         self._engines: dict[int, Callable[[dict[str, np.ndarray]], np.ndarray]] = {}
         self._torch_model: nn.Module | None = None
         self._adapter: Any = None
+        self.dtype = dtype
+        self.graphs = _graphs_enabled(graphs, backend, device)
+        self._graph_cache = _GraphCache() if self.graphs else None
         self.check_engines()
 
     # ------------------------------------------------------------------------------------------ checks
@@ -143,7 +156,8 @@ class EngineRunner:
         if self._torch_model is None:
             from adatsq.export.onnx_export import load_quantized_model
 
-            self._torch_model = load_quantized_model(self.root).to(self.device)
+            model = load_quantized_model(self.root)
+            self._torch_model = _cast_model(model, self.dtype).to(self.device)
         return self._torch_model
 
     def _engine(self, config: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
@@ -273,10 +287,9 @@ class EngineRunner:
             self._begin_step()
         start = time.perf_counter()
         if self.backend == "torch":
-            model = self.torch_model
-            with torch.no_grad():  # the shim reports the CPU: inputs go to the model's device and back
-                out = model(*_to(args, self.device), **_to({**kwargs, "return_dict": False}, self.device))[0]
-            out = _to(out, "cpu")
+            # the shim reports the CPU: inputs go to the model's device and back
+            out = self.call_device(kwargs, args)
+            out = _to(out, "cpu", torch.float32 if self.dtype not in (None, torch.float32) else None)
         else:
             if args:
                 kwargs = {**dict(zip(("hidden_states", "timestep", "encoder_hidden_states"), args)), **kwargs}
@@ -289,6 +302,24 @@ class EngineRunner:
         rec.seconds += time.perf_counter() - start
         rec.calls += 1
         return out
+
+    def call_device(self, kwargs: Mapping[str, Any], args: tuple[Any, ...] = ()) -> Any:
+        """The torch backend's transformer call at the current configuration, output left on the device in
+        the model's dtype: inputs are moved (and floating ones cast) to the model; on CUDA with graphs on, the
+        configuration's CUDA graph is replayed (captured on first use, :class:`_GraphCache`)."""
+        model = self.torch_model
+        args = _to(args, self.device, self.dtype)
+        kwargs = _to({**kwargs, "return_dict": False}, self.device, self.dtype)
+        if self._graph_cache is not None:
+            from adatsq.passes.quant_linear import set_activation_bits
+
+            config = self.current_config
+            bits = self.schedule.bits_at(self._step)
+            return self._graph_cache.run(
+                config, lambda: set_activation_bits(model, bits), model, args, kwargs
+            )
+        with torch.no_grad():
+            return model(*args, **kwargs)[0]
 
     @property
     def torch_config(self) -> Any:
@@ -327,14 +358,159 @@ class EngineRunner:
             self.explicit_steps = False
 
 
-def _to(value: Any, device: str) -> Any:
-    """``value`` with every tensor in it (also inside lists, tuples and dicts) moved to ``device``."""
+def _to(value: Any, device: str, dtype: torch.dtype | None = None) -> Any:
+    """``value`` with every tensor in it (also inside lists, tuples and dicts) moved to ``device``, floating
+    tensors cast to ``dtype`` when one is given."""
     if isinstance(value, torch.Tensor):
-        return value.to(device)
+        cast = dtype if (dtype is not None and value.is_floating_point()) else None
+        return value.to(device=device, dtype=cast)
     if isinstance(value, (list, tuple)):
-        return type(value)(_to(v, device) for v in value)
+        return type(value)(_to(v, device, dtype) for v in value)
     if isinstance(value, dict):
-        return {k: _to(v, device) for k, v in value.items()}
+        return {k: _to(v, device, dtype) for k, v in value.items()}
+    return value
+
+
+def _graphs_enabled(graphs: bool | None, backend: str, device: str) -> bool:
+    """CUDA graphs are used by the torch backend on a CUDA device only; ``graphs`` (None: the
+    ``ADATSQ_RUNNER_GRAPHS`` variable, unset meaning on) can turn them off, never on elsewhere."""
+    import os
+
+    if graphs is None:
+        graphs = os.environ.get(GRAPHS_ENV, "1").strip().lower() not in ("0", "false", "off", "no")
+    return bool(graphs) and backend == "torch" and str(device).startswith("cuda")
+
+
+def _cast_model(model: nn.Module, dtype: torch.dtype | None) -> nn.Module:
+    """``model`` in compute dtype ``dtype`` (None: unchanged, float32). Modules the class keeps in float32
+    (``_keep_in_fp32_modules``, as diffusers' ``from_pretrained``) stay float32; QuantLinear keeps its float16
+    scales and float32 biases (``QuantLinear._apply``)."""
+    if dtype is None or dtype == torch.float32:
+        return model
+    model = model.to(dtype)
+    keep = set(getattr(type(model), "_keep_in_fp32_modules", None) or ())
+    for name, p in model.named_parameters():
+        if keep & set(name.split(".")):
+            p.data = p.data.float()
+    return model
+
+
+@dataclasses.dataclass
+class _Graph:
+    """One captured transformer call: static input leaves (copied into per replay), its output."""
+
+    graph: Any
+    inputs: list[torch.Tensor]
+    output: Any
+
+
+class _GraphCache:
+    """One CUDA graph per configuration of the torch backend, for one input signature.
+
+    A call's inputs are flattened (``torch.utils._pytree``) into tensor leaves; the signature is the tree
+    structure, every tensor leaf's (shape, dtype, device) and every non-tensor leaf's value. On first use of a
+    configuration, ``prepare()`` sets the model's activation bits for it (they are Python ints baked into the
+    captured kernels), the call runs twice eagerly on a side stream (Triton JIT, lazily built device tables and
+    workspaces-size queries happen outside the capture) and is captured; all graphs share one memory pool,
+    since they are replayed one at a time (intermediates of different configurations may alias; each graph's
+    static output stays alive). A new signature invalidates every graph (they are dropped and recaptured).
+    Replay: ``copy_`` each input into its static buffer, replay, return a clone of the static output. A call
+    that fails to capture (an op that syncs the host) falls back to eager for that configuration, with one
+    warning; ``errors`` keeps why.
+    """
+
+    def __init__(self, warmup: int = 2) -> None:
+        self.warmup = warmup
+        self.graphs: dict[int, _Graph | None] = {}
+        self.signature: Any = None
+        self.errors: dict[int, str] = {}
+        self.captures = 0
+        self.replays = 0
+        self._pool: Any = None
+
+    def invalidate(self) -> None:
+        self.graphs.clear()
+        self.errors.clear()
+        self.signature = None
+
+    def run(
+        self,
+        config: int,
+        prepare: Callable[[], None],
+        model: nn.Module,
+        args: tuple[Any, ...],
+        kwargs: Mapping[str, Any],
+    ) -> Any:
+        from torch.utils import _pytree
+
+        leaves, spec = _pytree.tree_flatten((args, dict(kwargs)))
+        signature = (
+            str(spec),
+            tuple(
+                (tuple(v.shape), v.dtype, str(v.device))
+                if isinstance(v, torch.Tensor)
+                else ("value", repr(v))
+                for v in leaves
+            ),
+        )
+        if signature != self.signature:
+            self.invalidate()
+            self.signature = signature
+        if config not in self.graphs:
+            prepare()
+            self.graphs[config] = self._capture(config, model, leaves, spec)
+        entry = self.graphs[config]
+        if entry is None:  # capture failed: eager
+            prepare()
+            a, kw = _pytree.tree_unflatten(leaves, spec)
+            with torch.no_grad():
+                return model(*a, **kw)[0]
+        for static, value in zip(
+            entry.inputs, (v for v in leaves if isinstance(v, torch.Tensor)), strict=True
+        ):
+            static.copy_(value)
+        entry.graph.replay()
+        self.replays += 1
+        return _clone(entry.output)
+
+    def _capture(self, config: int, model: nn.Module, leaves: list[Any], spec: Any) -> _Graph | None:
+        import warnings
+
+        from torch.utils import _pytree
+
+        static_leaves = [v.clone() if isinstance(v, torch.Tensor) else v for v in leaves]
+        inputs = [v for v in static_leaves if isinstance(v, torch.Tensor)]
+        a, kw = _pytree.tree_unflatten(static_leaves, spec)
+        try:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side), torch.no_grad():
+                for _ in range(self.warmup):
+                    model(*a, **kw)
+            torch.cuda.current_stream().wait_stream(side)
+            if self._pool is None:
+                self._pool = torch.cuda.graph_pool_handle()
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self._pool), torch.no_grad():
+                output = model(*a, **kw)[0]
+        except Exception as exc:  # an op that cannot be captured: this configuration runs eagerly
+            self.errors[config] = f"{type(exc).__name__}: {exc}"
+            warnings.warn(
+                f"CUDA graph capture of configuration {config} failed ({self.errors[config][:200]}); "
+                f"running it eagerly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+        self.captures += 1
+        return _Graph(graph, inputs, output)
+
+
+def _clone(value: Any) -> Any:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, (list, tuple)):
+        return type(value)(_clone(v) for v in value)
     return value
 
 

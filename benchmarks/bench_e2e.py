@@ -1,0 +1,791 @@
+"""End-to-end denoising-step benchmark (issue 13): bf16 eager / torch.compile, an FP8 baseline, and ours.
+
+One command, one run, one table (markdown, printed) and one JSON (``--out``):
+
+    python benchmarks/bench_e2e.py --models flux-dev,z-image,wan2.1-1.3b --out results.json \\
+        [--schedule-dir DIR] [--variants ...] [--iters 10] [--warmup 3] [--time-budget 480] [--force]
+    python benchmarks/bench_e2e.py --smoke --out /tmp/e2e_smoke.json          # tiny models on the CPU
+
+Models are the registry's full-size architectures with seeded random weights
+(``build_architecture(get_spec(name), device, dtype=bfloat16, seed=0)``) at the spec's resolution (Flux-dev
+and Z-Image 1024², Wan2.1-1.3B 81×480×832); inputs are the family's ``synthetic_conditioning`` /
+``sample_noise``, and one *step* is the family's ``velocity`` (what the pipeline hands to ``scheduler.step``,
+classifier-free guidance included: Wan calls the transformer twice, Z-Image on a doubled batch).
+
+Variants (each independent: its own build, its own error record, memory freed after it):
+
+* ``bf16-eager``, ``bf16-compile`` (``torch.compile``, default mode);
+* ``fp8-compile``: every Role.ACT linear (418 in Flux-dev) as ``torch._scaled_mm`` e4m3 with dynamic
+  per-token activation scales and per-output-channel weight scales, s_x = max|x_m|/448, s_w = max|W_n|/448,
+  y = (q_x q_wᵀ)·s_x·s_wᵀ + b (torchao's float8 dynamic rowwise recipe, fast accumulation, written here),
+  then ``torch.compile``;
+* ``ours-a3`` / ``ours-a4`` / ``ours-a8``: InsertQuantLinearPass with RTN weights (``--weight-bits``, default
+  3, for Role.ACT and weight-only layers alike, as the compile does below a 4-bit target) and every
+  activation-quantized layer at a bits; timed eager and as one CUDA graph of the transformer call (the
+  runner's ``_GraphCache``), plus the cost of switching between the a3 and a4 graphs;
+* ``ours-w3a3.1``: the schedule of an ``adatsq-compile MODEL --random-weights`` output directory
+  (``--schedule-dir``, one or several comma-separated; the one whose schedule names the model is used) run as
+  a full ``--loop-steps`` (50) step sampling loop through the runner's torch backend (bf16, CUDA graph per
+  configuration), step i on the schedule's configuration of step ⌊i·S/50⌋; also per configuration step time
+  and the switch cost.
+
+Per variant: median step ms over ``--iters`` (CUDA events after ``--warmup``), peak GPU memory (peak reset
+before the variant), resident memory (``memory_allocated`` after the build) and the weight bytes, and a
+per-kernel breakdown of one step (torch.profiler, grouped: GEMM, attention, activation rotate+quantize,
+elementwise/copies, weight-only GEMV, weight expansion, layer norm, other). Resumable: a (model, variant)
+already ``ok`` in ``--out`` is skipped unless ``--force``; ``--time-budget`` stops starting variants after
+that many seconds (rerun the same command to continue), since one GPU command is limited to 10 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import datetime
+import gc
+import json
+import os
+import re
+import statistics
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+VARIANTS = ("bf16-eager", "bf16-compile", "fp8-compile", "ours-a3", "ours-a4", "ours-a8", "ours-w3a3.1")
+FULL_MODELS = ("flux-dev", "z-image", "wan2.1-1.3b")
+SMOKE_MODELS = {"flux-dev": "tiny-flux", "z-image": "tiny-zimage", "wan2.1-1.3b": "tiny-wan"}
+GOALS = {
+    "step_ms": 95.0,
+    "vs_bf16_compile": 1.35,
+    "vs_fp8_compile": 1.0,
+    "switch_frac": 0.01,
+    "weights_gb": 4.6,
+}
+FP8 = torch.float8_e4m3fn
+E4M3_MAX = 448.0
+CATEGORIES = (  # first match wins; kernel (GPU) or op (CPU smoke) names, lower case
+    ("weight expansion", r"expand_kernel|expand_weight|scales_kernel"),
+    ("weight-only GEMV", r"wo_gemv|weight_only"),
+    ("activation rotate+quantize", r"rotate|quant|amax"),
+    ("attention", r"flash|fmha|attention|sdpa|mha"),
+    ("GEMM", r"gemm|cutlass|sm90|nvjet|cublas|xmma|scaled_mm|aten::mm|aten::bmm|addmm|matmul|wgmma|qlinear"),
+    ("layer norm", r"layer_norm|layernorm|rms_norm|rmsnorm"),
+    (
+        "elementwise/copies",
+        r"elementwise|vectorized|copy|memcpy|memset|fill|cat|triton_|unrolled|reduce|index",
+    ),
+    ("other", r".*"),
+)
+
+
+# ----------------------------------------------------------------------------------------------- settings
+@dataclasses.dataclass
+class Settings:
+    device: str
+    iters: int
+    warmup: int
+    smoke: bool
+    weight_bits: int
+    loop_steps: int
+    schedule_dirs: tuple[Path, ...]
+    profile: bool
+
+
+@dataclasses.dataclass
+class Case:
+    """One model's fixed inputs: the step is ``family.velocity(model, latents, t, cond, spec)``."""
+
+    name: str
+    spec: Any
+    family: Any
+    resolution: tuple[int, ...]
+    latents: torch.Tensor
+    t: torch.Tensor
+    cond: Any
+
+
+def cuda(settings: Settings) -> bool:
+    return settings.device.startswith("cuda")
+
+
+def model_dtype(settings: Settings) -> torch.dtype:
+    return torch.bfloat16 if cuda(settings) else torch.float32
+
+
+# ----------------------------------------------------------------------------------------------- timing
+def sync(settings: Settings) -> None:
+    if cuda(settings):
+        torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[], object], settings: Settings, iters: int | None = None) -> float:
+    """Median ms of ``fn`` over ``iters`` calls after ``settings.warmup`` (CUDA events; wall on the CPU)."""
+    iters = settings.iters if iters is None else iters
+    with torch.no_grad():
+        for _ in range(settings.warmup):
+            fn()
+        sync(settings)
+        times = []
+        for _ in range(iters):
+            if cuda(settings):
+                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+                start.record()
+                fn()
+                end.record()
+                end.synchronize()
+                times.append(start.elapsed_time(end))
+            else:
+                t0 = time.perf_counter()
+                fn()
+                times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+def categorize(name: str) -> str:
+    low = name.lower()
+    return next(cat for cat, rx in CATEGORIES if re.search(rx, low))
+
+
+def kernel_breakdown(fn: Callable[[], object], settings: Settings, steps: int = 1) -> dict[str, Any]:
+    """ms per step by category from torch.profiler: CUDA kernels on the GPU, leaf ops' self CPU time in the
+    CPU smoke. Also the top kernels."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda(settings) else [])
+    with torch.no_grad():
+        if cuda(settings):
+            fn()
+            sync(settings)
+        with profile(activities=acts) as prof:
+            for _ in range(steps):
+                fn()
+            sync(settings)
+    by_cat: dict[str, float] = {c: 0.0 for c, _ in CATEGORIES}
+    top: list[tuple[str, float]] = []
+    for e in prof.key_averages():
+        if cuda(settings):
+            if e.device_type != DeviceType.CUDA:
+                continue
+            us = float(getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cuda_time_total", 0.0))
+        else:
+            us = float(e.self_cpu_time_total)
+            if e.key.startswith(("ProfilerStep", "aten::empty", "aten::to", "aten::_to_copy")) and us == 0:
+                continue
+        ms = us / 1e3 / steps
+        by_cat[categorize(e.key)] += ms
+        top.append((e.key[:80], ms))
+    top.sort(key=lambda kv: -kv[1])
+    return {
+        "source": "cuda kernels" if cuda(settings) else "cpu ops (self time)",
+        "ms_per_step": {k: round(v, 4) for k, v in by_cat.items()},
+        "total_ms": round(sum(by_cat.values()), 4),
+        "top": [[k, round(v, 4)] for k, v in top[:12]],
+    }
+
+
+# ----------------------------------------------------------------------------------------------- memory
+def weight_bytes(model: nn.Module) -> int:
+    """Bytes of the distinct storages of every parameter and buffer (the resident weights)."""
+    seen: set[int] = set()
+    total = 0
+    for t in [*model.parameters(), *model.buffers()]:
+        if t.device.type == "meta":
+            continue
+        key = t.untyped_storage().data_ptr()
+        if key not in seen:
+            seen.add(key)
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def gib(nbytes: float) -> float:
+    return round(nbytes / 2**30, 3)
+
+
+def free_memory(settings: Settings) -> None:
+    gc.collect()
+    if cuda(settings):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+
+
+def reset_peak(settings: Settings) -> None:
+    if cuda(settings):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def memory(settings: Settings) -> dict[str, float]:
+    if not cuda(settings):
+        return {}
+    return {
+        "allocated_gib": gib(torch.cuda.memory_allocated()),
+        "peak_gib": gib(torch.cuda.max_memory_allocated()),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- models
+def make_case(name: str, settings: Settings, resolution: tuple[int, ...] | None = None) -> Case:
+    from adatsq.core.models.base import timesteps_for
+    from adatsq.core.models.registry import build_architecture, family_of, get_spec
+
+    spec = get_spec(name)
+    family = family_of(spec)
+    meta = build_architecture(spec, device="meta")
+    res = tuple(resolution or spec.resolution)
+    g = torch.Generator().manual_seed(0)
+    cond = family.synthetic_conditioning(spec, meta, 1, g)
+    noise = family.sample_noise(spec, meta, res, 1, g)
+    _, timesteps = timesteps_for(family, spec, spec.steps, tuple(noise.shape[1:]))
+    dev = settings.device
+    return Case(
+        name, spec, family, res, noise.to(dev), timesteps[len(timesteps) // 2].to(dev),
+        cond.to(dev, model_dtype(settings)),
+    )  # fmt: skip
+
+
+def build_bf16(case: Case, settings: Settings) -> nn.Module:
+    from adatsq.core.models.registry import build_architecture
+
+    return build_architecture(case.spec, device=settings.device, dtype=model_dtype(settings), seed=0)
+
+
+def step_fn(case: Case, model: nn.Module) -> Callable[[], torch.Tensor]:
+    return lambda: case.family.velocity(model, case.latents, case.t, case.cond, case.spec)
+
+
+class Wrapped(nn.Module):
+    """``call(*args, **kwargs)`` in place of a transformer, with its ``.config`` and an anchor parameter in
+    the model's device and dtype (the families place their inputs by the first parameter)."""
+
+    def __init__(self, inner: nn.Module, call: Callable[..., Any], device: str, dtype: torch.dtype) -> None:
+        super().__init__()
+        self.config = inner.config
+        self._call = call
+        self._anchor = nn.Parameter(torch.zeros(1, device=device, dtype=dtype), requires_grad=False)
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self._call(*args, **kwargs)
+
+
+def act_layers(case: Case, model: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    inv = case.family.inventory(model)
+    return inv.act_layers, inv.weight_only
+
+
+# ----------------------------------------------------------------------------------------------- FP8 baseline
+class Fp8RowwiseLinear(nn.Module):
+    """y = (q_x q_wᵀ) · s_x · s_wᵀ + b on ``torch._scaled_mm`` (e4m3, fast accumulation), with dynamic
+    per-token s_x = max_k |x_mk| / 448 and static per-output-channel s_w = max_k |W_nk| / 448 (the float8
+    dynamic rowwise recipe)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        w = linear.weight.detach().float()
+        s_w = (w.abs().amax(dim=1, keepdim=True) / E4M3_MAX).clamp_min(1e-12)
+        self.register_buffer("w_fp8", (w / s_w).to(FP8))  # N×K
+        self.register_buffer("s_w", s_w.t().contiguous())  # 1×N float32
+        b = linear.bias
+        self.register_buffer("bias", None if b is None else b.detach().to(torch.bfloat16))
+        self.out_features = linear.out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        lead, k = x.shape[:-1], x.shape[-1]
+        x2 = x.reshape(-1, k)
+        s_x = (x2.abs().amax(dim=1, keepdim=True).float() / E4M3_MAX).clamp_min(1e-12)  # M×1
+        q = (x2.float() / s_x).clamp(-E4M3_MAX, E4M3_MAX).to(FP8)
+        y = torch._scaled_mm(
+            q, self.w_fp8.t(), scale_a=s_x, scale_b=self.s_w, bias=self.bias, out_dtype=torch.bfloat16,
+            use_fast_accum=True,
+        )  # fmt: skip
+        return y.reshape(*lead, self.out_features).to(x.dtype)
+
+
+def to_fp8(case: Case, model: nn.Module) -> int:
+    from adatsq.passes.quant_linear import _set_submodule
+
+    names, _ = act_layers(case, model)
+    modules = dict(model.named_modules())
+    for n in names:
+        _set_submodule(model, n, Fp8RowwiseLinear(modules[n]))
+        modules[n].weight = None  # the bf16 copy goes as soon as its FP8 one exists
+    return len(names)
+
+
+# ----------------------------------------------------------------------------------------------- ours
+def quantize_ours(case: Case, model: nn.Module, settings: Settings) -> int:
+    from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
+
+    act, wo = act_layers(case, model)
+    g = case.spec.group_size
+    layers = {n: LayerQuant(settings.weight_bits, True, g) for n in act}
+    layers.update({n: LayerQuant(settings.weight_bits, False, g) for n in wo})
+    InsertQuantLinearPass(layers)(model)
+    return len(act)
+
+
+def graphed(
+    model: nn.Module, cache: Any, key: Callable[[], int], prepare: Callable[[], None]
+) -> Callable[..., Any]:
+    def call(*args: Any, **kwargs: Any) -> tuple[Any]:
+        return (cache.run(key(), prepare, model, args, kwargs),)
+
+    return call
+
+
+def switch_cost(
+    step_a: Callable[[], object], step_b: Callable[[], object], settings: Settings
+) -> dict[str, float]:
+    """ms of a switch: a step alternating two configurations (a b a b …) against a step repeating one."""
+    same = time_ms(lambda: (step_a(), step_a()), settings) / 2
+    alt = time_ms(lambda: (step_a(), step_b()), settings) / 2
+    return {
+        "same_ms": round(same, 4),
+        "alternating_ms": round(alt, 4),
+        "switch_ms": round(max(alt - same, 0.0), 4),
+    }
+
+
+# ----------------------------------------------------------------------------------------------- variants
+Record = dict[str, Any]
+
+
+def skipped(reason: str) -> Record:
+    return {"status": "skipped", "reason": reason}
+
+
+def measure(fn: Callable[[], object], settings: Settings, rec: Record) -> None:
+    rec["ms"] = round(time_ms(fn, settings), 4)
+    if settings.profile:
+        rec["kernels"] = kernel_breakdown(fn, settings)
+
+
+def group_bf16(case: Case, settings: Settings, want: list[str], emit: Callable[[str, Record], None]) -> None:
+    reset_peak(settings)
+    model = build_bf16(case, settings)
+    resident = {
+        "resident_gib": memory(settings).get("allocated_gib"),
+        "weights_gb": weight_bytes(model) / 1e9,
+    }
+    for v in want:
+        rec: Record = dict(resident)
+        if v == "bf16-compile" and not cuda(settings):
+            emit(v, skipped("torch.compile on the CPU (--smoke): Inductor's C++ build is too slow here"))
+            continue
+        with variant(v, settings, rec, emit):
+            fn_model = (
+                model
+                if v == "bf16-eager"
+                else Wrapped(model, torch.compile(model), settings.device, torch.bfloat16)
+            )
+            measure(step_fn(case, fn_model), settings, rec)
+    del model
+
+
+def group_fp8(case: Case, settings: Settings, want: list[str], emit: Callable[[str, Record], None]) -> None:
+    if not cuda(settings):
+        emit("fp8-compile", skipped("needs CUDA (torch._scaled_mm e4m3 on an sm_89+ GPU)"))
+        return
+    rec: Record = {}
+    with variant("fp8-compile", settings, rec, emit):
+        reset_peak(settings)
+        model = build_bf16(case, settings)
+        rec["fp8_layers"] = to_fp8(case, model)
+        free_memory(settings)
+        rec.update(resident_gib=memory(settings)["allocated_gib"], weights_gb=weight_bytes(model) / 1e9)
+        compiled = Wrapped(model, torch.compile(model), settings.device, torch.bfloat16)
+        measure(step_fn(case, compiled), settings, rec)
+        del compiled, model
+
+
+def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[str, Record], None]) -> None:
+    from adatsq.passes.quant_linear import set_activation_bits
+    from adatsq.runtime.runner import _GraphCache
+
+    reset_peak(settings)
+    model = build_bf16(case, settings)
+    n_act = quantize_ours(case, model, settings)
+    free_memory(settings)
+    base: Record = {
+        "resident_gib": memory(settings).get("allocated_gib"), "weights_gb": weight_bytes(model) / 1e9,
+        "act_layers": n_act, "weight_bits": settings.weight_bits,
+    }  # fmt: skip
+    act, _ = act_layers_q(model)
+    cache = _GraphCache() if cuda(settings) else None
+    current = [0]
+    steps: dict[int, Callable[[], torch.Tensor]] = {}
+    for v in want:
+        a = int(v.removeprefix("ours-a"))
+        rec: Record = {**base, "a_bits": a}
+        with variant(v, settings, rec, emit):
+            set_activation_bits(model, dict.fromkeys(act, a))
+            rec["eager_ms"] = round(time_ms(step_fn(case, model), settings), 4)
+            if cache is None:
+                rec["graph"] = "skipped: CUDA graphs need CUDA"
+                rec["ms"] = rec["eager_ms"]
+                if settings.profile:
+                    rec["kernels"] = kernel_breakdown(step_fn(case, model), settings)
+                continue
+
+            def prepare(a: int = a) -> None:
+                set_activation_bits(model, dict.fromkeys(act, a))
+
+            def key(a: int = a) -> int:
+                return a
+
+            fn = step_fn(
+                case, Wrapped(model, graphed(model, cache, key, prepare), settings.device, torch.bfloat16)
+            )
+            steps[a] = fn
+            current[0] = a
+            measure(fn, settings, rec)
+            rec["graph_errors"] = dict(cache.errors)
+            if len(steps) >= 2:
+                (a1, f1), (a2, f2) = list(steps.items())[:2]
+                rec["switch"] = {"between": [a1, a2], **switch_cost(f1, f2, settings)}
+
+
+def act_layers_q(model: nn.Module) -> tuple[list[str], list[str]]:
+    from adatsq.passes.quant_linear import quant_linears
+
+    q = quant_linears(model)
+    return [n for n, m in q.items() if m.act_quantized], [n for n, m in q.items() if not m.act_quantized]
+
+
+def schedule_dir_for(model: str, settings: Settings) -> Path | None:
+    from adatsq.core.schedule import load_schedule
+
+    for d in settings.schedule_dirs:
+        if (d / "schedule.json").is_file() and load_schedule(d / "schedule.json").model == model:
+            return d
+    return None
+
+
+def group_schedule(
+    case: Case, settings: Settings, want: list[str], emit: Callable[[str, Record], None]
+) -> None:
+    from adatsq.core.models.base import run_sampler
+    from adatsq.runtime.runner import EngineRunner
+
+    root = schedule_dir_for(case.name, settings)
+    if root is None:
+        emit("ours-w3a3.1", skipped(f"no --schedule-dir holds a schedule of {case.name}"))
+        return
+    rec: Record = {"schedule_dir": str(root)}
+    with variant("ours-w3a3.1", settings, rec, emit):
+        reset_peak(settings)
+        dtype = torch.bfloat16 if cuda(settings) else None
+        runner = EngineRunner(
+            root, backend="torch", device=settings.device, graphs=cuda(settings), dtype=dtype
+        )
+        model = runner.torch_model
+        s = runner.schedule
+        rec.update(
+            resident_gib=memory(settings).get("allocated_gib"), weights_gb=weight_bytes(model) / 1e9,
+            graphs=runner.graphs, target=s.target_bits, achieved_bits=s.achieved_bits, schedule_steps=s.steps,
+            configs=len(s.configs), loop_steps=settings.loop_steps,
+        )  # fmt: skip
+        case = make_case(case.name, settings, tuple(s.resolution))
+        shim = Wrapped(
+            model, lambda *a, **kw: (runner.call_device(kw, a),), settings.device, dtype or torch.float32
+        )
+        per_config: dict[str, float] = {}
+        first_step = {c: s.step_configs.index(c) for c in sorted(set(s.step_configs))}
+        fns = {}
+        for c, i in first_step.items():
+
+            def fn(i: int = i) -> torch.Tensor:
+                runner.set_step(i)
+                return step_fn(case, shim)()
+
+            fns[c] = fn
+            per_config[str(c)] = round(time_ms(fn, settings), 4)
+        rec["per_config_ms"] = per_config
+        mapping = [i * s.steps // settings.loop_steps for i in range(settings.loop_steps)]
+        rec["switches_in_loop"] = sum(
+            s.step_configs[a] != s.step_configs[b] for a, b in zip(mapping, mapping[1:], strict=False)
+        )
+
+        def loop() -> torch.Tensor:
+            return run_sampler(
+                case.family, case.spec, shim, case.latents, case.cond, settings.loop_steps,
+                before_step=lambda i: runner.set_step(mapping[i]),
+            )  # fmt: skip
+
+        loop_ms = time_ms(
+            loop, dataclasses.replace(settings, warmup=min(settings.warmup, 1)), iters=min(settings.iters, 3)
+        )
+        rec["loop_ms"] = round(loop_ms, 3)
+        rec["ms"] = round(loop_ms / settings.loop_steps, 4)
+        if len(fns) >= 2:
+            (c1, f1), (c2, f2) = list(fns.items())[:2]
+            rec["switch"] = {"between": [c1, c2], **switch_cost(f1, f2, settings)}
+        if settings.profile:
+            rec["kernels"] = kernel_breakdown(next(iter(fns.values())), settings)
+        if runner._graph_cache is not None:
+            rec["graph_captures"] = runner._graph_cache.captures
+            rec["graph_errors"] = dict(runner._graph_cache.errors)
+
+
+@contextlib.contextmanager
+def variant(
+    name: str, settings: Settings, rec: Record, emit: Callable[[str, Record], None]
+) -> Iterator[None]:
+    """Runs one variant: peak reset before, status/error/peak recorded after, memory freed; never raises."""
+    reset_peak(settings)
+    start = time.perf_counter()
+    try:
+        yield
+        rec["status"] = "ok"
+    except Exception as exc:  # a failing variant is recorded and the run goes on
+        rec.update(
+            status="error",
+            error=f"{type(exc).__name__}: {str(exc)[:500]}",
+            traceback=traceback.format_exc()[-3000:],
+        )
+        print(f"  {name}: {rec['error']}", flush=True)
+    rec["wall_s"] = round(time.perf_counter() - start, 2)
+    if cuda(settings):
+        rec["peak_gib"] = gib(torch.cuda.max_memory_allocated())
+    emit(name, rec)
+    free_memory(settings)
+
+
+GROUPS: tuple[tuple[tuple[str, ...], Callable[..., None]], ...] = (
+    (("bf16-eager", "bf16-compile"), group_bf16),
+    (("fp8-compile",), group_fp8),
+    (("ours-a3", "ours-a4", "ours-a8"), group_ours),
+    (("ours-w3a3.1",), group_schedule),
+)
+
+
+# ----------------------------------------------------------------------------------------------- results
+def load_results(path: Path) -> dict[str, Any]:
+    if path.is_file():
+        try:
+            return json.loads(path.read_text())
+        except json.JSONDecodeError:
+            print(f"warning: {path} is not JSON; starting afresh", flush=True)
+    return {"runs": [], "results": {}}
+
+
+def save_results(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def meta(settings: Settings) -> dict[str, Any]:
+    return {
+        "command": "python " + " ".join(sys.argv),
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "gpu": torch.cuda.get_device_name() if cuda(settings) else "none (CPU)",
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "device": settings.device,
+        "smoke": settings.smoke,
+        "iters": settings.iters,
+        "warmup": settings.warmup,
+    }
+
+
+def goals(results: dict[str, Any], model: str) -> list[tuple[str, str, str]]:
+    """(goal, value, verdict) rows of issue 13, from ``model``'s results (n/a where a number is missing)."""
+
+    def ms(v: str) -> float | None:
+        r = results.get(f"{model}/{v}", {})
+        return r.get("ms") if r.get("status") == "ok" else None
+
+    ours, bf, f8 = ms("ours-w3a3.1"), ms("bf16-compile"), ms("fp8-compile")
+    r = results.get(f"{model}/ours-w3a3.1", {})
+    sw = (r.get("switch") or {}).get("switch_ms")
+    wgb = r.get("weights_gb") if r.get("status") == "ok" else None
+
+    def row(goal: str, value: float | None, ok: Callable[[float], bool], fmt: str) -> tuple[str, str, str]:
+        if value is None:
+            return goal, "n/a", "n/a"
+        return goal, fmt.format(value), "PASS" if ok(value) else "FAIL"
+
+    return [
+        row(f"W3A3.1 step ≤ {GOALS['step_ms']:.0f} ms", ours, lambda v: v <= GOALS["step_ms"], "{:.2f} ms"),
+        row(
+            "bf16-compile / W3A3.1 ≥ 1.35×",
+            bf / ours if bf and ours else None,
+            lambda v: v >= 1.35,
+            "{:.3f}×",
+        ),
+        row(
+            "fp8-compile / W3A3.1 ≥ 1.00×", f8 / ours if f8 and ours else None, lambda v: v >= 1.0, "{:.3f}×"
+        ),
+        row(
+            "switch cost < 1 % of a step",
+            sw / ours if sw is not None and ours else None,
+            lambda v: v < 0.01,
+            "{:.3%}",
+        ),
+        row("resident weights ≤ 4.6 GB", wgb, lambda v: v <= GOALS["weights_gb"], "{:.3f} GB"),
+    ]
+
+
+def to_markdown(data: dict[str, Any], models: list[str], variants: list[str]) -> str:
+    res = data["results"]
+    cats = [c for c, _ in CATEGORIES]
+    head = ["model", "variant", "step ms", "eager ms", "vs bf16-compile", "vs fp8-compile", "switch ms",
+            "resident GiB", "peak GiB", "weights GB", *cats, "status"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def f(v: Any, fmt: str = "{:.2f}") -> str:
+        return "–" if v is None else fmt.format(v)
+
+    for m in models:
+        base = {k: res.get(f"{m}/{k}", {}).get("ms") for k in ("bf16-compile", "fp8-compile")}
+        for v in variants:
+            r = res.get(f"{m}/{v}")
+            if r is None:
+                continue
+            ms = r.get("ms")
+            kern = (r.get("kernels") or {}).get("ms_per_step", {})
+            status = (
+                r["status"]
+                if r["status"] == "ok"
+                else (
+                    f"skipped: {r['reason']}"
+                    if r["status"] == "skipped"
+                    else f"error: {r.get('error', '')[:80]}"
+                )
+            )
+            ratio = [
+                f(base[k] / ms, "{:.2f}×") if (ms and base[k]) else "–"
+                for k in ("bf16-compile", "fp8-compile")
+            ]
+            lines.append("| " + " | ".join([
+                m, v, f(ms), f(r.get("eager_ms")), *ratio, f((r.get("switch") or {}).get("switch_ms"), "{:.3f}"),
+                f(r.get("resident_gib")), f(r.get("peak_gib")), f(r.get("weights_gb"), "{:.3f}"),
+                *[f(kern.get(c)) if kern else "–" for c in cats], status,
+            ]) + " |")  # fmt: skip
+    out = ["\n".join(lines), ""]
+    for m in models:
+        out += [f"Goals (issue 13) from {m}:", "", "| goal | value | verdict |", "|---|---|---|"]
+        out += [f"| {g} | {v} | {k} |" for g, v, k in goals(res, m)]
+        out.append("")
+    return "\n".join(out)
+
+
+# ----------------------------------------------------------------------------------------------- main
+def run(
+    models: list[str], variants: list[str], settings: Settings, out: Path, force: bool, budget: float | None
+) -> dict[str, Any]:
+    data = load_results(out)
+    data["runs"].append(meta(settings))
+    start = time.perf_counter()
+    for m in models:
+        for names, fn in GROUPS:
+            want = [
+                v
+                for v in names
+                if v in variants and (force or data["results"].get(f"{m}/{v}", {}).get("status") != "ok")
+            ]
+            if not want:
+                continue
+            if budget is not None and time.perf_counter() - start > budget:
+                print(
+                    f"time budget of {budget:.0f} s spent: stopping before {m} {want}; rerun to resume",
+                    flush=True,
+                )
+                data["stopped"] = f"time budget before {m} {want}"
+                save_results(out, data)
+                return data
+            data.pop("stopped", None)
+            print(f"{m}: {', '.join(want)}", flush=True)
+
+            def emit(v: str, rec: Record, m: str = m) -> None:
+                data["results"][f"{m}/{v}"] = {
+                    **rec,
+                    "date": datetime.datetime.now().isoformat(timespec="seconds"),
+                }
+                save_results(out, data)
+                print(
+                    f"  {v}: {rec.get('status')} {rec.get('ms', '')} ms {rec.get('reason', '')}", flush=True
+                )
+
+            try:
+                fn(make_case(m, settings), settings, want, emit)
+            except Exception as exc:  # a group whose build failed: record it for each of its variants
+                for v in want:
+                    if data["results"].get(f"{m}/{v}", {}).get("status") != "ok":
+                        emit(
+                            v,
+                            {
+                                "status": "error",
+                                "error": f"{type(exc).__name__}: {str(exc)[:500]}",
+                                "traceback": traceback.format_exc()[-3000:],
+                            },
+                        )
+            free_memory(settings)
+    return data
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", default=",".join(FULL_MODELS))
+    ap.add_argument("--variants", default=",".join(VARIANTS), help=f"subset of {','.join(VARIANTS)}")
+    ap.add_argument("--out", default="benchmarks/results/bench_e2e.json")
+    ap.add_argument(
+        "--iters", type=int, default=None, help="timed steps per variant (median); default 10, smoke 1"
+    )
+    ap.add_argument("--warmup", type=int, default=None, help="untimed steps first; default 3, smoke 0")
+    ap.add_argument(
+        "--schedule-dir", default="", help="adatsq-compile --random-weights output dir(s), comma-separated"
+    )
+    ap.add_argument("--device", default="cuda")
+    ap.add_argument("--weight-bits", type=int, default=3, choices=(3, 4))
+    ap.add_argument(
+        "--loop-steps", type=int, default=None, help="steps of the schedule loop; default 50, smoke 4"
+    )
+    ap.add_argument("--no-profile", action="store_true", help="skip the per-kernel breakdown")
+    ap.add_argument("--force", action="store_true", help="re-run (model, variant) pairs already ok in --out")
+    ap.add_argument(
+        "--time-budget", type=float, default=None, help="seconds after which no variant is started"
+    )
+    ap.add_argument("--smoke", action="store_true", help="tiny models on the CPU, tiny iteration counts")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> None:
+    a = parse(argv)
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    variants = [v.strip() for v in a.variants.split(",") if v.strip()]
+    unknown = sorted(set(variants) - set(VARIANTS))
+    if unknown:
+        raise SystemExit(f"error: unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if a.smoke:
+        models = [SMOKE_MODELS.get(m, m) for m in models]
+        a.device = "cpu"
+    settings = Settings(
+        device=a.device, iters=a.iters or (1 if a.smoke else 10), warmup=a.warmup if a.warmup is not None else (0 if a.smoke else 3),
+        smoke=a.smoke, weight_bits=a.weight_bits, loop_steps=a.loop_steps or (4 if a.smoke else 50),
+        schedule_dirs=tuple(Path(p) for p in a.schedule_dir.split(",") if p), profile=not a.no_profile,
+    )  # fmt: skip
+    if cuda(settings):
+        import adatsq.plugins.kernels  # noqa: F401  (the CUDA implementation of adatsq::qlinear)
+
+        torch.backends.cuda.matmul.allow_tf32 = True
+    torch.manual_seed(0)
+    data = run(models, variants, settings, Path(a.out), a.force, a.time_budget)
+    md = to_markdown(data, models, variants)
+    data["table_md"] = md
+    save_results(Path(a.out), data)
+    print(md)
+
+
+if __name__ == "__main__":
+    main()
