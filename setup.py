@@ -34,6 +34,12 @@ setup(
     package_dir=PACKAGES,
     package_data={
         "adatsq.core.models": ["configs/*.json"],  # the published transformer configs of the real entries
+        # shapes-flux's trained checkpoint (trained here: adatsq/core/models/shapes/train.py)
+        "adatsq.core.models.shapes": [
+            "checkpoint/*.json",
+            "checkpoint/*/*.json",
+            "checkpoint/*/*.safetensors",
+        ],
         # the C++/CUDA sources export/package.py copies into every output directory: every file git tracks
         # under plugins/csrc and plugins/trt must match a pattern (tests/e2e/test_packaging.py checks)
         "adatsq.plugins": [

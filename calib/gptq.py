@@ -24,7 +24,7 @@ import torch
 
 from adatsq.plugins.reference import effective_group, qmax, weight_scale
 
-__all__ = ["fisher_alpha", "gptq_quantize", "weighted_reconstruction_error"]
+__all__ = ["fisher_alpha", "gptq_quantize", "uniform_alpha", "weighted_reconstruction_error"]
 
 _MAX_DAMP_RETRIES = 8
 #: replay GPTQ's column loop as a CUDA graph on the GPU (:func:`_graphed_blocks`); False: the eager loop
@@ -108,6 +108,7 @@ def gptq_quantize(
     blocksize: int = 128,
     percdamp: float = 0.01,
     act_order: bool = False,
+    scale_method: str = "absmax",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize an (already rotated) weight W·R with GPTQ onto contract 1's grouped symmetric grid.
 
@@ -116,8 +117,9 @@ def gptq_quantize(
     1. dead columns (H[j,j] = 0) get H[j,j] = 1 and W[:, j] = 0 (their code is 0);
     2. damping H += percdamp·mean(diag H)·I (relative, so H's overall scale is irrelevant), then
        U = upper Cholesky factor of H⁻¹ (float64; on failure the damping grows tenfold with a warning);
-    3. for each column j: the scale of j's group is fitted when the group starts, s = fp16(absmax/qmax) over
-       the group's already-updated weights (GPTQ's group refit); q_j = clamp(round(w_j/s), −qmax−1, qmax),
+    3. for each column j: the scale of j's group is fitted when the group starts, over the group's
+       already-updated weights (GPTQ's group refit), by ``scale_method`` (plugins/reference.weight_scale:
+       fp16(absmax/qmax), or the least-squares shrink of it); q_j = clamp(round(w_j/s), −qmax−1, qmax),
        e = (w_j − q_j·s)/U[j,j], W[:, j+1:] −= e·U[j, j+1:] (lazily, per block of ``blocksize`` columns).
 
     With ``act_order`` columns are visited in order of decreasing H[j,j], but the groups stay the contiguous
@@ -133,6 +135,7 @@ def gptq_quantize(
         blocksize: columns per lazy-update block (adjusted so groups align with blocks).
         percdamp: relative damping λ.
         act_order: quantize columns in order of decreasing H[j,j] (static groups).
+        scale_method: how each group's scale is fitted (``absmax`` or ``mse``, plugins/reference.SCALE_METHODS).
 
     Returns:
         (codes int8 N×K, scales float16 N×(K/G)) with ``dequantize_weight(codes, scales)`` the GPTQ weight.
@@ -158,7 +161,7 @@ def gptq_quantize(
     if act_order:
         # Static groups: every group's scale from the original (dead-zeroed) W, original column order.
         for gi in range(groups):
-            scales[:, gi] = weight_scale(weight[:, gi * g : (gi + 1) * g], bits, g)[:, 0]
+            scales[:, gi] = weight_scale(weight[:, gi * g : (gi + 1) * g], bits, g, scale_method)[:, 0]
         perm = torch.sort(torch.diagonal(h), descending=True, stable=True).indices
         weight = weight[:, perm]
         h = h[perm][:, perm]
@@ -170,7 +173,7 @@ def gptq_quantize(
     codes = torch.zeros(n, k, dtype=torch.float32, device=device)
 
     if CUDA_GRAPHS and perm is None and device.type == "cuda" and blocksize % g == 0 and k % blocksize == 0:
-        _graphed_blocks(weight, hinv, codes, scales, bits, g, q, blocksize)
+        _graphed_blocks(weight, hinv, codes, scales, bits, g, q, blocksize, scale_method)
         return codes.to(torch.int8), scales
 
     for i1 in range(0, k, blocksize):
@@ -186,7 +189,7 @@ def gptq_quantize(
                     # Aligned blocks: the group lies inside w1 (updated up to column col), or it starts at
                     # this block's start (i == 0) where the lazily updated ``weight`` is complete.
                     group_w = w1[:, i : i + g] if col + g <= i2 else weight[:, col : col + g]
-                    scales[:, gi] = weight_scale(group_w, bits, g)[:, 0]
+                    scales[:, gi] = weight_scale(group_w, bits, g, scale_method)[:, 0]
             else:
                 gi = int(perm[col]) // g
             wcol = w1[:, i]
@@ -211,12 +214,13 @@ def _block_columns(
     bits: int,
     g: int,
     q: int,
+    scale_method: str = "absmax",
 ) -> None:
     """The column loop of one block whose groups start inside it (block size a multiple of G): the same
     operations as the general loop of :func:`gptq_quantize`, on fixed buffers, so a CUDA graph can hold them."""
     for i in range(w1.shape[1]):
         if i % g == 0:
-            scales1[:, i // g] = weight_scale(w1[:, i : i + g], bits, g)[:, 0]
+            scales1[:, i // g] = weight_scale(w1[:, i : i + g], bits, g, scale_method)[:, 0]
         wcol = w1[:, i]
         c, qcol = _quantize_column(wcol, scales1[:, i // g], q)
         codes1[:, i] = c
@@ -234,6 +238,7 @@ def _graphed_blocks(
     g: int,
     q: int,
     blocksize: int,
+    scale_method: str = "absmax",
 ) -> None:
     """GPTQ's blocks on the GPU with the column loop captured once as a CUDA graph and replayed per block.
 
@@ -248,7 +253,7 @@ def _graphed_blocks(
     scales1 = torch.empty(n, blocksize // g, dtype=scales.dtype, device=scales.device)
 
     def run_block() -> None:
-        _block_columns(w1, hinv1, codes1, err1, scales1, bits, g, q)
+        _block_columns(w1, hinv1, codes1, err1, scales1, bits, g, q, scale_method)
 
     def load(i1: int) -> None:
         w1.copy_(weight[:, i1 : i1 + blocksize])
@@ -309,6 +314,15 @@ def fisher_alpha(fisher: torch.Tensor, tau: float) -> torch.Tensor:
     alpha = torch.softmax(normalised / tau, dim=0)
     out_dtype = fisher.dtype if fisher.dtype.is_floating_point else torch.float32
     return alpha.to(out_dtype)
+
+
+def uniform_alpha(fisher: torch.Tensor) -> torch.Tensor:
+    """α[t, l] = 1/T for every layer (the τ → ∞ limit of :func:`fisher_alpha`): GPTQ without Fisher
+    weighting, H = (1/T)·Σ_t X_t X_tᵀ, an ablation. Shape and dtype as :func:`fisher_alpha`'s."""
+    if fisher.dim() != 2:
+        raise ValueError(f"uniform_alpha: fisher must be T×L, got shape {tuple(fisher.shape)}")
+    out_dtype = fisher.dtype if fisher.dtype.is_floating_point else torch.float32
+    return torch.full(tuple(fisher.shape), 1.0 / fisher.shape[0], dtype=out_dtype)
 
 
 def weighted_reconstruction_error(w: torch.Tensor, w_hat: torch.Tensor, hessian: torch.Tensor) -> float:

@@ -13,7 +13,15 @@ from typing import Any
 
 import click
 
-from adatsq.compiler.settings import METRICS, STAGE_NAMES, WEIGHT_BITS, default_of
+from adatsq.compiler.settings import (
+    ALPHAS,
+    METRICS,
+    STAGE_NAMES,
+    WEIGHT_BITS,
+    WEIGHT_METHODS,
+    WEIGHT_SCALES,
+    default_of,
+)
 
 __all__ = ["GreedyIntsOption", "ResolutionType", "main"]
 
@@ -198,6 +206,35 @@ def _known_models() -> str:
     help="Real architecture from its published config with seeded random weights and synthetic "
     "conditioning (speed and memory measurements; not a real model).",
 )
+@click.option(
+    "--weights",
+    type=click.Choice(WEIGHT_METHODS),
+    default=default_of("weights"),
+    help="How weights are quantized: Fisher-weighted GPTQ, or round-to-nearest (an ablation).",
+)
+@click.option(
+    "--alpha",
+    type=click.Choice(ALPHAS),
+    default=default_of("alpha"),
+    help="GPTQ's per-step Hessian weights: the Fisher softmax, or uniform (an ablation).",
+)
+@click.option(
+    "--weight-scale",
+    type=click.Choice(WEIGHT_SCALES),
+    default=default_of("weight_scale"),
+    help="Weight scales per group: absmax/qmax, or the least-squares shrink of it.",
+)
+@click.option(
+    "--rotation/--no-rotation",
+    default=default_of("rotation"),
+    help="Hadamard rotation of the activation-quantized layers [on]; off is an ablation.",
+)
+@click.option(
+    "--static-schedule",
+    is_flag=True,
+    default=default_of("static_schedule"),
+    help="One configuration for every step (the best static schedule; an ablation).",
+)
 def main(
     model: str,
     target: float,
@@ -221,6 +258,11 @@ def main(
     until: str,
     device: str,
     random_weights: bool,
+    weights: str,
+    alpha: str,
+    weight_scale: str,
+    rotation: bool,
+    static_schedule: bool,
 ) -> None:
     """Compile MODEL (flux-dev, flux-schnell, z-image, wan2.1-1.3b, tiny-flux, tiny-wan, tiny-zimage) into
     per-timestep-configuration engines with an average of at most --target activation bits."""
@@ -274,6 +316,11 @@ def main(
             until=until,
             device=device,
             random_weights=random_weights,
+            weights=weights,
+            alpha=alpha,
+            weight_scale=weight_scale,
+            rotation=rotation,
+            static_schedule=static_schedule,
         )
         from adatsq.compiler.context import CompileContext
         from adatsq.compiler.pipeline import run_pipeline

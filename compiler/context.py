@@ -58,6 +58,11 @@ class CompileContext:
         self._fingerprint: str | None = None
         self._calibration: CalibrationData | None = None
         self._schedule: Schedule | None = None
+        if config.metric == "geneval" and not self.family.geneval:
+            raise CompileError(
+                f"--metric geneval scores rendered-shape scenes; {self.spec.name} does not draw them (it works for "
+                f"shapes-flux; use --metric latent)"
+            )
         if config.metric == "clip" and self.spec.is_tiny:
             raise CompileError(
                 f"--metric clip needs a real model with a VAE and prompts; {self.spec.name} has none"
@@ -147,7 +152,15 @@ class CompileContext:
         out: dict[str, LayerQuant] = {}
         for name in inv.quantized_layers:
             c, s = codes[name] if codes else (None, None)
-            out[name] = LayerQuant(self.weight_bits, name in set(inv.act_layers), self.group_size, c, s)
+            out[name] = LayerQuant(
+                self.weight_bits,
+                name in set(inv.act_layers),
+                self.group_size,
+                c,
+                s,
+                rotation=self.config.rotation,
+                scale_method=self.config.weight_scale,
+            )
         return out
 
     def copy_for_quantized_layers(self) -> nn.Module:

@@ -33,6 +33,7 @@ __all__ = [
     "chosen_prompts",
     "conditioning",
     "embeddings_key",
+    "encoded",
     "needed_prompts",
     "prepare",
     "save",
@@ -96,15 +97,21 @@ def uses_synthetic_conditioning(ctx: CompileContext) -> bool:
 
 
 def chosen_prompts(ctx: CompileContext, n: int, offset: int) -> list[str]:
-    """The prompts of samples ``offset .. offset + n - 1``: the prompt list, repeated as often as needed."""
-    prompts = list(ctx.config.prompts or DEFAULT_PROMPTS)
+    """The prompts of samples ``offset .. offset + n - 1``: ``--prompts``, else the family's defaults, else
+    :data:`DEFAULT_PROMPTS`, repeated as often as needed."""
+    prompts = list(ctx.config.prompts or ctx.family.default_prompts(ctx.spec) or DEFAULT_PROMPTS)
     return [prompts[(offset + i) % len(prompts)] for i in range(n)]
 
 
 def needed_prompts(ctx: CompileContext) -> list[str]:
-    """The distinct prompts of the calibration samples and then the held-out ones, in first-use order."""
+    """The distinct prompts of the calibration samples, then the held-out ones, then (``--metric geneval``)
+    the GenEval prompts, in first-use order."""
     c = ctx.config
     wanted = chosen_prompts(ctx, c.calib_samples, 0) + chosen_prompts(ctx, c.heldout_samples, c.calib_samples)
+    if c.metric == "geneval":
+        from adatsq.compiler.geneval.metric import geneval_prompts
+
+        wanted += [text for _spec, text in geneval_prompts(ctx)]
     return list(dict.fromkeys(wanted))
 
 
@@ -174,8 +181,19 @@ def conditioning(
     if uses_synthetic_conditioning(ctx):
         return ctx.family.synthetic_conditioning(ctx.spec, ctx.model, n, generator), None
     chosen = chosen_prompts(ctx, n, offset)
+    return encoded(ctx, chosen), chosen
+
+
+def encoded(ctx: CompileContext, prompts: Sequence[str]) -> Conditioning:
+    """The embeddings of ``prompts`` (one row each, in order) from ``ctx.prompt_embeddings``, which
+    :func:`prepare` fills; prompts it lacks are encoded now."""
     have = ctx.prompt_embeddings
-    if have is None or have.key != stable_hash(embeddings_key(ctx)) or have.missing(chosen):
+    if have is None or have.key != stable_hash(embeddings_key(ctx)) or have.missing(prompts):
         prepare(ctx)
-    assert ctx.prompt_embeddings is not None
-    return ctx.prompt_embeddings.select(chosen), chosen
+        have = ctx.prompt_embeddings
+        assert have is not None
+        missing = list(dict.fromkeys(have.missing(prompts)))
+        if missing:  # prompts of no compile stage (a caller's own): encoded once, kept with the rest
+            ctx.prompt_embeddings = have = have.merged(missing, _encode(ctx, missing))
+            ctx.prompt_embeddings_unsaved = True
+    return have.select(list(prompts))

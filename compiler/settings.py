@@ -10,13 +10,28 @@ from adatsq.core.config import JsonConfig
 from adatsq.core.errors import CompileError
 from adatsq.core.models.base import ModelSpec
 
-__all__ = ["METRICS", "STAGE_NAMES", "WEIGHT_BITS", "CompileConfig", "default_of"]
+__all__ = [
+    "ALPHAS",
+    "METRICS",
+    "STAGE_NAMES",
+    "WEIGHT_BITS",
+    "WEIGHT_METHODS",
+    "WEIGHT_SCALES",
+    "CompileConfig",
+    "default_of",
+]
 
 STAGE_NAMES = ("load", "calibrate", "search", "quantize", "export", "build", "package")
 #: the stages that use the compile device; export, build and package read the quantize stage's files on the CPU
 GPU_STAGES = ("load", "calibrate", "search", "quantize")
-METRICS = ("latent", "clip")
+METRICS = ("latent", "clip", "geneval")
 WEIGHT_BITS = (3, 4)
+#: the method and its ablations (the quality table of BENCHMARKS.md): weights by Fisher-weighted GPTQ or
+#: round-to-nearest; GPTQ's per-layer step weights α from the Fisher softmax or uniform (1/steps); the
+#: weight scales of plugins/reference.SCALE_METHODS
+WEIGHT_METHODS = ("gptq", "rtn")
+ALPHAS = ("fisher", "uniform")
+WEIGHT_SCALES = ("absmax", "mse")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +58,13 @@ class CompileConfig(JsonConfig):
     search_samples: int | None = None
     device: str = "auto"
     random_weights: bool = False
+    weights: str = "gptq"
+    alpha: str = "fisher"
+    weight_scale: str = "absmax"
+    #: False: no Hadamard rotation anywhere (x·Wᵀ quantized as is), an ablation
+    rotation: bool = True
+    #: one configuration for every step (the best static schedule the search finds), an ablation
+    static_schedule: bool = False
 
     def __post_init__(self) -> None:
         checks = [
@@ -61,6 +83,17 @@ class CompileConfig(JsonConfig):
                 "--hessian-memory must be > 0 (GB)",
             ),
             (self.metric in METRICS, f"--metric must be one of {METRICS}"),
+            (self.weights in WEIGHT_METHODS, f"--weights must be one of {WEIGHT_METHODS}"),
+            (self.alpha in ALPHAS, f"--alpha must be one of {ALPHAS}"),
+            (self.weight_scale in WEIGHT_SCALES, f"--weight-scale must be one of {WEIGHT_SCALES}"),
+            (
+                not (self.static_schedule and self.max_engines not in (None, 1)),
+                "--static-schedule uses one configuration for every step; drop --max-engines",
+            ),
+            (
+                not (self.weights == "rtn" and self.alpha != "fisher"),
+                "--alpha weights GPTQ's Hessians; --weights rtn uses none, so drop --alpha",
+            ),
             (self.until in STAGE_NAMES, f"--until must be one of {STAGE_NAMES}"),
             (
                 re.fullmatch(r"auto|cpu|cuda(:\d+)?", self.device) is not None,

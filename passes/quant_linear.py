@@ -30,12 +30,13 @@ __all__ = [
 ]
 
 
-def rotates_input(in_features: int, act_quantized: bool) -> bool:
+def rotates_input(in_features: int, act_quantized: bool, rotation: bool = True) -> bool:
     """Whether a linear's input is rotated online (and its weight stored as W·R): exactly the
     activation-quantized layers whose width has a Hadamard rotation; weight-only layers (one vector per
-    sample) never are. Decided here only: :class:`InsertQuantLinearPass` builds the op with it and the GPTQ
-    Hessians (compiler/stages/quantize.py) rotate their inputs by it, so the two cannot disagree."""
-    return act_quantized and is_supported_width(in_features)
+    sample) never are, and no layer is with ``rotation=False`` (the no-rotation ablation). Decided here only:
+    :class:`InsertQuantLinearPass` builds the op with it and the GPTQ Hessians (compiler/stages/quantize.py)
+    rotate their inputs by it, so the two cannot disagree."""
+    return rotation and act_quantized and is_supported_width(in_features)
 
 
 def rotated_weight(weight: torch.Tensor) -> torch.Tensor:
@@ -143,8 +144,9 @@ class QuantLinear(nn.Module):
 
 
 class LayerQuant:
-    """How one linear is quantized: its weight bits, whether its input is rotated and activation-quantized,
-    and optionally precomputed codes/scales (from GPTQ); without them, round-to-nearest."""
+    """How one linear is quantized: its weight bits, whether it is activation-quantized, whether rotations
+    are on (:func:`rotates_input`), and optionally precomputed codes/scales (from GPTQ); without them,
+    round-to-nearest with scales by ``scale_method`` (plugins/reference.SCALE_METHODS)."""
 
     def __init__(
         self,
@@ -153,12 +155,16 @@ class LayerQuant:
         group_size: int,
         codes: torch.Tensor | None = None,
         scale: torch.Tensor | None = None,
+        rotation: bool = True,
+        scale_method: str = "absmax",
     ) -> None:
         self.w_bits = w_bits
         self.act_quantized = act_quantized
         self.group_size = group_size
         self.codes = codes
         self.scale = scale
+        self.rotation = rotation
+        self.scale_method = scale_method
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -187,10 +193,12 @@ class InsertQuantLinearPass(Pass[nn.Module]):
         modules = dict(target.named_modules())
         for name, lq in self.layers.items():
             linear = modules[name]
-            rotate_input = rotates_input(linear.in_features, lq.act_quantized)
+            rotate_input = rotates_input(linear.in_features, lq.act_quantized, lq.rotation)
             if lq.codes is None:
                 w = rotated_weight(linear.weight) if rotate_input else linear.weight.detach().double()
-                codes, scale = quantize_weight_rtn(w.float(), lq.w_bits, lq.group_size)
+                codes, scale = quantize_weight_rtn(
+                    w.float(), lq.w_bits, lq.group_size, method=lq.scale_method
+                )
             else:
                 codes, scale = lq.codes, lq.scale
             q = QuantLinear(

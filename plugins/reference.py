@@ -28,6 +28,8 @@ __all__ = [
     "quantize_activation",
     "quantize_weight_rtn",
     "weight_scale",
+    "MSE_SHRINK",
+    "SCALE_METHODS",
 ]
 
 _TINY = 1e-30
@@ -58,23 +60,61 @@ def quantize_activation(x_rot: torch.Tensor, bits: int, group_size: int) -> tupl
     return codes.reshape(x_rot.shape), scale
 
 
-def weight_scale(w_rot: torch.Tensor, bits: int, group_size: int) -> torch.Tensor:
-    """Round-to-nearest scales absmax/qmax per output channel and group, rounded to float16."""
-    n, k = w_rot.shape
-    g = effective_group(k, group_size)
-    absmax = w_rot.float().reshape(n, k // g, g).abs().amax(dim=-1)
-    scale = torch.where(absmax > _TINY, absmax / qmax(bits), torch.ones_like(absmax))
+#: How weight scales are chosen (contract 1 leaves them free: float16 per channel and group, fixed offline).
+#: ``absmax``: s = absmax/qmax, the largest weight on the largest code. ``mse``: per channel and group, the
+#: float16 scale c·absmax/qmax with the least squared round-to-nearest error Σ(w − s·q(w/s))², over the
+#: shrink factors c of :data:`MSE_SHRINK` and c = qmax/(qmax + ½) (GPTQ's grid, which uses the negative
+#: code −qmax−1 for the largest magnitudes).
+SCALE_METHODS = ("absmax", "mse")
+MSE_SHRINK = tuple(1.0 - i / 40 for i in range(21))  # 1.0, 0.975, ..., 0.5
+
+
+def _fp16_scale(scale: torch.Tensor) -> torch.Tensor:
     # keep the float16 scale finite and non-zero: [2^-14, 65504] is float16's normal range
     return scale.clamp(2.0**-14, 65504.0).to(torch.float16)
 
 
-def quantize_weight_rtn(
-    w_rot: torch.Tensor, bits: int, group_size: int, scale: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Round-to-nearest weight codes (int8, N×K) and float16 scales (N×K/G)."""
+def weight_scale(w_rot: torch.Tensor, bits: int, group_size: int, method: str = "absmax") -> torch.Tensor:
+    """Float16 scales per output channel and group (N×K/G) by ``method`` (:data:`SCALE_METHODS`)."""
+    if method not in SCALE_METHODS:
+        raise ValueError(f"weight scale method {method!r} is not one of {SCALE_METHODS}")
     n, k = w_rot.shape
     g = effective_group(k, group_size)
-    scale = weight_scale(w_rot, bits, group_size) if scale is None else scale
+    wg = w_rot.float().reshape(n, k // g, g)
+    absmax = wg.abs().amax(dim=-1)
+    q = qmax(bits)
+    base = torch.where(absmax > _TINY, absmax / q, torch.ones_like(absmax))
+    best = _fp16_scale(base)
+    if method == "absmax":
+        return best
+    w64 = wg.double()
+    best_err = _rtn_error(w64, best, q)
+    for c in sorted({*MSE_SHRINK, q / (q + 0.5)}, reverse=True)[1:]:  # c = 1 is ``best`` already
+        cand = _fp16_scale(base * c)
+        err = _rtn_error(w64, cand, q)
+        better = err < best_err  # ties keep the larger scale (first in the order)
+        best = torch.where(better, cand, best)
+        best_err = torch.where(better, err, best_err)
+    return best
+
+
+def _rtn_error(wg: torch.Tensor, scale16: torch.Tensor, q: int) -> torch.Tensor:
+    """Σ over each group of (w − s·clamp(round(w/s), −q−1, q))², float64 (N×groups)."""
+    s = scale16.double().unsqueeze(-1)
+    return (wg - torch.clamp(torch.round(wg / s), -q - 1, q) * s).pow(2).sum(dim=-1)
+
+
+def quantize_weight_rtn(
+    w_rot: torch.Tensor,
+    bits: int,
+    group_size: int,
+    scale: torch.Tensor | None = None,
+    method: str = "absmax",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Round-to-nearest weight codes (int8, N×K) and float16 scales (N×K/G; ``method`` as :func:`weight_scale`)."""
+    n, k = w_rot.shape
+    g = effective_group(k, group_size)
+    scale = weight_scale(w_rot, bits, group_size, method) if scale is None else scale
     q = qmax(bits)
     wg = w_rot.float().reshape(n, k // g, g) / scale.float().unsqueeze(-1)
     codes = torch.clamp(torch.round(wg), -q - 1, q).reshape(n, k)

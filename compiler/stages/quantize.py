@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from adatsq.calib import distributed
-from adatsq.calib.gptq import fisher_alpha, gptq_quantize, weighted_reconstruction_error
+from adatsq.calib.gptq import fisher_alpha, gptq_quantize, uniform_alpha, weighted_reconstruction_error
 from adatsq.calib.hessian import HessianAccumulator
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.stages.calibrate import calibrate_key
@@ -43,9 +43,14 @@ __all__ = ["quantize_key", "run_quantize"]
 
 def quantize_key(ctx: CompileContext) -> dict[str, Any]:
     s = ctx.schedule
+    c = ctx.config
     return {
         "calibration": calibrate_key(ctx),
-        "tau": ctx.config.tau,
+        "tau": c.tau,
+        "weights": c.weights,
+        "alpha": c.alpha,
+        "weight_scale": c.weight_scale,
+        "rotation": c.rotation,
         "weight_bits": s.weight_bits,
         "group_size": s.group_size,
         "act_layers": list(s.act_layers),
@@ -132,9 +137,10 @@ def run_quantize(ctx: CompileContext) -> None:
     modules = dict(ctx.model.named_modules())
     names = list(s.act_layers) + list(s.weight_only_layers)
     col = {n: j for j, n in enumerate(data.layers)}
-    alpha = fisher_alpha(data.fisher, ctx.config.tau)
+    c = ctx.config
+    alpha = fisher_alpha(data.fisher, c.tau) if c.alpha == "fisher" else uniform_alpha(data.fisher)
     act = set(s.act_layers)
-    rotated = {n for n in names if rotates_input(modules[n].in_features, n in act)}
+    rotated = {n for n in names if rotates_input(modules[n].in_features, n in act, c.rotation)}
     widths = {n: modules[n].in_features for n in names}
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     errors: dict[str, dict[str, float]] = {}
@@ -152,13 +158,14 @@ def run_quantize(ctx: CompileContext) -> None:
                 w = modules[n].weight
                 w_rot = rotated_weight(w) if n in rotated else w.detach().double()
                 h = accs.pop(n).matrix
-                c, sc = gptq_quantize(w_rot.float(), h, s.weight_bits[n], s.group_size)
-                rc, rs = quantize_weight_rtn(w_rot.float(), s.weight_bits[n], s.group_size)
+                bits, method = s.weight_bits[n], c.weight_scale
+                rc, rs = quantize_weight_rtn(w_rot.float(), bits, s.group_size, method=method)
+                gc, gs = gptq_quantize(w_rot.float(), h, bits, s.group_size, scale_method=method)
                 errors[n] = {
-                    "gptq": weighted_reconstruction_error(w_rot, dequantize_weight(c, sc).double(), h),
+                    "gptq": weighted_reconstruction_error(w_rot, dequantize_weight(gc, gs).double(), h),
                     "rtn": weighted_reconstruction_error(w_rot, dequantize_weight(rc, rs).double(), h),
                 }
-                codes[n] = (c, sc)
+                codes[n] = (gc, gs) if c.weights == "gptq" else (rc, rs)
                 del h, w_rot
                 advance(1)
         del accs

@@ -55,50 +55,74 @@ def _frontier_key(ctx: CompileContext) -> dict[str, Any]:
         "metric": c.metric,
         "heldout": c.heldout_samples,
         "search_samples": c.resolved_search_samples(),
+        # the search measures a round-to-nearest copy: its weights depend on these
+        "rotation": c.rotation,
+        "weight_scale": c.weight_scale,
+        "static": c.static_schedule,
     }
 
 
 def search_key(ctx: CompileContext) -> dict[str, Any]:
     c = ctx.config
-    return {**_frontier_key(ctx), "target": c.target}
+    # weights/alpha are recorded in schedule.json (provenance of the quantize stage); a change re-runs the
+    # search from its cached candidate costs and metrics, to rewrite the record
+    return {**_frontier_key(ctx), "target": c.target, "weights": c.weights, "alpha": c.alpha}
 
 
 def _unit_bits_to_layers(ctx: CompileContext, bits: Sequence[int]) -> dict[str, int]:
     return {m: b for u, b in zip(ctx.inventory.units, bits) for m in u.members}
 
 
-def _step_candidates(
-    ctx: CompileContext, qmodel: nn.Module, losses: dict[tuple[int, tuple[int, ...]], float]
-) -> list[list[tuple[Candidate, float, float]]]:
-    """Per step: Fisher-guided candidates within the step's share of the budget, and their measured MSE.
+def _generated_candidates(ctx: CompileContext) -> list[list[Candidate]]:
+    """Per step: Fisher-guided candidates within the step's share of the budget.
 
     A step can use at most target·steps − (steps − 1)·min_bits on average (every other step at its
-    minimum), so candidates above that are never generated. ``losses`` caches (step, unit bits) → MSE.
-    """
+    minimum), so candidates above that are never generated. ``--static-schedule``: every step gets the pool of
+    all steps' candidates whose own average is within the target (a configuration used at every step must
+    meet the target by itself), in first-generated order."""
     data = ctx.calibration
     inv = ctx.inventory
     col = {n: j for j, n in enumerate(data.layers)}
     sizes = inv.unit_sizes()
-    modules = quant_linears(qmodel)
-    bit_choices = QUANTIZED_ACT_BITS
-    first = slice(0, ctx.config.resolved_search_samples())
-    cond = data.cond.select(first)
-    cap = ctx.config.target * ctx.steps - (ctx.steps - 1) * min(bit_choices)
-    out: list[list[tuple[Candidate, float, float]]] = []
-    with (
-        torch.no_grad(),
-        ctx.progress("search: candidate costs", ctx.steps * ctx.config.candidates) as advance,
-    ):
-        for t in range(ctx.steps):
-            scores = [float(sum(data.fisher[t, col[m]] for m in u.members)) for u in inv.units]
-            cands = generate_candidates(
+    cap = ctx.config.target * ctx.steps - (ctx.steps - 1) * min(QUANTIZED_ACT_BITS)
+    per_step: list[list[Candidate]] = []
+    for t in range(ctx.steps):
+        scores = [float(sum(data.fisher[t, col[m]] for m in u.members)) for u in inv.units]
+        per_step.append(
+            generate_candidates(
                 scores,
                 sizes,
                 m=ctx.config.candidates,
-                bit_choices=bit_choices,
+                bit_choices=QUANTIZED_ACT_BITS,
                 n_clusters=ctx.config.clusters,
                 max_average=cap,
             )
+        )
+    if not ctx.config.static_schedule:
+        return per_step
+    pool = {
+        c.bits: c for cands in per_step for c in cands if c.average_bits(sizes) <= ctx.config.target + 1e-9
+    }
+    return [list(pool.values()) for _ in range(ctx.steps)]
+
+
+def _step_candidates(
+    ctx: CompileContext, qmodel: nn.Module, losses: dict[tuple[int, tuple[int, ...]], float]
+) -> list[list[tuple[Candidate, float, float]]]:
+    """Per step: the candidates of :func:`_generated_candidates` and their measured MSE against the
+    full-precision output at that step. ``losses`` caches (step, unit bits) → MSE."""
+    data = ctx.calibration
+    sizes = ctx.inventory.unit_sizes()
+    modules = quant_linears(qmodel)
+    first = slice(0, ctx.config.resolved_search_samples())
+    cond = data.cond.select(first)
+    generated = _generated_candidates(ctx)
+    out: list[list[tuple[Candidate, float, float]]] = []
+    with (
+        torch.no_grad(),
+        ctx.progress("search: candidate costs", sum(len(c) for c in generated)) as advance,
+    ):
+        for t, cands in enumerate(generated):
             ts = _timestep(ctx, t)
             x, reference = data.latents[t, first], data.outputs[t, first].to(ctx.device)
             entries = []
@@ -109,7 +133,6 @@ def _step_candidates(
                     losses[(t, cand.bits)] = float((v.float() - reference).pow(2).mean())
                 entries.append((cand, cand.average_bits(sizes), losses[(t, cand.bits)]))
                 advance(1)
-            advance(ctx.config.candidates - len(cands))
             out.append(entries)
     return out
 
@@ -158,7 +181,10 @@ def run_search(ctx: CompileContext) -> None:
 
     step_cands = _step_candidates(ctx, qmodel, losses)
     paths = pareto_beam_search(
-        step_cands, beam_width=c.candidates, max_engines=c.max_engines, budget=c.target * ctx.steps
+        step_cands,
+        beam_width=c.candidates,
+        max_engines=1 if c.static_schedule else c.max_engines,
+        budget=c.target * ctx.steps,
     )
     feasible = [p for p in paths if p.average_bits(ctx.steps) <= c.target + 1e-9]
     todo = [p for p in feasible if _path_bits(p, step_cands) not in metrics]
@@ -185,6 +211,10 @@ def _metric(ctx: CompileContext, qmodel: nn.Module) -> Callable[[Sequence[tuple[
         from adatsq.compiler.metrics import clip_metric
 
         return clip_metric(ctx, qmodel, _unit_bits_to_layers)
+    if ctx.config.metric == "geneval":
+        from adatsq.compiler.geneval.metric import geneval_metric
+
+        return geneval_metric(ctx, qmodel, _unit_bits_to_layers)
     return latent_metric(ctx, qmodel)
 
 
@@ -258,6 +288,13 @@ def _build_schedule(
             "metric": c.metric,
             "beam_width": c.candidates,
             "search_samples": c.resolved_search_samples(),
+            "static_schedule": c.static_schedule,
+            # how the weights were made (the quality table's ablations); weights.safetensors records each
+            # layer's rotation itself
+            "weights": c.weights,
+            "alpha": c.alpha,
+            "weight_scale": c.weight_scale,
+            "rotation": c.rotation,
         },
         random_weights=c.random_weights,
     )

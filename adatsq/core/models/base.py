@@ -237,6 +237,8 @@ class Family:
     pipeline_class: str = ""
     #: the pipeline's components that encode prompts (skipped when the embeddings are cached)
     text_components: tuple[str, ...] = ("text_encoder", "tokenizer")
+    #: whether ``--metric geneval`` can score this family's samples (:meth:`decode_images` of a scene world)
+    geneval: bool = False
     scheduler_class: str = "FlowMatchEulerDiscreteScheduler"
     rules: tuple[LayerRule, ...] = ()
 
@@ -311,6 +313,14 @@ class Family:
 
     def encode_prompts(self, pipe: Any, prompts: Sequence[str], spec: ModelSpec) -> Conditioning:
         raise NotImplementedError
+
+    def default_prompts(self, spec: ModelSpec) -> tuple[str, ...] | None:
+        """Calibration prompts when ``--prompts`` gives none (None: the compiler's general-purpose list)."""
+        return None
+
+    def decode_images(self, latents: torch.Tensor) -> list[Any]:
+        """Final latents → RGB images (uint8 H×W×3 numpy arrays), for families that decode without a VAE."""
+        raise NotImplementedError(f"the {self.name} family decodes through its pipeline's VAE")
 
     def missing_checkpoint(self, spec: ModelSpec) -> str | None:
         """Why ``spec``'s own checkpoint cannot be loaded yet, and the command that makes it; None when it

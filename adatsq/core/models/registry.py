@@ -22,6 +22,7 @@ from torch import nn
 from adatsq.core.errors import InputError
 from adatsq.core.models.base import Family, ModelSpec
 from adatsq.core.models.flux import FluxFamily
+from adatsq.core.models.shapes import family as shapes
 from adatsq.core.models.wan import WanFamily
 from adatsq.core.models.zimage import ZImageFamily
 
@@ -37,7 +38,9 @@ __all__ = [
     "load_transformer",
 ]
 
-FAMILIES: dict[str, Family] = {f.name: f for f in (FluxFamily(), WanFamily(), ZImageFamily())}
+FAMILIES: dict[str, Family] = {
+    f.name: f for f in (FluxFamily(), WanFamily(), ZImageFamily(), shapes.ShapesFluxFamily())
+}
 
 CONFIG_DIR = Path(__file__).with_name("configs")
 
@@ -206,6 +209,20 @@ MODELS: dict[str, ModelSpec] = {
                 "axes_lens": [256, 32, 32],
             },
             description="ZImageTransformer2DModel, 1+1+2 blocks, width 96, random weights",
+        ),
+        ModelSpec(  # trained here; its checkpoint ships in the package (hf_id is that folder)
+            "shapes-flux",
+            "shapes_flux",
+            str(shapes.CHECKPOINT_DIR),
+            None,
+            steps=20,
+            resolution=(32, 32),
+            guidance_scale=0.0,
+            scheduler_config=shapes.SCHEDULER_CONFIG,
+            text_len=shapes.TEXT_LEN,
+            group_size=shapes.GROUP_SIZE,
+            description="FluxTransformer2DModel, 3+6 blocks, width 192 = 12·16, trained on 32×32 rendered shapes",
+            published_config=shapes.TRANSFORMER_CONFIG,
         ),
     )
 }

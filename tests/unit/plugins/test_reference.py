@@ -176,3 +176,47 @@ def test_any_float_input_dtype() -> None:
     y16 = qlinear_reference(x.to(torch.bfloat16), codes, scales, None, 8, 128)
     assert y16.dtype == torch.float32
     assert _sqnr_db(y32, y16) > 25.0
+
+
+# --- weight scales chosen by error (--weight-scale mse) ------------------------------------------------------
+@pytest.mark.parametrize("bits", [3, 4])
+def test_mse_scales_never_lose_to_absmax(bits: int) -> None:
+    """Per channel and group the least-squares scale's RTN error is at most absmax/qmax's (it is one of the
+    candidates), the scales are float16 shrinks of absmax/qmax, and on Gaussian weights the error drops."""
+    from adatsq.plugins.reference import MSE_SHRINK, dequantize_weight, qmax
+
+    w = torch.randn(64, 256, generator=torch.Generator().manual_seed(3))
+    ca, sa = quantize_weight_rtn(w, bits, 128)
+    cm, sm = quantize_weight_rtn(w, bits, 128, method="mse")
+    assert sm.dtype == torch.float16 and sm.shape == sa.shape
+    assert bool((sm <= sa).all()) and bool((sm.float() >= 0.49 * sa.float()).all())
+    err = lambda c, s: (dequantize_weight(c, s).double() - w.double()).pow(2).reshape(64, 2, 128).sum(-1)  # noqa: E731
+    ea, em = err(ca, sa), err(cm, sm)
+    assert bool((em <= ea * (1 + 1e-9)).all())
+    assert float(em.sum() / ea.sum()) < 0.97  # a real gain at these widths
+    assert len(MSE_SHRINK) == 21 and qmax(bits) > 0
+
+
+def test_mse_scale_is_the_grid_minimum() -> None:
+    """Brute force, independently: every group's chosen scale has the least error over the float16 scales
+    c·absmax/qmax of the grid (and GPTQ's c = qmax/(qmax + 1/2))."""
+    from adatsq.plugins.reference import MSE_SHRINK
+
+    w = torch.randn(16, 64, generator=torch.Generator().manual_seed(5))  # float32, as the quantizer sees it
+    q = 3
+    chosen = weight_scale(w, 3, 16, method="mse").double()
+    groups = w.double().reshape(16, 4, 16)
+    base = groups.abs().amax(-1) / q
+    best = torch.full_like(base, float("inf"))
+    for c in [*MSE_SHRINK, q / (q + 0.5)]:
+        s = (base * c).float().half().double().unsqueeze(-1)
+        e = (groups - torch.clamp(torch.round(groups / s), -q - 1, q) * s).pow(2).sum(-1)
+        best = torch.minimum(best, e)
+    s = chosen.unsqueeze(-1)
+    got = (groups - torch.clamp(torch.round(groups / s), -q - 1, q) * s).pow(2).sum(-1)
+    assert torch.allclose(got, best, rtol=1e-12, atol=0)
+
+
+def test_unknown_scale_method_is_named() -> None:
+    with pytest.raises(ValueError, match="'minmax' is not one of"):
+        weight_scale(torch.ones(2, 4), 3, 4, method="minmax")

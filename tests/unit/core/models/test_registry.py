@@ -313,4 +313,4 @@ def test_model_path_loads_save_pretrained(tmp_path) -> None:
 
 
 def test_registry_has_all_names() -> None:
-    assert set(MODELS) == {"flux-dev", "flux-schnell", "z-image", "wan2.1-1.3b", *TINY}
+    assert set(MODELS) == {"flux-dev", "flux-schnell", "z-image", "wan2.1-1.3b", "shapes-flux", *TINY}

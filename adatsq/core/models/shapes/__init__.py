@@ -1,0 +1,1 @@
+"""Synthetic coloured-shape scenes for a small Flux-architecture model: data, prompts, and the eval set."""

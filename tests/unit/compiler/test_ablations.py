@@ -1,0 +1,131 @@
+"""The method's ablations as compile options (the quality table, BENCHMARKS.md): --weights rtn, --alpha
+uniform, --weight-scale mse, --no-rotation, --static-schedule, each reaching the stage that uses it, on
+tiny-flux through the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+import adatsq.compiler.stages.quantize as quantize_stage
+from adatsq.calib.gptq import fisher_alpha, uniform_alpha
+from adatsq.compiler.cli import main
+from adatsq.compiler.context import CompileContext
+from adatsq.compiler.settings import CompileConfig
+from adatsq.core.errors import CompileError
+from adatsq.core.schedule import load_schedule
+from adatsq.passes.quant_linear import rotated_weight
+from adatsq.passes.weight_store import load_weight_store
+from adatsq.plugins.formats import format_for_bits
+from adatsq.plugins.reference import quantize_weight_rtn
+
+BASE = [
+    "--target",
+    "3.5",
+    "--steps",
+    "3",
+    "--calib-samples",
+    "1",
+    "--heldout-samples",
+    "1",
+    "--device",
+    "cpu",
+]
+
+
+def _compile(out: Path, *extra: str) -> None:
+    result = CliRunner().invoke(main, ["tiny-flux", "-o", str(out), *BASE, "--until", "quantize", *extra])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    assert result.exit_code == 0, result.output
+
+
+def _ctx(out: Path) -> CompileContext:
+    cfg = json.loads((out / "compile_config.json").read_text())
+    return CompileContext(CompileConfig.from_dict(cfg))
+
+
+def test_rtn_weights_without_rotation_and_mse_scales(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _compile(out, "--weights", "rtn", "--no-rotation", "--weight-scale", "mse")
+    tensors, layers, _ = load_weight_store(out / "weights.safetensors")
+    assert layers and not any(rec["rotate"] for rec in layers.values())  # no layer rotated
+    model = dict(_ctx(out).model.named_modules())
+    for name, rec in layers.items():
+        w = model[name].weight.detach().float()
+        codes, scale = quantize_weight_rtn(w, rec["w_bits"], rec["group_size"], method="mse")
+        stored = format_for_bits(rec["w_bits"]).unpack(tensors[f"{name}.w_packed"], rec["in_features"])
+        assert torch.equal(stored, codes) and torch.equal(tensors[f"{name}.w_scale"], scale), name
+    record = load_schedule(out / "schedule.json").search
+    assert (record["weights"], record["rotation"], record["weight_scale"]) == ("rtn", False, "mse")
+
+
+def test_default_compile_rotates_and_runs_gptq(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _compile(out)
+    tensors, layers, _ = load_weight_store(out / "weights.safetensors")
+    rotated = [n for n, rec in layers.items() if rec["rotate"]]
+    assert rotated  # the activation-quantized layers of supported widths
+    model = dict(_ctx(out).model.named_modules())
+    differs = 0
+    for name in rotated:
+        rec = layers[name]
+        codes, _ = quantize_weight_rtn(
+            rotated_weight(model[name].weight).float(), rec["w_bits"], rec["group_size"]
+        )
+        stored = format_for_bits(rec["w_bits"]).unpack(tensors[f"{name}.w_packed"], rec["in_features"])
+        differs += int(not torch.equal(stored, codes))
+    assert differs > 0  # GPTQ moved codes off round-to-nearest
+
+
+def test_uniform_alpha_reaches_the_hessians(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[torch.Tensor] = []
+    real = quantize_stage._accumulate
+
+    def spy(ctx, chunk, rotated, alpha, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(alpha)
+        return real(ctx, chunk, rotated, alpha, *args, **kwargs)
+
+    monkeypatch.setattr(quantize_stage, "_accumulate", spy)
+    out = tmp_path / "out"
+    _compile(out, "--alpha", "uniform")
+    fisher = _ctx(out).calibration.fisher
+    assert seen and all(torch.equal(a, uniform_alpha(fisher)) for a in seen)
+    assert not torch.allclose(fisher_alpha(fisher, 1.0), uniform_alpha(fisher))  # it is a different weighting
+
+
+def test_static_schedule_uses_one_configuration(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    _compile(out, "--static-schedule")
+    schedule = load_schedule(out / "schedule.json")
+    assert len(schedule.configs) == 1 and set(schedule.step_configs) == {0}
+    assert schedule.achieved_bits <= 3.5 + 1e-9
+    assert schedule.search["static_schedule"] is True
+    # the pool held more than the all-minimum configuration: a static schedule above 3 bits was possible
+    assert any(abs(p.average_bits - 3.0) > 1e-9 for p in schedule.pareto)
+
+
+def test_uniform_alpha_check() -> None:
+    a = uniform_alpha(torch.rand(5, 7))
+    assert a.shape == (5, 7) and torch.allclose(a.sum(0), torch.ones(7, dtype=a.dtype))
+    with pytest.raises(ValueError, match="T×L"):
+        uniform_alpha(torch.rand(5))
+
+
+@pytest.mark.parametrize(
+    ("kw", "message"),
+    [
+        ({"weights": "awq"}, "--weights must be one of"),
+        ({"alpha": "x"}, "--alpha must be one of"),
+        ({"weight_scale": "minmax"}, "--weight-scale must be one of"),
+        ({"static_schedule": True, "max_engines": 2}, "drop --max-engines"),
+        ({"weights": "rtn", "alpha": "uniform"}, "drop --alpha"),
+    ],
+)
+def test_bad_ablation_options_are_named(kw: dict, message: str) -> None:
+    with pytest.raises(CompileError, match=message):
+        CompileConfig(model="tiny-flux", target=3.1, out="x", **kw)

@@ -1,0 +1,75 @@
+"""train.py on the CPU: a few steps write a checkpoint the registry loads; a resumed run continues."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from adatsq.core.models import family_of, get_spec, load_text_encoders, load_transformer, run_sampler
+from adatsq.core.models.shapes.family import TRANSFORMER_CONFIG
+from adatsq.core.models.shapes.text_encoder import WordTokenizer, shapes_vocabulary
+from adatsq.core.models.shapes.train import TrainConfig, main, seed_of, step_batch, train
+
+SPEC = get_spec("shapes-flux")
+# the registry's architecture with fewer blocks (the registry loads what checkpoint/transformer/config.json says)
+SMALL = {**TRANSFORMER_CONFIG, "num_layers": 1, "num_single_layers": 1}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _diffusers_imported() -> None:
+    """diffusers' lazy imports (several seconds on a busy 2-core machine) happen once, in setup."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel  # noqa: F401
+
+
+def test_batches_are_a_function_of_seed_and_step() -> None:
+    cfg = TrainConfig(batch=2, seed=3)
+    tok = WordTokenizer(shapes_vocabulary(), 16)
+    a, b, c = step_batch(cfg, tok, 5), step_batch(cfg, tok, 5), step_batch(cfg, tok, 6)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not torch.equal(a["noise"], c["noise"])
+    assert a["images"].shape == (2, 3, 32, 32) and a["images"].min() >= -1 and a["images"].max() <= 1
+    assert ((a["sigma"] > 0) & (a["sigma"] <= 1)).all()
+    assert seed_of(3, 5) != seed_of(4, 5)
+    assert TrainConfig(warmup=10, steps=100).lr_factor(0) == 0.1
+
+
+def test_train_writes_a_loadable_checkpoint_and_resumes(tmp_path) -> None:
+    out = tmp_path / "run"
+    rec = train(
+        out, TrainConfig(steps=2, batch=2, warmup=4), log_every=1, transformer_config=SMALL, command=["t"]
+    )
+    assert json.loads((out / "train_record.json").read_text()) == rec
+    assert rec["step"] == 2 and [s for s, _ in rec["loss"]] == [1, 2]
+    assert all(torch.isfinite(torch.tensor(loss)) for _, loss in rec["loss"])
+    assert rec["checkpoint_weight_bytes"] <= 20_000_000 and rec["torch"] == torch.__version__
+
+    ckpt = out / "checkpoint"
+    model = load_transformer(SPEC, model_path=ckpt)
+    assert json.loads((ckpt / "transformer" / "config.json").read_text())["in_channels"] == 12
+    weights = next(iter((ckpt / "transformer").glob("*.safetensors"))).stat().st_size
+    assert weights < 2 * sum(p.numel() for p in model.parameters()) + 100_000  # float16 on disk
+    enc = load_text_encoders(SPEC, model_path=ckpt)
+    fam = family_of(SPEC)
+    cond = fam.encode_prompts(enc, ["a blue square"], SPEC)
+    noise = fam.sample_noise(SPEC, model, SPEC.resolution, 1, torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert run_sampler(fam, SPEC, model, noise, cond, steps=2).shape == (1, 3, 32, 32)
+
+    rec2 = train(
+        out, TrainConfig(steps=3, batch=2, warmup=4), log_every=1, transformer_config=SMALL
+    )  # resume: one more step
+    assert rec2["step"] == 3 and [s for s, _ in rec2["loss"]] == [1, 2, 3]
+    assert [r["start_step"] for r in rec2["runs"]] == [0, 2]
+    assert rec2["loss"][:2] == rec["loss"]
+
+
+def test_cli_stops_at_the_wall_budget(tmp_path, monkeypatch) -> None:
+    import adatsq.core.models.shapes.train as train_mod
+
+    monkeypatch.setattr(train_mod, "TRANSFORMER_CONFIG", SMALL)
+    assert main(["--out", str(tmp_path), "--steps", "50", "--batch", "1", "--minutes", "0"]) == 0
+    rec = json.loads((tmp_path / "train_record.json").read_text())
+    assert rec["step"] == 0 and rec["runs"][0]["command"][-2:] == ["--minutes", "0"]
+    assert (tmp_path / "checkpoint" / "model_index.json").is_file()
