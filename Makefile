@@ -3,7 +3,7 @@ PY ?= python3
 OUT ?= engines/tiny-flux
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile bench-e2e clean
+.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile bench-e2e quality quality-full clean
 
 # editable_mode=strict: the install is a tree of links, build/__editable__.adatsq-*/adatsq/..., that editors and
 # type checkers (pyright, Pylance, mypy) can read; the default mode maps compiler/ -> adatsq.compiler etc. with an
@@ -58,6 +58,12 @@ SCHED ?= /tmp/adatsq-bench/flux-dev
 bench-e2e:  ## whole-step bf16 / FP8 / ours per model on the GPU: one table + JSON (issue 13)
 	$(PY) benchmarks/bench_e2e.py --models flux-dev,z-image,wan2.1-1.3b --schedule-dir $(SCHED) \
 		--out benchmarks/results/bench_e2e.json --time-budget 480
+
+quality:  ## the quality table on the CPU (quick settings): shapes-flux at 4.0 and 3.1 bits, every ablation
+	$(PY) benchmarks/quality.py --quick --out benchmarks/results/quality_quick.json
+
+quality-full:  ## the full quality table on the GPU
+	$(PY) benchmarks/quality.py --device cuda --out benchmarks/results/quality.json
 
 clean:
 	rm -rf build/lib build/bdist.* *.egg-info engines .pytest_cache  # not build/__editable__.*: the install

@@ -1,0 +1,233 @@
+"""The quality table (issue 14): shapes-flux compiled at W4 (target 4.0) and W3 (target 3.1), each row scored
+by GenEval-mini, with the method's ablations.
+
+    python benchmarks/quality.py --quick --out benchmarks/results/quality_quick.json        # CPU, minutes
+    python benchmarks/quality.py --device cuda --out benchmarks/results/quality.json        # the full table
+
+Rows per target: ``adatsq`` (the full method), ``adatsq+mse`` (least-squares weight scales), ``static``
+(the best one-configuration schedule the search finds at the same target), ``gptq-uniform`` (GPTQ without
+Fisher weighting), ``rtn`` (round-to-nearest weights), ``no-rotation``; plus ``fp`` once. The rows of one
+target share one output directory, so the calibration is computed once and each row re-runs only the stages
+its options change (search and/or quantize); each row's result is read before the next row overwrites it.
+
+Scoring: the evaluation prompts are ``evaluation_set(P, seed=EVAL_SEED)`` (P per GenEval category, eval-split
+sentences; a different seed from the search's own selection prompts, seed 1234), ``--seeds`` noise seeds
+each. Per row: GenEval per category and total with bootstrap 95 % intervals; the relative error of the final
+images against the FP ones for the same noise and prompt; a Fréchet distance on 8×8-pooled pixels against
+renders of training scenes (an FID-like distance at this scale). The run resumes: rows already in ``--out``
+are kept unless ``--force``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+EVAL_SEED = 2026
+ROWS: dict[str, list[str]] = {
+    "adatsq": [],
+    "adatsq+mse": ["--weight-scale", "mse"],
+    "static": ["--static-schedule"],
+    "gptq-uniform": ["--alpha", "uniform"],
+    "rtn": ["--weights", "rtn"],
+    "no-rotation": ["--no-rotation"],
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    steps: int
+    calib_samples: int
+    heldout_samples: int
+    prompts_per_category: int
+    seeds: int
+    candidates: int
+
+
+QUICK = Settings(steps=8, calib_samples=2, heldout_samples=1, prompts_per_category=2, seeds=2, candidates=4)
+FULL = Settings(steps=20, calib_samples=16, heldout_samples=4, prompts_per_category=16, seeds=4, candidates=8)
+
+
+def _compile(out: Path, target: float, checkpoint: Path, device: str, s: Settings, extra: list[str]) -> None:
+    from click.testing import CliRunner
+
+    from adatsq.compiler.cli import main
+
+    args = ["shapes-flux", "-o", str(out), "--target", str(target), "--model-path", str(checkpoint)]
+    args += ["--steps", str(s.steps), "--calib-samples", str(s.calib_samples)]
+    args += ["--heldout-samples", str(s.heldout_samples), "--candidates", str(s.candidates)]
+    args += ["--metric", "geneval", "--device", device, "--until", "quantize", *extra]
+    result = CliRunner().invoke(main, args)
+    if result.exit_code != 0:
+        raise RuntimeError(
+            f"adatsq-compile {' '.join(args)} failed ({result.exit_code}): {result.output[-2000:]}"
+        )
+
+
+def _inputs(checkpoint: Path, s: Settings, device: str) -> tuple[Any, Any, Any, list[Any], Any, torch.Tensor]:
+    """(spec, family, FP model, eval specs, their conditioning, noise): seeds × prompts, prompt-major."""
+    from adatsq.core.models import family_of, get_spec, load_text_encoders, load_transformer
+    from adatsq.core.models.shapes.scenes import evaluation_set
+
+    spec = get_spec("shapes-flux")
+    fam = family_of(spec)
+    model = load_transformer(spec, checkpoint).float().to(device)
+    evals = evaluation_set(s.prompts_per_category, seed=EVAL_SEED)
+    specs = [e for e, _ in evals for _ in range(s.seeds)]
+    texts = [t for _, t in evals for _ in range(s.seeds)]
+    cond = fam.encode_prompts(load_text_encoders(spec, checkpoint), texts, spec)
+    noise = fam.sample_noise(
+        spec, model, spec.resolution, len(texts), torch.Generator().manual_seed(EVAL_SEED)
+    )
+    return spec, fam, model, specs, cond, noise
+
+
+def _sample(
+    fam: Any, spec: Any, model: Any, noise: torch.Tensor, cond: Any, steps: int, schedule: Any = None
+) -> torch.Tensor:
+    from adatsq.core.models import run_sampler
+    from adatsq.passes.quant_linear import quant_linears, set_activation_bits
+
+    modules = quant_linears(model)
+
+    def before(i: int) -> None:
+        if schedule is not None:
+            set_activation_bits(model, schedule.bits_at(i), modules)
+
+    out = []
+    with torch.no_grad():
+        for start in range(0, noise.shape[0], 64):
+            part = slice(start, start + 64)
+            out.append(
+                run_sampler(fam, spec, model, noise[part], cond.select(part), steps, before_step=before).cpu()
+            )
+    return torch.cat(out).float()
+
+
+def _pooled(images: list[np.ndarray]) -> np.ndarray:
+    x = np.stack(images).astype(np.float64) / 255.0  # n × 32 × 32 × 3
+    n, h, w, c = x.shape
+    return x.reshape(n, 8, h // 8, 8, w // 8, c).mean(axis=(2, 4)).reshape(n, -1)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """‖μa − μb‖² + tr(Σa + Σb − 2(ΣaΣb)^½) between Gaussians fitted to the rows of ``a`` and ``b``."""
+    from scipy import linalg
+
+    mu = a.mean(0) - b.mean(0)
+    sa, sb = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root = linalg.sqrtm(sa @ sb)
+    root = root.real if np.iscomplexobj(root) else root
+    return float(mu @ mu + np.trace(sa + sb - 2 * root))
+
+
+def _score(
+    fam: Any, final: torch.Tensor, fp: torch.Tensor, specs: list[Any], reference: np.ndarray
+) -> dict[str, Any]:
+    from adatsq.compiler.geneval import evaluate
+
+    images = fam.decode_images(final)
+    result = evaluate(images, specs, n_boot=1000, seed=0).to_dict()
+    result.pop("correct")
+    result["rel_error_vs_fp"] = float((final - fp).pow(2).sum() / fp.pow(2).sum())
+    result["frechet_pixels"] = frechet_distance(_pooled(images), reference)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--checkpoint", type=Path, default=None, help="shapes-flux checkpoint [the packaged one]")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--work", type=Path, default=Path("/tmp/adatsq-quality"), help="compile output folders")
+    ap.add_argument("--quick", action="store_true", help="CPU-sized settings (minutes)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--targets", default="4.0,3.1")
+    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--force", action="store_true")
+    args = ap.parse_args(argv)
+
+    from adatsq.core.models import get_spec
+    from adatsq.core.models.shapes.scenes import training_pairs
+    from adatsq.core.schedule import load_schedule
+    from adatsq.export.onnx_export import load_quantized_model
+
+    s = QUICK if args.quick else FULL
+    checkpoint = args.checkpoint or Path(get_spec("shapes-flux").hf_id)
+    results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() and not args.force else {}
+    results.update(
+        {"command": " ".join(sys.argv), "settings": dataclasses.asdict(s), "checkpoint": str(checkpoint)}
+    )
+    rows = results.setdefault("rows", {})
+
+    spec, fam, fp_model, specs, cond, noise = _inputs(checkpoint, s, args.device)
+    ref_images, _ = training_pairs(EVAL_SEED, 1000)
+    reference = _pooled(fam.decode_images(ref_images))
+    start = time.perf_counter()
+    fp = _sample(fam, spec, fp_model, noise, cond, s.steps)
+    if "fp" not in rows:
+        rows["fp"] = {
+            **_score(fam, fp, fp, specs, reference),
+            "bits": "W16A16",
+            "seconds": time.perf_counter() - start,
+        }
+    for target in (float(t) for t in args.targets.split(",")):
+        out = args.work / f"target_{target}"
+        for name in args.rows.split(","):
+            key = f"{name}@{target}"
+            if key in rows:
+                continue
+            t0 = time.perf_counter()
+            _compile(out, target, checkpoint, args.device, s, ROWS[name])
+            schedule = load_schedule(out / "schedule.json")
+            qmodel = load_quantized_model(out).to(args.device)
+            final = _sample(fam, spec, qmodel, noise, cond, s.steps, schedule)
+            rows[key] = {
+                **_score(fam, final, fp, specs, reference),
+                "target": target,
+                "achieved_bits": schedule.achieved_bits,
+                "weight_bits": sorted(set(schedule.weight_bits.values())),
+                "configs": len(schedule.configs),
+                "seconds": time.perf_counter() - t0,
+            }
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=1) + "\n")
+            print(f"{key}: total {rows[key]['total']['accuracy']:.3f}", flush=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    print(table(results))
+    return 0
+
+
+def table(results: dict[str, Any]) -> str:
+    from adatsq.core.models.shapes.scenes import CATEGORIES
+
+    head = (
+        "| row | bits | total [95% CI] | "
+        + " | ".join(CATEGORIES)
+        + " | rel. error vs FP | Fréchet (pixels) |"
+    )
+    lines = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
+    fp_total = results["rows"]["fp"]["total"]["accuracy"]
+    for key, r in results["rows"].items():
+        t = r["total"]
+        bits = r.get("bits") or f"W{r['weight_bits'][0]}A{r['achieved_bits']:.2f}"
+        cats = " | ".join(
+            f"{r['per_category'][c]['accuracy']:.2f}" if c in r["per_category"] else "–" for c in CATEGORIES
+        )
+        ratio = f" ({t['accuracy'] / fp_total:.2f}× FP)" if fp_total > 0 and key != "fp" else ""
+        lines.append(
+            f"| {key} | {bits} | {t['accuracy']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]{ratio} | {cats} | "
+            f"{r['rel_error_vs_fp']:.4f} | {r['frechet_pixels']:.4f} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
