@@ -3,7 +3,7 @@ PY ?= python3
 OUT ?= engines/tiny-flux
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile bench-e2e quality quality-full clean
+.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile bench-e2e quality quality-full demo-quality clean
 
 # editable_mode=strict: the install is a tree of links, build/__editable__.adatsq-*/adatsq/..., that editors and
 # type checkers (pyright, Pylance, mypy) can read; the default mode maps compiler/ -> adatsq.compiler etc. with an
@@ -61,6 +61,10 @@ bench-e2e:  ## whole-step bf16 / FP8 / ours per model on the GPU: one table + JS
 
 quality:  ## the quality table on the CPU (quick settings): shapes-flux at 4.0 and 3.1 bits, every ablation
 	$(PY) benchmarks/quality.py --quick --out benchmarks/results/quality_quick.json
+
+demo-quality:  ## shapes-flux at 3.1 bits: FP and quantized samples side by side with the detector's verdicts
+	$(PY) benchmarks/quality.py --quick --targets 3.1 --rows adatsq --out /tmp/adatsq-demo-quality.json --force \
+		--grid engines/shapes-flux-quality.png
 
 quality-full:  ## the full quality table on the GPU
 	$(PY) benchmarks/quality.py --device cuda --out benchmarks/results/quality.json

@@ -72,8 +72,10 @@ def _compile(out: Path, target: float, checkpoint: Path, device: str, s: Setting
         )
 
 
-def _inputs(checkpoint: Path, s: Settings, device: str) -> tuple[Any, Any, Any, list[Any], Any, torch.Tensor]:
-    """(spec, family, FP model, eval specs, their conditioning, noise): seeds × prompts, prompt-major."""
+def _inputs(
+    checkpoint: Path, s: Settings, device: str
+) -> tuple[Any, Any, Any, list[Any], list[str], Any, torch.Tensor]:
+    """(spec, family, FP model, eval specs, their texts, conditioning, noise): seeds × prompts, prompt-major."""
     from adatsq.core.models import family_of, get_spec, load_text_encoders, load_transformer
     from adatsq.core.models.shapes.scenes import evaluation_set
 
@@ -87,7 +89,7 @@ def _inputs(checkpoint: Path, s: Settings, device: str) -> tuple[Any, Any, Any, 
     noise = fam.sample_noise(
         spec, model, spec.resolution, len(texts), torch.Generator().manual_seed(EVAL_SEED)
     )
-    return spec, fam, model, specs, cond, noise
+    return spec, fam, model, specs, texts, cond, noise
 
 
 def _sample(
@@ -129,6 +131,35 @@ def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
     return float(mu @ mu + np.trace(sa + sb - 2 * root))
 
 
+def write_grid(
+    path: Path, columns: dict[str, list[np.ndarray]], texts: list[str], verdicts: dict[str, list[bool]]
+) -> None:
+    """A PNG: one row per prompt, one column per compile row (FP first), each image titled pass/fail by the
+    detector's GenEval verdict for its prompt."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    names = list(columns)
+    fig, axes = plt.subplots(
+        len(texts), len(names), figsize=(2.2 * len(names), 2.3 * len(texts)), squeeze=False
+    )
+    for i, text in enumerate(texts):
+        for j, name in enumerate(names):
+            ax = axes[i][j]
+            ax.imshow(columns[name][i], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            ok = verdicts[name][i]
+            ax.set_title(f"{name}: {'pass' if ok else 'fail'}", fontsize=8, color="green" if ok else "red")
+        axes[i][0].text(0.0, 1.28, f'"{text}"', transform=axes[i][0].transAxes, fontsize=8, ha="left")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def _score(
     fam: Any, final: torch.Tensor, fp: torch.Tensor, specs: list[Any], reference: np.ndarray
 ) -> dict[str, Any]:
@@ -152,6 +183,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="4.0,3.1")
     ap.add_argument("--rows", default=",".join(ROWS))
     ap.add_argument("--force", action="store_true")
+    ap.add_argument("--grid", type=Path, default=None, help="PNG of FP vs each row computed in this run")
+    ap.add_argument(
+        "--grid-prompts", type=int, default=6, help="prompts in --grid (the first of each category)"
+    )
     args = ap.parse_args(argv)
 
     from adatsq.core.models import get_spec
@@ -167,11 +202,17 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = results.setdefault("rows", {})
 
-    spec, fam, fp_model, specs, cond, noise = _inputs(checkpoint, s, args.device)
+    spec, fam, fp_model, specs, texts, cond, noise = _inputs(checkpoint, s, args.device)
     ref_images, _ = training_pairs(EVAL_SEED, 1000)
     reference = _pooled(fam.decode_images(ref_images))
     start = time.perf_counter()
     fp = _sample(fam, spec, fp_model, noise, cond, s.steps)
+    # the grid's images: the first sample of each category, in category order
+    first = {}
+    for i, x in enumerate(specs):
+        first.setdefault(x.category, i)
+    pick = list(first.values())[: args.grid_prompts]
+    shown: dict[str, list[np.ndarray]] = {"fp": fam.decode_images(fp[pick])}
     if "fp" not in rows:
         rows["fp"] = {
             **_score(fam, fp, fp, specs, reference),
@@ -189,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             schedule = load_schedule(out / "schedule.json")
             qmodel = load_quantized_model(out).to(args.device)
             final = _sample(fam, spec, qmodel, noise, cond, s.steps, schedule)
+            shown[key] = fam.decode_images(final[pick])
             rows[key] = {
                 **_score(fam, final, fp, specs, reference),
                 "target": target,
@@ -202,6 +244,12 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{key}: total {rows[key]['total']['accuracy']:.3f}", flush=True)
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
+    if args.grid is not None:
+        from adatsq.compiler.geneval import detect, score
+
+        verdicts = {k: [score(specs[i], detect(img)) for i, img in zip(pick, v)] for k, v in shown.items()}
+        write_grid(args.grid, shown, [texts[i] for i in pick], verdicts)
+        print(f"wrote {args.grid} ({', '.join(shown)})")
     return 0
 
 
