@@ -52,7 +52,7 @@ def build(
     from accelerate import init_empty_weights
 
     from adatsq.core.models.registry import family_of, get_spec
-    from adatsq.passes.quant_linear import QuantLinear, _set_submodule, rotates_input
+    from adatsq.passes.quant_linear import QuantLinear, _set_submodule, rotation_blocks
     from adatsq.passes.weight_store import meta_tensors, save_weight_store
     from adatsq.plugins.formats import format_for_bits
     from adatsq.plugins.reference import effective_group
@@ -73,13 +73,19 @@ def build(
         lin = modules[name]
         n, k = lin.out_features, lin.in_features
         n_params += n * k
-        packed = torch.randint(0, 256, (n, fmt.packed_bytes(1, k)), generator=g, dtype=torch.uint8)
-        groups = k // effective_group(k, spec.group_size)
-        scale = (torch.rand(n, groups, generator=g) * 1e-2 + 1e-3).to(torch.float16)
+        blocks = rotation_blocks(k, name in act, spec.group_size, True, family.input_split(model, name))
+        g_k = effective_group(k, spec.group_size)
+        parts = [
+            (
+                torch.randint(0, 256, (n, fmt.packed_bytes(1, w)), generator=g, dtype=torch.uint8),
+                (torch.rand(n, w // g_k, generator=g) * 1e-2 + 1e-3).to(torch.float16),
+            )
+            for w in (blocks or (k,))
+        ]
         bias = torch.randn(n, generator=g) * 1e-2 if lin.bias is not None else None
         q = QuantLinear.from_packed(
-            packed, scale, bias, bits, spec.group_size, rotates_input(k, name in act), k,
-            act_quantized=name in act,
+            *parts[0], bias, bits, spec.group_size, blocks is not None, k, act_quantized=name in act,
+            blocks=blocks, more=parts[1:],
         )  # fmt: skip
         _set_submodule(model, name, q)
     for mod in model.modules():  # the kept layers: real random float32 tensors

@@ -150,16 +150,18 @@ class CompileContext:
     ) -> dict[str, LayerQuant]:
         inv = self.inventory
         out: dict[str, LayerQuant] = {}
+        act = set(inv.act_layers)
         for name in inv.quantized_layers:
             c, s = codes[name] if codes else (None, None)
             out[name] = LayerQuant(
                 self.weight_bits,
-                name in set(inv.act_layers),
+                name in act,
                 self.group_size,
                 c,
                 s,
                 rotation=self.config.rotation,
                 scale_method=self.config.weight_scale,
+                split=self.family.input_split(self.model, name),
             )
         return out
 

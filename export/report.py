@@ -14,6 +14,7 @@ Rendering uses matplotlib's Agg backend (no display).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -220,7 +221,7 @@ def weight_bytes(path: Path) -> dict[str, int]:
             nbytes = n * {"F32": 4, "F16": 2, "BF16": 2, "U8": 1, "I8": 1, "I32": 4, "I64": 8, "F64": 8}.get(
                 t.get_dtype(), 4
             )
-            if key.endswith((".w_packed", ".w_scale")):
+            if re.search(r"\.(w_packed|w_scale)(_\d+)?$", key):  # every rotation block's codes and scales
                 packed += nbytes
             else:
                 bf16 += n * 2

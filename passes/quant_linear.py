@@ -7,7 +7,8 @@ numerics are contract 1 on every backend. ``a_bits`` is mutable: the runner and 
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import nn
@@ -16,7 +17,7 @@ import adatsq.plugins.op  # noqa: F401  (registers torch.ops.adatsq.qlinear)
 from adatsq.core.contract import UNQUANTIZED
 from adatsq.passes.base import Pass, PassConditionError, PassResult
 from adatsq.plugins.formats import format_for_bits
-from adatsq.plugins.hadamard import is_supported_width, rotate
+from adatsq.plugins.hadamard import is_supported_width, rotate_blocks
 from adatsq.plugins.reference import effective_group, quantize_weight_rtn
 
 __all__ = [
@@ -26,6 +27,7 @@ __all__ = [
     "quant_linears",
     "rotated_weight",
     "rotates_input",
+    "rotation_blocks",
     "set_activation_bits",
 ]
 
@@ -39,9 +41,37 @@ def rotates_input(in_features: int, act_quantized: bool, rotation: bool = True) 
     return rotation and act_quantized and is_supported_width(in_features)
 
 
-def rotated_weight(weight: torch.Tensor) -> torch.Tensor:
-    """W·R in float64: row n of W·R is W[n]·R = rotate(W[n])."""
-    return rotate(weight.detach().double())
+def rotation_blocks(
+    in_features: int,
+    act_quantized: bool,
+    group_size: int,
+    rotation: bool = True,
+    split: Sequence[int] | None = None,
+) -> tuple[int, ...] | None:
+    """The blocks of a linear's online rotation R = diag(R_b1, R_b2, ...), or None when its input is not
+    rotated (:func:`rotates_input`). ``split``: the widths of the tensors its input concatenates (Flux's
+    single-block ``proj_out`` reads [attention 3072 | MLP 12288]); each becomes its own rotation block when
+    every block has a Hadamard width and a whole number of groups (so no activation group straddles two
+    blocks), else the layer keeps one block of its whole width. Each block is then its own ``adatsq::qlinear``
+    call at a width the kernels handle fast (3072 = 12·2^8 and 12288 = 12·2^10 instead of 15360 = 60·2^8), and
+    y = Σ_b x_b·R_b·(W_b·R_b)ᵀ + bias = x·Wᵀ + bias."""
+    if not rotates_input(in_features, act_quantized, rotation):
+        return None
+    if split and len(split) > 1:
+        blocks = tuple(int(b) for b in split)
+        g = effective_group(in_features, group_size)
+        if (
+            sum(blocks) == in_features
+            and g == group_size
+            and all(b % g == 0 and is_supported_width(b) for b in blocks)
+        ):
+            return blocks
+    return (in_features,)
+
+
+def rotated_weight(weight: torch.Tensor, blocks: tuple[int, ...] | None = None) -> torch.Tensor:
+    """W·R in float64: row n of W·R is W[n]·R = rotate(W[n]) (block by block for a block-diagonal R)."""
+    return rotate_blocks(weight.detach().double(), blocks)
 
 
 class QuantLinear(nn.Module):
@@ -57,6 +87,7 @@ class QuantLinear(nn.Module):
         rotate_input: bool,
         a_bits: int = UNQUANTIZED,
         act_quantized: bool = True,
+        blocks: Sequence[int] | None = None,
     ) -> None:
         super().__init__()
         fmt = format_for_bits(w_bits)
@@ -67,10 +98,27 @@ class QuantLinear(nn.Module):
         self.rotate_input = rotate_input
         self.act_quantized = act_quantized
         self.a_bits = a_bits
-        self.register_buffer("w_packed", fmt.pack(codes))
-        self.register_buffer("w_scale", scale.to(torch.float16).contiguous())
+        self.blocks = self._checked_blocks(blocks)
+        starts = [0, *itertools.accumulate(self.blocks)]
+        for i, (a, b) in enumerate(itertools.pairwise(starts)):
+            # block i: its columns of the codes, its groups of the scales (block 0 keeps the plain names)
+            self.register_buffer(_buffer("w_packed", i), fmt.pack(codes[:, a:b].contiguous()))
+            g0, g1 = a // self.group_size, b // self.group_size
+            self.register_buffer(_buffer("w_scale", i), scale[:, g0:g1].to(torch.float16).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)
+
+    def _checked_blocks(self, blocks: Sequence[int] | None) -> tuple[int, ...]:
+        if not blocks or len(blocks) == 1:
+            return (self.in_features,)
+        blocks = tuple(int(b) for b in blocks)
+        if sum(blocks) != self.in_features or any(b % self.group_size for b in blocks):
+            raise ValueError(
+                f"blocks {blocks} must add up to K={self.in_features} and each hold whole groups of {self.group_size}"
+            )
+        if not self.rotate_input:
+            raise ValueError("blocks are rotation blocks: a layer without rotation has one block")
+        return blocks
 
     @classmethod
     def from_packed(
@@ -84,33 +132,49 @@ class QuantLinear(nn.Module):
         in_features: int,
         a_bits: int = UNQUANTIZED,
         act_quantized: bool = True,
+        blocks: Sequence[int] | None = None,
+        more: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
     ) -> QuantLinear:
-        """The module holding already packed codes (``fmt.pack`` bytes of an [N, in_features] code matrix, as
-        stored in weights.safetensors) without unpacking and repacking them: the tensors are used as given
-        (no copy). Shapes and dtypes are checked; values need not be (every byte pattern of the int3/int4/int8
-        packings decodes to in-range codes)."""
+        """The module holding already packed codes (``fmt.pack`` bytes of an [N, width] code matrix per
+        rotation block, as stored in weights.safetensors: ``packed``/``scale`` for block 0, ``more`` for the
+        others) without unpacking and repacking them: the tensors are used as given (no copy). Shapes and
+        dtypes are checked; values need not be (every byte pattern of the int3/int4/int8 packings decodes to
+        in-range codes)."""
         fmt = format_for_bits(w_bits)
-        probe = fmt.pack(torch.zeros(1, in_features, dtype=torch.int8))
+        q = cls(torch.zeros(0, in_features, dtype=torch.int8), torch.zeros(0, in_features // effective_group(
+                in_features, group_size)), None, w_bits, group_size, rotate_input, a_bits=a_bits,
+                act_quantized=act_quantized, blocks=blocks)  # fmt: skip
+        parts = [(packed, scale), *more]
+        if len(parts) != len(q.blocks):
+            raise ValueError(f"{len(parts)} packed blocks for the rotation blocks {q.blocks}")
         n = packed.shape[0] if packed.dim() == 2 else -1
-        if packed.dim() != 2 or packed.shape[1] != probe.shape[1] or packed.dtype != probe.dtype:
-            raise ValueError(
-                f"{fmt.name}: packed weight {tuple(packed.shape)} {packed.dtype} is not [N, {probe.shape[1]}] "
-                f"{probe.dtype} for K={in_features}"
-            )
-        q = cls(torch.zeros(0, in_features, dtype=torch.int8), torch.zeros(0, 1), None, w_bits, group_size,
-                rotate_input, a_bits=a_bits, act_quantized=act_quantized)  # fmt: skip
-        groups = in_features // q.group_size
-        if tuple(scale.shape) != (n, groups) or (bias is not None and tuple(bias.shape) != (n,)):
-            raise ValueError(
-                f"scale {tuple(scale.shape)} / bias {None if bias is None else tuple(bias.shape)} do not fit "
-                f"N={n}, K={in_features}, group {q.group_size} (want [{n}, {groups}] and [{n}])"
-            )
+        for i, (width, (p, sc)) in enumerate(zip(q.blocks, parts, strict=True)):
+            probe = fmt.pack(torch.zeros(1, width, dtype=torch.int8))
+            if p.dim() != 2 or p.shape[0] != n or p.shape[1] != probe.shape[1] or p.dtype != probe.dtype:
+                raise ValueError(
+                    f"{fmt.name}: packed weight {tuple(p.shape)} {p.dtype} is not [{n}, {probe.shape[1]}] "
+                    f"{probe.dtype} for K={width}"
+                )
+            groups = width // q.group_size
+            if tuple(sc.shape) != (n, groups):
+                raise ValueError(
+                    f"scales {tuple(sc.shape)} do not fit N={n}, K={width}, group {q.group_size} (want [{n}, {groups}])"
+                )
+            setattr(q, _buffer("w_packed", i), p)
+            setattr(q, _buffer("w_scale", i), sc if sc.dtype == torch.float16 else sc.to(torch.float16))
+        if bias is not None and tuple(bias.shape) != (n,):
+            raise ValueError(f"bias {tuple(bias.shape)} and N={n} do not fit (want [{n}])")
         q.out_features = n
-        q.w_packed = packed
-        q.w_scale = scale if scale.dtype == torch.float16 else scale.to(torch.float16)
         if bias is not None:
             q.bias = bias if bias.dtype == torch.float32 else bias.float()
         return q
+
+    def packed_blocks(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(packed codes, float16 scales) of each rotation block, in order."""
+        return [
+            (getattr(self, _buffer("w_packed", i)), getattr(self, _buffer("w_scale", i)))
+            for i in range(len(self.blocks))
+        ]
 
     @property
     def weight(self) -> torch.Tensor:
@@ -121,26 +185,49 @@ class QuantLinear(nn.Module):
     def _apply(self, fn, recurse: bool = True):  # noqa: ANN001, ANN202 - nn.Module's signature
         # model.to(bfloat16) must not touch the op's contract: scales stay float16, bias float32
         super()._apply(fn, recurse)
-        self.w_scale = self.w_scale.to(torch.float16)
+        for i in range(len(self.blocks)):
+            name = _buffer("w_scale", i)
+            setattr(self, name, getattr(self, name).to(torch.float16))
         if self.bias is not None:
             self.bias = self.bias.float()
         return self
 
     @property
     def codes(self) -> torch.Tensor:
-        return format_for_bits(self.w_bits).unpack(self.w_packed.cpu(), self.in_features)
+        fmt = format_for_bits(self.w_bits)
+        return torch.cat(
+            [
+                fmt.unpack(p.cpu(), width)
+                for width, (p, _) in zip(self.blocks, self.packed_blocks(), strict=True)
+            ],
+            dim=1,
+        )
+
+    @property
+    def scales(self) -> torch.Tensor:
+        """The float16 scales of the whole width (the blocks' scales side by side)."""
+        return torch.cat([sc for _, sc in self.packed_blocks()], dim=1)
 
     def extra_repr(self) -> str:
         return (
             f"in={self.in_features}, out={self.out_features}, w{self.w_bits}a{self.a_bits}, "
             f"group={self.group_size}, rotate={self.rotate_input}"
+            + (f", blocks={self.blocks}" if len(self.blocks) > 1 else "")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a_bits = self.a_bits if self.act_quantized else UNQUANTIZED
-        return torch.ops.adatsq.qlinear(
-            x, self.w_packed, self.w_scale, self.bias, a_bits, self.w_bits, self.group_size, self.rotate_input
-        )
+        args = (a_bits, self.w_bits, self.group_size, self.rotate_input)
+        if len(self.blocks) == 1:
+            return torch.ops.adatsq.qlinear(x, self.w_packed, self.w_scale, self.bias, *args)
+        # block-diagonal rotation: one op per block, the bias added by the last (y = Σ_b x_b·Ŵ_bᵀ + b)
+        parts = x.split(list(self.blocks), dim=-1)
+        last = len(parts) - 1
+        y = None
+        for i, (part, (packed, scale)) in enumerate(zip(parts, self.packed_blocks(), strict=True)):
+            out = torch.ops.adatsq.qlinear(part, packed, scale, self.bias if i == last else None, *args)
+            y = out if y is None else y + out
+        return y
 
 
 class LayerQuant:
@@ -157,6 +244,7 @@ class LayerQuant:
         scale: torch.Tensor | None = None,
         rotation: bool = True,
         scale_method: str = "absmax",
+        split: Sequence[int] | None = None,
     ) -> None:
         self.w_bits = w_bits
         self.act_quantized = act_quantized
@@ -165,6 +253,17 @@ class LayerQuant:
         self.scale = scale
         self.rotation = rotation
         self.scale_method = scale_method
+        #: the widths of the tensors the layer's input concatenates (:func:`rotation_blocks`)
+        self.split = tuple(split) if split else None
+
+    def blocks(self, in_features: int) -> tuple[int, ...] | None:
+        return rotation_blocks(in_features, self.act_quantized, self.group_size, self.rotation, self.split)
+
+
+def _buffer(name: str, block: int) -> str:
+    """Buffer names of rotation block ``block``: ``w_packed``/``w_scale`` for block 0 (every unsplit layer),
+    ``w_packed_1``/``w_scale_1``... for the others."""
+    return name if block == 0 else f"{name}_{block}"
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
@@ -193,9 +292,10 @@ class InsertQuantLinearPass(Pass[nn.Module]):
         modules = dict(target.named_modules())
         for name, lq in self.layers.items():
             linear = modules[name]
-            rotate_input = rotates_input(linear.in_features, lq.act_quantized, lq.rotation)
+            blocks = lq.blocks(linear.in_features)
+            rotate_input = blocks is not None
             if lq.codes is None:
-                w = rotated_weight(linear.weight) if rotate_input else linear.weight.detach().double()
+                w = rotated_weight(linear.weight, blocks) if rotate_input else linear.weight.detach().double()
                 codes, scale = quantize_weight_rtn(
                     w.float(), lq.w_bits, lq.group_size, method=lq.scale_method
                 )
@@ -209,6 +309,7 @@ class InsertQuantLinearPass(Pass[nn.Module]):
                 lq.group_size,
                 rotate_input,
                 act_quantized=lq.act_quantized,
+                blocks=blocks,
             )
             _set_submodule(target, name, q.to(linear.weight.device))
         return PassResult(target, modified=bool(self.layers))

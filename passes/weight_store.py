@@ -1,7 +1,8 @@
 """``weights.safetensors``: the one copy of packed weights, scales, biases and every unquantized parameter.
 
 Quantized linear ``name`` stores ``name.w_packed`` (its format's bytes, plugins/formats.py), ``name.w_scale``
-(float16, N×K/G) and ``name.bias``; every other state-dict entry keeps its own name. The header metadata
+(float16, N×K/G) and ``name.bias`` (a layer with several rotation blocks: ``w_packed``/``w_scale`` hold block
+0, ``w_packed_1``/``w_scale_1``... the others); every other state-dict entry keeps its own name. The header metadata
 ``adatsq.layers`` (JSON) records per quantized layer: in/out features, weight bits, group, rotation,
 activation-quantized. ONNX graphs point their initializers into this file (external data offsets), so N
 engine configurations never mean N copies of the weights.
@@ -10,6 +11,7 @@ engine configurations never mean N copies of the weights.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,7 @@ def layer_records(model: nn.Module) -> dict[str, dict[str, Any]]:
             "rotate": m.rotate_input,
             "act_quantized": m.act_quantized,
             "bias": m.bias is not None,
+            "blocks": list(m.blocks),
         }
         for n, m in quant_linears(model).items()
     }
@@ -97,6 +100,11 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
 
         for name, rec in self.layers.items():
             bias = self.tensors.get(f"{name}.bias") if rec["bias"] else None
+            blocks = rec.get("blocks") or [rec["in_features"]]  # stores written before rotation blocks: one
+            more = [
+                (self.tensors[f"{name}.w_packed_{i}"], self.tensors[f"{name}.w_scale_{i}"])
+                for i in range(1, len(blocks))
+            ]
             q = QuantLinear.from_packed(
                 self.tensors[f"{name}.w_packed"],
                 self.tensors[f"{name}.w_scale"],
@@ -106,6 +114,8 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
                 rec["rotate"],
                 rec["in_features"],
                 act_quantized=rec["act_quantized"],
+                blocks=blocks,
+                more=more,
             )
             if q.out_features != rec["out_features"]:
                 raise PassConditionError(
@@ -115,7 +125,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
         missing, unexpected = target.load_state_dict(self.tensors, strict=False, assign=self.assign)
         if unexpected:
             raise PassConditionError(f"weight store holds tensors the model lacks: {unexpected[:3]}")
-        real_missing = [m for m in missing if not m.endswith((".w_packed", ".w_scale", ".bias"))]
+        real_missing = [m for m in missing if not re.search(r"\.(w_packed|w_scale)(_\d+)?$|\.bias$", m)]
         if real_missing:
             raise PassConditionError(f"weight store lacks model tensors: {real_missing[:3]}")
         return PassResult(target, modified=True)

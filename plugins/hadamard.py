@@ -24,6 +24,7 @@ __all__ = [
     "is_supported_width",
     "paley_base",
     "rotate",
+    "rotate_blocks",
     "rotation_matrix",
 ]
 
@@ -140,3 +141,14 @@ def rotate(x: torch.Tensor, k: int | None = None) -> torch.Tensor:
         hm = paley_base(m).to(device=x.device, dtype=x.dtype)
         xm = torch.einsum("...ap,ai->...ip", xm, hm)
     return (xm / math.sqrt(k)).reshape(*lead, k)
+
+
+def rotate_blocks(x: torch.Tensor, blocks: tuple[int, ...] | None = None) -> torch.Tensor:
+    """x̃ = x·diag(R_b1, R_b2, ...) along the last axis: each block of consecutive channels rotated by its own
+    width's R (``blocks`` None or one block: :func:`rotate`). A block-diagonal matrix of orthonormal blocks is
+    orthonormal, so x̃·(W·R)ᵀ = x·Wᵀ still holds with W·R = [W_1·R_b1, W_2·R_b2, ...]."""
+    if blocks is None or len(blocks) == 1:
+        return rotate(x)
+    if sum(blocks) != x.shape[-1]:
+        raise HadamardError(f"rotation blocks {blocks} do not add up to the width {x.shape[-1]}")
+    return torch.cat([rotate(part) for part in x.split(list(blocks), dim=-1)], dim=-1)

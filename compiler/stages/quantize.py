@@ -33,9 +33,9 @@ from adatsq.compiler.context import CompileContext
 from adatsq.compiler.stages.calibrate import calibrate_key
 from adatsq.core.atomic import atomic_write_text
 from adatsq.core.hashing import stable_hash
-from adatsq.passes.quant_linear import rotated_weight, rotates_input
+from adatsq.passes.quant_linear import rotated_weight
 from adatsq.passes.weight_store import save_weight_store
-from adatsq.plugins.hadamard import rotate
+from adatsq.plugins.hadamard import rotate_blocks
 from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
 
 __all__ = ["quantize_key", "run_quantize"]
@@ -91,7 +91,7 @@ def _tf32_on_gpu(device: torch.device) -> Iterator[None]:
 def _accumulate(
     ctx: CompileContext,
     names: list[str],
-    rotated: set[str],
+    rotated: dict[str, tuple[int, ...]],
     alpha: torch.Tensor,
     col: dict[str, int],
     samples: list[int],
@@ -107,7 +107,7 @@ def _accumulate(
     def hook_for(name: str):  # noqa: ANN202
         def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].detach().to(dtype)
-            x = rotate(x) if name in rotated else x
+            x = rotate_blocks(x, rotated[name]) if name in rotated else x
             accs[name].add(x, weight=float(alpha[state["t"], col[name]]))
 
         return hook
@@ -139,8 +139,8 @@ def run_quantize(ctx: CompileContext) -> None:
     col = {n: j for j, n in enumerate(data.layers)}
     c = ctx.config
     alpha = fisher_alpha(data.fisher, c.tau) if c.alpha == "fisher" else uniform_alpha(data.fisher)
-    act = set(s.act_layers)
-    rotated = {n for n in names if rotates_input(modules[n].in_features, n in act, c.rotation)}
+    quant = ctx.layer_quant()  # how each layer is quantized: the search's copy and this stage agree
+    rotated = {n: b for n in names if (b := quant[n].blocks(modules[n].in_features)) is not None}
     widths = {n: modules[n].in_features for n in names}
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     errors: dict[str, dict[str, float]] = {}
@@ -156,7 +156,7 @@ def run_quantize(ctx: CompileContext) -> None:
         with ctx.progress(f"{label}: Fisher-weighted GPTQ", len(chunk)) as advance:
             for n in chunk:
                 w = modules[n].weight
-                w_rot = rotated_weight(w) if n in rotated else w.detach().double()
+                w_rot = rotated_weight(w, rotated[n]) if n in rotated else w.detach().double()
                 h = accs.pop(n).matrix
                 bits, method = s.weight_bits[n], c.weight_scale
                 rc, rs = quantize_weight_rtn(w_rot.float(), bits, s.group_size, method=method)

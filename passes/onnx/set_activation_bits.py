@@ -2,12 +2,13 @@
 
 Node → layer mapping: the exporter names each QLinear's packed-weight initializer after the torch buffer
 ``<layer>.w_packed`` (plus the export wrapper's prefix, e.g. ``model.``). The pass strips the suffix and the
-prefix, so the mapping is exact and does not depend on node names or exporter metadata; it also renames
-each node to its layer name so that graphs, Polygraphy output and TensorRT layer info read naturally.
+prefix (and a rotation block's ``_<b>``), so the mapping is exact and does not depend on node names or
+exporter metadata; it also renames each node to its layer name (block b > 0: ``<layer>#<b>``) so that graphs, Polygraphy output and TensorRT layer info read naturally.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import onnx
@@ -19,29 +20,34 @@ from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE
 
 __all__ = ["SetActivationBitsPass", "qlinear_layers"]
 
-WEIGHT_SUFFIX = ".w_packed"
+#: a QLinear's packed-weight input: ``<layer>.w_packed`` (rotation block 0) or ``<layer>.w_packed_<b>``
+WEIGHT_NAME = re.compile(r"(?P<layer>.+)\.w_packed(?:_(?P<block>\d+))?")
 
 
 def _is_qlinear(node: onnx.NodeProto) -> bool:
     return node.domain == DOMAIN and node.op_type == OP_TYPE
 
 
-def qlinear_layers(model: onnx.ModelProto, prefix: str = "model.") -> dict[str, onnx.NodeProto]:
-    """Layer name → QLinear node, from the node's packed-weight input ``<prefix><layer>.w_packed``."""
-    out: dict[str, onnx.NodeProto] = {}
+def qlinear_layers(model: onnx.ModelProto, prefix: str = "model.") -> dict[str, list[onnx.NodeProto]]:
+    """Layer name → its QLinear nodes, from each node's packed-weight input ``<prefix><layer>.w_packed``
+    (one node per layer; a layer with several rotation blocks has one node per block, reading
+    ``<layer>.w_packed``, ``<layer>.w_packed_1``, ..., in block order)."""
+    out: dict[str, dict[int, onnx.NodeProto]] = {}
     for node in model.graph.node:
         if not _is_qlinear(node):
             continue
         w = node.input[1]
-        if not w.endswith(WEIGHT_SUFFIX):
+        found = WEIGHT_NAME.fullmatch(w)
+        if found is None:
             raise PassConditionError(
                 f"QLinear node {node.name!r} reads {w!r}, not a '<layer>.w_packed' tensor"
             )
-        layer = w[: -len(WEIGHT_SUFFIX)].removeprefix(prefix)
-        if layer in out:
-            raise PassConditionError(f"two QLinear nodes read the weights of layer {layer!r}")
-        out[layer] = node
-    return out
+        layer, block = found["layer"].removeprefix(prefix), int(found["block"] or 0)
+        nodes = out.setdefault(layer, {})
+        if block in nodes:
+            raise PassConditionError(f"two QLinear nodes read the weights of layer {layer!r} (block {block})")
+        nodes[block] = node
+    return {layer: [nodes[b] for b in sorted(nodes)] for layer, nodes in out.items()}
 
 
 def _attr(node: onnx.NodeProto, name: str) -> onnx.AttributeProto:
@@ -67,18 +73,20 @@ class SetActivationBitsPass(Pass[onnx.ModelProto]):
 
     def call(self, target: onnx.ModelProto) -> PassResult[onnx.ModelProto]:
         modified = False
-        for layer, node in qlinear_layers(target, self.prefix).items():
+        for layer, nodes in qlinear_layers(target, self.prefix).items():
             want = self.bits.get(layer, UNQUANTIZED)
-            attr = _attr(node, "a_bits")
-            if attr.i != want:
-                attr.CopyFrom(helper.make_attribute("a_bits", want))
-                modified = True
-            if node.name != layer:
-                node.name = layer
-                modified = True
+            for block, node in enumerate(nodes):
+                attr = _attr(node, "a_bits")
+                if attr.i != want:
+                    attr.CopyFrom(helper.make_attribute("a_bits", want))
+                    modified = True
+                name = layer if block == 0 else f"{layer}#{block}"
+                if node.name != name:
+                    node.name = name
+                    modified = True
         return PassResult(target, modified)
 
     def ensures(self, result: onnx.ModelProto) -> None:
-        for layer, node in qlinear_layers(result, self.prefix).items():
-            if _attr(node, "a_bits").i != self.bits.get(layer, UNQUANTIZED):
+        for layer, nodes in qlinear_layers(result, self.prefix).items():
+            if any(_attr(node, "a_bits").i != self.bits.get(layer, UNQUANTIZED) for node in nodes):
                 raise PassConditionError(f"{self.name}: a_bits of {layer!r} not set")

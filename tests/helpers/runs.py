@@ -147,7 +147,25 @@ class TappedGraph:
         names = [o.name for o in self.session.get_outputs()]
         inputs = {i.name for i in self.session.get_inputs()}
         values = dict(zip(names, self.session.run(None, {k: v for k, v in feeds.items() if k in inputs})))
-        return values[names[0]], {layer: (values[x], values[c]) for layer, (x, c) in self.taps.items()}
+        # a layer with several rotation blocks has one node per block (``<layer>``, ``<layer>#1``, ...; block
+        # order): its input and codes are the blocks' side by side, as the torch trace records them
+        blocks: dict[str, list[tuple[int, np.ndarray, np.ndarray]]] = {}
+        for node, (x, c) in self.taps.items():
+            layer, _, b = node.partition("#")
+            x_v = values[x].reshape(-1, values[x].shape[-1])  # (tokens, block width)
+            c_v = values[c].reshape(x_v.shape[0], -1)  # the body's codes, whatever their layout, per token
+            blocks.setdefault(layer, []).append((int(b or 0), x_v, c_v))
+        out = {}
+        for layer, parts in blocks.items():
+            parts.sort(key=lambda part: part[0])
+            if len(parts) == 1:
+                out[layer] = (values[self.taps[layer][0]], values[self.taps[layer][1]])
+            else:
+                out[layer] = (
+                    np.concatenate([x for _, x, _ in parts], -1),
+                    np.concatenate([c for _, _, c in parts], -1),
+                )
+        return values[names[0]], out
 
 
 def tapped_session(path: Path) -> TappedGraph:

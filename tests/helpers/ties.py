@@ -180,18 +180,34 @@ class QuantizerTrace:
     def __post_init__(self) -> None:
         self._current: str | None = None
         self._inputs: dict[str, torch.Tensor] = {}
+        self._forwards: dict[str, int] = {}
+        self._column: dict[str, int] = {}  # the next rotation block's first column in the layer's input
 
     def _quantize(self, x_rot: torch.Tensor, bits: int, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         codes, scale = self._original(x_rot, bits, group_size)
         name = self._current
         if name is None:
             return codes, scale
-        assert name not in self.layers, f"{name}: its activation quantizer ran twice in one forward"
+        assert self._forwards[name] == 1, f"{name}: its activation quantizer ran in two forwards"
+        # a layer with several rotation blocks quantizes block by block, left to right, in one forward: the
+        # trace holds the whole width (the blocks' codes side by side), as the graph's taps are joined
+        x = self._inputs[name]
+        k, c0, w = x.shape[-1], self._column.get(name, 0), codes.shape[-1]
         if name in self.overrides:
             idx, values = self.overrides[name]
+            row, col = idx // k, idx % k
+            mine = (col >= c0) & (col < c0 + w)
             codes = codes.clone()
-            codes.view(-1)[idx] = values.to(codes.dtype)
-        self.layers[name] = LayerTrace(self._inputs[name], codes, _ratios(x_rot, scale, group_size), bits)
+            codes.view(-1)[row[mine] * w + col[mine] - c0] = values[mine].to(codes.dtype)
+        ratios = _ratios(x_rot, scale, group_size)
+        if c0:
+            prev = self.layers[name]
+            codes_all, ratios_all = torch.cat([prev.codes, codes], -1), torch.cat([prev.ratios, ratios], -1)
+            self.layers[name] = LayerTrace(x, codes_all, ratios_all, bits)
+        else:
+            assert name not in self.layers, f"{name}: its activation quantizer ran twice in one forward"
+            self.layers[name] = LayerTrace(x, codes, ratios, bits)
+        self._column[name] = c0 + w
         return codes, scale
 
     @contextlib.contextmanager
@@ -201,6 +217,7 @@ class QuantizerTrace:
 
             def pre(_m: nn.Module, args: tuple, _name: str = name) -> None:
                 self._current = _name
+                self._forwards[_name] = self._forwards.get(_name, 0) + 1
                 x = args[0]
                 self._inputs.setdefault(_name, x.detach().reshape(-1, x.shape[-1]).float().clone())
 

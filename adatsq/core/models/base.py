@@ -314,6 +314,11 @@ class Family:
     def encode_prompts(self, pipe: Any, prompts: Sequence[str], spec: ModelSpec) -> Conditioning:
         raise NotImplementedError
 
+    def input_split(self, model: nn.Module, name: str) -> tuple[int, ...] | None:
+        """The widths of the tensors linear ``name`` reads concatenated along its input (None: one tensor).
+        Each part then gets its own rotation block (passes/quant_linear.rotation_blocks)."""
+        return None
+
     def default_prompts(self, spec: ModelSpec) -> tuple[str, ...] | None:
         """Calibration prompts when ``--prompts`` gives none (None: the compiler's general-purpose list)."""
         return None

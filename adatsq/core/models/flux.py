@@ -9,6 +9,7 @@ Latents are kept unpacked here, (C, h, w) with h = 2·⌊H/16⌋, and packed int
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,6 +77,15 @@ class FluxFamily(Family):
     pipeline_class = "FluxPipeline"
     text_components = ("text_encoder", "tokenizer", "text_encoder_2", "tokenizer_2")
     rules = FLUX_RULES
+
+    def input_split(self, model: nn.Module, name: str) -> tuple[int, ...] | None:
+        """A single block's ``proj_out`` reads torch.cat([attention output, MLP hidden], dim=-1)
+        (FluxSingleTransformerBlock.forward): (3072, 12288) for Flux-dev."""
+        found = re.fullmatch(r"(single_transformer_blocks\.\d+)\.proj_out", name)
+        if found is None:
+            return None
+        block = model.get_submodule(found[1])
+        return (block.attn.to_q.out_features, block.proj_mlp.out_features)
 
     def latent_shape(self, spec: ModelSpec, model: nn.Module, resolution: tuple[int, ...]) -> tuple[int, ...]:
         height, width = resolution

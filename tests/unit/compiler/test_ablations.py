@@ -70,14 +70,17 @@ def test_default_compile_rotates_and_runs_gptq(tmp_path: Path) -> None:
     tensors, layers, _ = load_weight_store(out / "weights.safetensors")
     rotated = [n for n, rec in layers.items() if rec["rotate"]]
     assert rotated  # the activation-quantized layers of supported widths
+    assert any(len(layers[n]["blocks"]) == 2 for n in rotated)  # the single blocks' proj_out: two blocks
     model = dict(_ctx(out).model.named_modules())
     differs = 0
     for name in rotated:
         rec = layers[name]
-        codes, _ = quantize_weight_rtn(
-            rotated_weight(model[name].weight).float(), rec["w_bits"], rec["group_size"]
-        )
-        stored = format_for_bits(rec["w_bits"]).unpack(tensors[f"{name}.w_packed"], rec["in_features"])
+        blocks = tuple(rec["blocks"])
+        w_rot = rotated_weight(model[name].weight, blocks).float()
+        codes, _ = quantize_weight_rtn(w_rot, rec["w_bits"], rec["group_size"])
+        fmt = format_for_bits(rec["w_bits"])
+        packed = [tensors[f"{name}.w_packed" + (f"_{i}" if i else "")] for i in range(len(blocks))]
+        stored = torch.cat([fmt.unpack(p, w) for p, w in zip(packed, blocks, strict=True)], dim=1)
         differs += int(not torch.equal(stored, codes))
     assert differs > 0  # GPTQ moved codes off round-to-nearest
 

@@ -31,7 +31,7 @@ from adatsq.passes.onnx.cleanup import checkable
 from adatsq.passes.onnx.externalize_weights import safetensors_layout
 from adatsq.passes.onnx.set_activation_bits import qlinear_layers
 from adatsq.passes.quant_linear import quant_linears, set_activation_bits
-from adatsq.plugins.hadamard import rotate
+from adatsq.plugins.hadamard import rotate_blocks
 
 
 def _graphs(out: Path) -> list[Path]:
@@ -52,10 +52,11 @@ def test_structure(compiled_tiny_flux: Path) -> None:
         layers = qlinear_layers(m)
         assert len(layers) == n_quantized
         bits = dict(zip(s.act_layers, s.configs[k]))
-        for name, node in layers.items():
-            a = {x.name: helper.get_attribute_value(x) for x in node.attribute}["a_bits"]
-            assert a == bits.get(name, 16), name
-            assert node.name == name
+        for name, nodes in layers.items():
+            for block, node in enumerate(nodes):
+                a = {x.name: helper.get_attribute_value(x) for x in node.attribute}["a_bits"]
+                assert a == bits.get(name, 16), name
+                assert node.name == (name if block == 0 else f"{name}#{block}")
         onnx.checker.check_model(checkable(m), full_check=True)
         inferred = onnx.shape_inference.infer_shapes(checkable(m), strict_mode=True)
         types = [t.data_type for t in m.graph.initializer]
@@ -134,7 +135,7 @@ def _golden(out: Path, make_kwargs) -> list[tuple[int, Certificate, int, int]]:
             mod = modules[name]
             x2 = torch.from_numpy(x).reshape(-1, mod.in_features).float()
             q_ref, _, ratios = reference_codes(
-                rotate(x2) if mod.rotate_input else x2, bits[name], mod.group_size
+                rotate_blocks(x2, mod.blocks) if mod.rotate_input else x2, bits[name], mod.group_size
             )
             flipped += len(check_code_flips(q_ref, ratios, codes, bits[name], f"{path.name} body at {name}"))
             total += q_ref.numel()

@@ -77,13 +77,18 @@ def test_forward_close_to_float_and_bits_switch() -> None:
 @pytest.mark.parametrize("k", [96, 160, 184, 232])  # 184 = 23·8 and 232 = 29·8 have no Hadamard rotation
 @pytest.mark.parametrize("act_quantized", [True, False])
 def test_rotation_is_decided_by_one_function(k: int, act_quantized: bool) -> None:
-    """QuantLinear's rotate_input is ``rotates_input``'s answer, and the GPTQ Hessians of the quantize stage
-    rotate by the same function, so weights folded with R never meet unrotated Hessians (or the reverse)."""
+    """QuantLinear's rotation is ``LayerQuant.blocks``'s answer (``rotation_blocks`` on ``rotates_input``),
+    and the GPTQ Hessians of the quantize stage rotate by the blocks of the same LayerQuant objects
+    (CompileContext.layer_quant), so weights folded with R never meet unrotated Hessians (or the reverse)."""
+    import inspect
+
     from adatsq.compiler.stages import quantize
 
-    assert quantize.rotates_input is rotates_input
+    assert "layer_quant()" in inspect.getsource(quantize.run_quantize)
     assert rotates_input(k, act_quantized) == (act_quantized and is_supported_width(k))
+    lq = LayerQuant(4, act_quantized, 32)
+    assert lq.blocks(k) == ((k,) if rotates_input(k, act_quantized) else None)
     model = nn.Sequential(nn.Linear(k, 16))
-    InsertQuantLinearPass({"0": LayerQuant(4, act_quantized, 32)})(model)
+    InsertQuantLinearPass({"0": lq})(model)
     assert model[0].rotate_input == rotates_input(k, act_quantized)
     assert model[0].rotate_input == (act_quantized and k in (96, 160))
