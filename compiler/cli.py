@@ -15,6 +15,8 @@ import click
 
 from adatsq.compiler.settings import (
     ALPHAS,
+    METHOD_PRESETS,
+    METHODS,
     METRICS,
     STAGE_NAMES,
     WEIGHT_BITS,
@@ -230,6 +232,19 @@ def _known_models() -> str:
     help="Hadamard rotation of the activation-quantized layers [on]; off is an ablation.",
 )
 @click.option(
+    "--method",
+    type=click.Choice(METHODS),
+    default=default_of("method"),
+    help="A named method: a preset of the options (rtn: RTN weights, no rotation, uniform bits; quarot: "
+    "rotation + GPTQ, uniform bits).",
+)
+@click.option(
+    "--uniform-bits",
+    is_flag=True,
+    default=default_of("uniform_bits"),
+    help="Every layer at every step at one width (the largest of 3/4/8 within the target).",
+)
+@click.option(
     "--static-schedule",
     is_flag=True,
     default=default_of("static_schedule"),
@@ -263,6 +278,8 @@ def main(
     weight_scale: str,
     rotation: bool,
     static_schedule: bool,
+    method: str,
+    uniform_bits: bool,
 ) -> None:
     """Compile MODEL (flux-dev, flux-schnell, z-image, wan2.1-1.3b, tiny-flux, tiny-wan, tiny-zimage) into
     per-timestep-configuration engines with an average of at most --target activation bits."""
@@ -293,7 +310,7 @@ def main(
                 raise CompileError(f"--prompts {prompts_file} holds no prompt")
         from adatsq.compiler.settings import CompileConfig
 
-        config = CompileConfig(
+        fields = dict(
             model=model,
             target=target,
             out=out,
@@ -321,6 +338,14 @@ def main(
             weight_scale=weight_scale,
             rotation=rotation,
             static_schedule=static_schedule,
+            uniform_bits=uniform_bits,
+        )
+        # a --method preset fills the options it names, unless they were given (then they must agree)
+        source = click.get_current_context().get_parameter_source
+        given = {k: v for k, v in fields.items() if source(k) is not click.core.ParameterSource.DEFAULT}
+        preset_keys = set(METHOD_PRESETS[method])
+        config = CompileConfig.for_method(
+            method, **{k: v for k, v in fields.items() if k not in preset_keys or k in given}
         )
         from adatsq.compiler.context import CompileContext
         from adatsq.compiler.pipeline import run_pipeline

@@ -7,11 +7,14 @@ import dataclasses
 import re
 
 from adatsq.core.config import JsonConfig
+from adatsq.core.contract import WEIGHT_BITS  # contract 1's weight widths: 3, 4, 8
 from adatsq.core.errors import CompileError
 from adatsq.core.models.base import ModelSpec
 
 __all__ = [
     "ALPHAS",
+    "METHODS",
+    "METHOD_PRESETS",
     "METRICS",
     "STAGE_NAMES",
     "WEIGHT_BITS",
@@ -25,13 +28,21 @@ STAGE_NAMES = ("load", "calibrate", "search", "quantize", "export", "build", "pa
 #: the stages that use the compile device; export, build and package read the quantize stage's files on the CPU
 GPU_STAGES = ("load", "calibrate", "search", "quantize")
 METRICS = ("latent", "clip", "geneval")
-WEIGHT_BITS = (3, 4)
 #: the method and its ablations (the quality table of BENCHMARKS.md): weights by Fisher-weighted GPTQ or
 #: round-to-nearest; GPTQ's per-layer step weights α from the Fisher softmax or uniform (1/steps); the
 #: weight scales of plugins/reference.SCALE_METHODS
 WEIGHT_METHODS = ("gptq", "rtn")
 ALPHAS = ("fisher", "uniform")
 WEIGHT_SCALES = ("absmax", "mse")
+#: ``--method``: a named method is a preset of the options below (the baselines of the paper's Table 1 that are
+#: this pipeline with other settings). ``rtn``: per-group round-to-nearest weights, no rotation, uniform bits.
+#: ``quarot``: Hadamard rotation and GPTQ weights (no Fisher weighting), uniform bits.
+METHOD_PRESETS: dict[str, dict[str, object]] = {
+    "adatsq": {},
+    "rtn": {"weights": "rtn", "rotation": False, "uniform_bits": True},
+    "quarot": {"weights": "gptq", "alpha": "uniform", "rotation": True, "uniform_bits": True},
+}
+METHODS = tuple(METHOD_PRESETS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +76,10 @@ class CompileConfig(JsonConfig):
     rotation: bool = True
     #: one configuration for every step (the best static schedule the search finds), an ablation
     static_schedule: bool = False
+    #: every activation-quantized layer at every step at one width: the largest of 3, 4, 8 within the target
+    uniform_bits: bool = False
+    #: the method the options make up (:data:`METHOD_PRESETS`); ``CompileConfig.for_method`` fills them in
+    method: str = "adatsq"
 
     def __post_init__(self) -> None:
         checks = [
@@ -83,7 +98,12 @@ class CompileConfig(JsonConfig):
                 "--hessian-memory must be > 0 (GB)",
             ),
             (self.metric in METRICS, f"--metric must be one of {METRICS}"),
+            (self.method in METHODS, f"--method must be one of {METHODS}"),
             (self.weights in WEIGHT_METHODS, f"--weights must be one of {WEIGHT_METHODS}"),
+            (
+                not (self.uniform_bits and self.static_schedule),
+                "--uniform-bits is one configuration already; drop --static-schedule",
+            ),
             (self.alpha in ALPHAS, f"--alpha must be one of {ALPHAS}"),
             (self.weight_scale in WEIGHT_SCALES, f"--weight-scale must be one of {WEIGHT_SCALES}"),
             (
@@ -111,11 +131,31 @@ class CompileConfig(JsonConfig):
         for ok, msg in checks:
             if not ok:
                 raise CompileError(msg)
+        for key, value in METHOD_PRESETS.get(self.method, {}).items():
+            if getattr(self, key) != value:
+                raise CompileError(
+                    f"--method {self.method} sets {key} = {value!r}, but it is {getattr(self, key)!r}: drop that "
+                    f"option (CompileConfig.for_method fills the preset in)"
+                )
         if not 3.0 <= self.target <= 16.0:
             raise CompileError(
                 f"--target {self.target} is outside [3, 16]: the average activation bits cannot go below the "
                 f"smallest width (3) nor above 16 (unquantized)"
             )
+
+    @classmethod
+    def for_method(cls, method: str, **fields: object) -> CompileConfig:
+        """A config of ``method``: its preset (:data:`METHOD_PRESETS`) under ``fields``; a field that
+        contradicts the preset is an error naming both."""
+        if method not in METHOD_PRESETS:
+            raise CompileError(f"--method {method!r} is not one of {METHODS}")
+        preset = METHOD_PRESETS[method]
+        for key, value in preset.items():
+            if key in fields and fields[key] != value:
+                raise CompileError(
+                    f"--method {method} sets {key} = {value!r}; drop the {key} = {fields[key]!r} given"
+                )
+        return cls(**{**fields, **preset, "method": method})  # type: ignore[arg-type]
 
     # --- resolved values --------------------------------------------------------------------------------------
     def resolved_steps(self, spec: ModelSpec) -> int:

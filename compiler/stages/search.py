@@ -59,6 +59,7 @@ def _frontier_key(ctx: CompileContext) -> dict[str, Any]:
         "rotation": c.rotation,
         "weight_scale": c.weight_scale,
         "static": c.static_schedule,
+        "uniform": c.uniform_bits,
     }
 
 
@@ -66,7 +67,13 @@ def search_key(ctx: CompileContext) -> dict[str, Any]:
     c = ctx.config
     # weights/alpha are recorded in schedule.json (provenance of the quantize stage); a change re-runs the
     # search from its cached candidate costs and metrics, to rewrite the record
-    return {**_frontier_key(ctx), "target": c.target, "weights": c.weights, "alpha": c.alpha}
+    return {
+        **_frontier_key(ctx),
+        "target": c.target,
+        "weights": c.weights,
+        "alpha": c.alpha,
+        "method": c.method,
+    }
 
 
 def _unit_bits_to_layers(ctx: CompileContext, bits: Sequence[int]) -> dict[str, int]:
@@ -74,7 +81,8 @@ def _unit_bits_to_layers(ctx: CompileContext, bits: Sequence[int]) -> dict[str, 
 
 
 def _generated_candidates(ctx: CompileContext) -> list[list[Candidate]]:
-    """Per step: Fisher-guided candidates within the step's share of the budget.
+    """Per step: Fisher-guided candidates within the step's share of the budget (``--uniform-bits``: the one
+    all-equal configuration).
 
     A step can use at most target·steps − (steps − 1)·min_bits on average (every other step at its
     minimum), so candidates above that are never generated. ``--static-schedule``: every step gets the pool of
@@ -84,6 +92,9 @@ def _generated_candidates(ctx: CompileContext) -> list[list[Candidate]]:
     inv = ctx.inventory
     col = {n: j for j, n in enumerate(data.layers)}
     sizes = inv.unit_sizes()
+    if ctx.config.uniform_bits:  # one width everywhere: the largest within the target
+        width = max(b for b in QUANTIZED_ACT_BITS if b <= ctx.config.target + 1e-9)
+        return [[Candidate((width,) * len(inv.units))] for _ in range(ctx.steps)]
     cap = ctx.config.target * ctx.steps - (ctx.steps - 1) * min(QUANTIZED_ACT_BITS)
     per_step: list[list[Candidate]] = []
     for t in range(ctx.steps):
@@ -183,7 +194,7 @@ def run_search(ctx: CompileContext) -> None:
     paths = pareto_beam_search(
         step_cands,
         beam_width=c.candidates,
-        max_engines=1 if c.static_schedule else c.max_engines,
+        max_engines=1 if c.static_schedule or c.uniform_bits else c.max_engines,
         budget=c.target * ctx.steps,
     )
     feasible = [p for p in paths if p.average_bits(ctx.steps) <= c.target + 1e-9]
@@ -289,6 +300,8 @@ def _build_schedule(
             "beam_width": c.candidates,
             "search_samples": c.resolved_search_samples(),
             "static_schedule": c.static_schedule,
+            "uniform_bits": c.uniform_bits,
+            "method": c.method,
             # how the weights were made (the quality table's ablations); weights.safetensors records each
             # layer's rotation itself
             "weights": c.weights,
