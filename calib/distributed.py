@@ -23,6 +23,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = [
+    "all_reduce_max_",
     "all_reduce_sum_",
     "barrier",
     "broadcast_",
@@ -134,6 +135,13 @@ def all_reduce_sum_(tensor: torch.Tensor) -> torch.Tensor:
     if not is_initialized():
         return tensor
     return _collective(tensor, lambda t: dist.all_reduce(t, op=dist.ReduceOp.SUM))
+
+
+def all_reduce_max_(tensor: torch.Tensor) -> torch.Tensor:
+    """Elementwise maximum of ``tensor`` over all ranks, in place (and return it); a no-op in one process."""
+    if not is_initialized():
+        return tensor
+    return _collective(tensor, lambda t: dist.all_reduce(t, op=dist.ReduceOp.MAX))
 
 
 def broadcast_(tensor: torch.Tensor, src: int) -> torch.Tensor:

@@ -236,7 +236,18 @@ def _known_models() -> str:
     type=click.Choice(METHODS),
     default=default_of("method"),
     help="A named method: a preset of the options (rtn: RTN weights, no rotation, uniform bits; quarot: "
-    "rotation + GPTQ, uniform bits).",
+    "rotation + GPTQ, uniform bits; smoothquant: smoothing + RTN weights, uniform bits).",
+)
+@click.option(
+    "--smoothing/--no-smoothing",
+    default=default_of("smoothing"),
+    help="SmoothQuant's per-channel smoothing of the activation-quantized layers [off].",
+)
+@click.option(
+    "--smooth-alpha",
+    type=float,
+    default=default_of("smooth_alpha"),
+    help="SmoothQuant's migration strength α: s = max|X|^α / max|W|^(1−α).",
 )
 @click.option(
     "--uniform-bits",
@@ -280,6 +291,8 @@ def main(
     static_schedule: bool,
     method: str,
     uniform_bits: bool,
+    smoothing: bool,
+    smooth_alpha: float,
 ) -> None:
     """Compile MODEL (flux-dev, flux-schnell, z-image, wan2.1-1.3b, tiny-flux, tiny-wan, tiny-zimage) into
     per-timestep-configuration engines with an average of at most --target activation bits."""
@@ -339,6 +352,8 @@ def main(
             rotation=rotation,
             static_schedule=static_schedule,
             uniform_bits=uniform_bits,
+            smoothing=smoothing,
+            smooth_alpha=smooth_alpha,
         )
         # a --method preset fills the options it names, unless they were given (then they must agree)
         source = click.get_current_context().get_parameter_source

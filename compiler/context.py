@@ -146,7 +146,9 @@ class CompileContext:
         return self.family.latent_shape(self.spec, self.model, self.resolution)
 
     def layer_quant(
-        self, codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
+        self,
+        codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        smooth: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, LayerQuant]:
         inv = self.inventory
         out: dict[str, LayerQuant] = {}
@@ -162,6 +164,7 @@ class CompileContext:
                 rotation=self.config.rotation,
                 scale_method=self.config.weight_scale,
                 split=self.family.input_split(self.model, name),
+                smooth=(smooth or {}).get(name),
             )
         return out
 
@@ -174,11 +177,16 @@ class CompileContext:
         memo: dict[int, Any] = {id(modules[n]): modules[n] for n in self.inventory.quantized_layers}
         return copy.deepcopy(self.model, memo)
 
-    def quantized_copy(self, codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None) -> nn.Module:
-        """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given);
-        the model keeps its nn.Linear layers."""
+    def quantized_copy(
+        self,
+        codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        smooth: dict[str, torch.Tensor] | None = None,
+    ) -> nn.Module:
+        """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given;
+        ``smooth``: SmoothQuant's s of the layers whose codes are of W·diag(s)); the model keeps its nn.Linear
+        layers."""
         qmodel = self.copy_for_quantized_layers()
-        InsertQuantLinearPass(self.layer_quant(codes))(qmodel)
+        InsertQuantLinearPass(self.layer_quant(codes, smooth))(qmodel)
         return qmodel
 
     # --- progress -------------------------------------------------------------------------------------------

@@ -36,11 +36,13 @@ ALPHAS = ("fisher", "uniform")
 WEIGHT_SCALES = ("absmax", "mse")
 #: ``--method``: a named method is a preset of the options below (the baselines of the paper's Table 1 that are
 #: this pipeline with other settings). ``rtn``: per-group round-to-nearest weights, no rotation, uniform bits.
-#: ``quarot``: Hadamard rotation and GPTQ weights (no Fisher weighting), uniform bits.
+#: ``quarot``: Hadamard rotation and GPTQ weights (no Fisher weighting), uniform bits. ``smoothquant``:
+#: per-channel smoothing (calib/smoothing.py), round-to-nearest weights, no rotation, uniform bits.
 METHOD_PRESETS: dict[str, dict[str, object]] = {
     "adatsq": {},
     "rtn": {"weights": "rtn", "rotation": False, "uniform_bits": True},
     "quarot": {"weights": "gptq", "alpha": "uniform", "rotation": True, "uniform_bits": True},
+    "smoothquant": {"weights": "rtn", "rotation": False, "uniform_bits": True, "smoothing": True},
 }
 METHODS = tuple(METHOD_PRESETS)
 
@@ -78,6 +80,9 @@ class CompileConfig(JsonConfig):
     static_schedule: bool = False
     #: every activation-quantized layer at every step at one width: the largest of 3, 4, 8 within the target
     uniform_bits: bool = False
+    #: SmoothQuant's smoothing of the activation-quantized layers (calib/smoothing.py), with its α
+    smoothing: bool = False
+    smooth_alpha: float = 0.5
     #: the method the options make up (:data:`METHOD_PRESETS`); ``CompileConfig.for_method`` fills them in
     method: str = "adatsq"
 
@@ -99,6 +104,7 @@ class CompileConfig(JsonConfig):
             ),
             (self.metric in METRICS, f"--metric must be one of {METRICS}"),
             (self.method in METHODS, f"--method must be one of {METHODS}"),
+            (0.0 <= self.smooth_alpha <= 1.0, "--smooth-alpha must be in [0, 1]"),
             (self.weights in WEIGHT_METHODS, f"--weights must be one of {WEIGHT_METHODS}"),
             (
                 not (self.uniform_bits and self.static_schedule),

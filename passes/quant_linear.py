@@ -88,6 +88,7 @@ class QuantLinear(nn.Module):
         a_bits: int = UNQUANTIZED,
         act_quantized: bool = True,
         blocks: Sequence[int] | None = None,
+        smooth: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         fmt = format_for_bits(w_bits)
@@ -106,6 +107,9 @@ class QuantLinear(nn.Module):
             g0, g1 = a // self.group_size, b // self.group_size
             self.register_buffer(_buffer("w_scale", i), scale[:, g0:g1].to(torch.float16).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
+        # SmoothQuant's s (calib/smoothing.py): the input is scaled by 1/s online, the codes are of W·diag(s)
+        inv = None if smooth is None else (1.0 / smooth.detach().double()).float().reshape(self.in_features)
+        self.register_buffer("smooth_inv", inv)
         self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)
 
     def _checked_blocks(self, blocks: Sequence[int] | None) -> tuple[int, ...]:
@@ -134,6 +138,7 @@ class QuantLinear(nn.Module):
         act_quantized: bool = True,
         blocks: Sequence[int] | None = None,
         more: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
+        smooth_inv: torch.Tensor | None = None,
     ) -> QuantLinear:
         """The module holding already packed codes (``fmt.pack`` bytes of an [N, width] code matrix per
         rotation block, as stored in weights.safetensors: ``packed``/``scale`` for block 0, ``more`` for the
@@ -167,6 +172,10 @@ class QuantLinear(nn.Module):
         q.out_features = n
         if bias is not None:
             q.bias = bias if bias.dtype == torch.float32 else bias.float()
+        if smooth_inv is not None:
+            if tuple(smooth_inv.shape) != (in_features,):
+                raise ValueError(f"smooth_inv {tuple(smooth_inv.shape)} does not fit K={in_features}")
+            q.smooth_inv = smooth_inv if smooth_inv.dtype == torch.float32 else smooth_inv.float()
         return q
 
     def packed_blocks(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -190,6 +199,8 @@ class QuantLinear(nn.Module):
             setattr(self, name, getattr(self, name).to(torch.float16))
         if self.bias is not None:
             self.bias = self.bias.float()
+        if self.smooth_inv is not None:
+            self.smooth_inv = self.smooth_inv.float()
         return self
 
     @property
@@ -213,11 +224,14 @@ class QuantLinear(nn.Module):
             f"in={self.in_features}, out={self.out_features}, w{self.w_bits}a{self.a_bits}, "
             f"group={self.group_size}, rotate={self.rotate_input}"
             + (f", blocks={self.blocks}" if len(self.blocks) > 1 else "")
+            + (", smoothed" if self.smooth_inv is not None else "")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a_bits = self.a_bits if self.act_quantized else UNQUANTIZED
         args = (a_bits, self.w_bits, self.group_size, self.rotate_input)
+        if self.smooth_inv is not None:  # x̂ = x·diag(s)⁻¹; x̂·(W·diag(s))ᵀ = x·Wᵀ
+            x = x * self.smooth_inv.to(x.dtype)
         if len(self.blocks) == 1:
             return torch.ops.adatsq.qlinear(x, self.w_packed, self.w_scale, self.bias, *args)
         # block-diagonal rotation: one op per block, the bias added by the last (y = Σ_b x_b·Ŵ_bᵀ + b)
@@ -245,6 +259,7 @@ class LayerQuant:
         rotation: bool = True,
         scale_method: str = "absmax",
         split: Sequence[int] | None = None,
+        smooth: torch.Tensor | None = None,
     ) -> None:
         self.w_bits = w_bits
         self.act_quantized = act_quantized
@@ -255,6 +270,8 @@ class LayerQuant:
         self.scale_method = scale_method
         #: the widths of the tensors the layer's input concatenates (:func:`rotation_blocks`)
         self.split = tuple(split) if split else None
+        #: SmoothQuant's per-channel s (K) or None; given codes are then of W·diag(s) already
+        self.smooth = smooth
 
     def blocks(self, in_features: int) -> tuple[int, ...] | None:
         return rotation_blocks(in_features, self.act_quantized, self.group_size, self.rotation, self.split)
@@ -295,7 +312,9 @@ class InsertQuantLinearPass(Pass[nn.Module]):
             blocks = lq.blocks(linear.in_features)
             rotate_input = blocks is not None
             if lq.codes is None:
-                w = rotated_weight(linear.weight, blocks) if rotate_input else linear.weight.detach().double()
+                w = linear.weight.detach().double()
+                w = w * lq.smooth.double()[None, :] if lq.smooth is not None else w
+                w = rotate_blocks(w, blocks) if rotate_input else w
                 codes, scale = quantize_weight_rtn(
                     w.float(), lq.w_bits, lq.group_size, method=lq.scale_method
                 )
@@ -310,6 +329,7 @@ class InsertQuantLinearPass(Pass[nn.Module]):
                 rotate_input,
                 act_quantized=lq.act_quantized,
                 blocks=blocks,
+                smooth=lq.smooth,
             )
             _set_submodule(target, name, q.to(linear.weight.device))
         return PassResult(target, modified=bool(self.layers))

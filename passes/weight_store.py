@@ -45,6 +45,7 @@ def layer_records(model: nn.Module) -> dict[str, dict[str, Any]]:
             "act_quantized": m.act_quantized,
             "bias": m.bias is not None,
             "blocks": list(m.blocks),
+            "smooth": m.smooth_inv is not None,
         }
         for n, m in quant_linears(model).items()
     }
@@ -116,6 +117,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
                 act_quantized=rec["act_quantized"],
                 blocks=blocks,
                 more=more,
+                smooth_inv=self.tensors[f"{name}.smooth_inv"] if rec.get("smooth") else None,
             )
             if q.out_features != rec["out_features"]:
                 raise PassConditionError(
@@ -125,7 +127,9 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
         missing, unexpected = target.load_state_dict(self.tensors, strict=False, assign=self.assign)
         if unexpected:
             raise PassConditionError(f"weight store holds tensors the model lacks: {unexpected[:3]}")
-        real_missing = [m for m in missing if not re.search(r"\.(w_packed|w_scale)(_\d+)?$|\.bias$", m)]
+        real_missing = [
+            m for m in missing if not re.search(r"\.(w_packed|w_scale)(_\d+)?$|\.(bias|smooth_inv)$", m)
+        ]
         if real_missing:
             raise PassConditionError(f"weight store lacks model tensors: {real_missing[:3]}")
         return PassResult(target, modified=True)

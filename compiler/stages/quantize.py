@@ -29,11 +29,11 @@ from torch import nn
 from adatsq.calib import distributed
 from adatsq.calib.gptq import fisher_alpha, gptq_quantize, uniform_alpha, weighted_reconstruction_error
 from adatsq.calib.hessian import HessianAccumulator
+from adatsq.calib.smoothing import smooth_hessian, smoothing_scales
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.stages.calibrate import calibrate_key
 from adatsq.core.atomic import atomic_write_text
 from adatsq.core.hashing import stable_hash
-from adatsq.passes.quant_linear import rotated_weight
 from adatsq.passes.weight_store import save_weight_store
 from adatsq.plugins.hadamard import rotate_blocks
 from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
@@ -51,6 +51,7 @@ def quantize_key(ctx: CompileContext) -> dict[str, Any]:
         "alpha": c.alpha,
         "weight_scale": c.weight_scale,
         "rotation": c.rotation,
+        "smoothing": [c.smoothing, c.smooth_alpha],
         "weight_bits": s.weight_bits,
         "group_size": s.group_size,
         "act_layers": list(s.act_layers),
@@ -96,18 +97,27 @@ def _accumulate(
     col: dict[str, int],
     samples: list[int],
     advance: Callable[[int], None],
+    absmax: dict[str, torch.Tensor] | None = None,
 ) -> dict[str, HessianAccumulator]:
+    """Σ_t α[t, l]·X̃ᵀX̃ per layer of ``names`` over the replayed trajectories; with ``absmax`` (the layers to
+    smooth → a zero K-vector each) also max|X_j| per input channel, and those layers' H of the raw input (its
+    smoothing and rotation are applied to H afterwards, once s is known: :func:`_smoothed_rotated`)."""
     data = ctx.calibration
     modules = dict(ctx.model.named_modules())
     device = ctx.device
     dtype = _hessian_dtype(device)
     accs = {n: HessianAccumulator(modules[n].in_features, dtype=dtype, device=device) for n in names}
+    absmax = absmax if absmax is not None else {}
     state = {"t": 0}
 
     def hook_for(name: str):  # noqa: ANN202
         def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].detach().to(dtype)
-            x = rotate_blocks(x, rotated[name]) if name in rotated else x
+            if name in absmax:
+                flat = x.reshape(-1, x.shape[-1]).abs().amax(dim=0).double().cpu()
+                torch.maximum(absmax[name], flat, out=absmax[name])
+            elif name in rotated:
+                x = rotate_blocks(x, rotated[name])
             accs[name].add(x, weight=float(alpha[state["t"], col[name]]))
 
         return hook
@@ -128,7 +138,17 @@ def _accumulate(
             h.remove()
     for acc in accs.values():  # every rank's share of Σ α X̃ᵀX̃ (a no-op in one process)
         acc.all_reduce_()
+    for amax in absmax.values():
+        distributed.all_reduce_max_(amax)
     return accs
+
+
+def _smoothed_rotated(h: torch.Tensor, s: torch.Tensor, blocks: tuple[int, ...] | None) -> torch.Tensor:
+    """H of x̃ = x·diag(s)⁻¹·R from H of x: Rᵀ·diag(s)⁻¹·H·diag(s)⁻¹·R (R block-diagonal Hadamard, or none)."""
+    h = smooth_hessian(h, s)
+    if blocks is None:
+        return h
+    return rotate_blocks(rotate_blocks(h, blocks).t().contiguous(), blocks)  # (H·R)ᵀ·R = Rᵀ·H·R (H symmetric)
 
 
 def run_quantize(ctx: CompileContext) -> None:
@@ -147,17 +167,24 @@ def run_quantize(ctx: CompileContext) -> None:
     budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type) * 2**30
     chunks = _chunks(names, widths, budget, _hessian_dtype(ctx.device).itemsize)
     samples = distributed.shard(data.samples)
+    act = set(s.act_layers)
+    smooth: dict[str, torch.Tensor] = {}  # SmoothQuant's s per activation-quantized layer (--smoothing)
     for i, chunk in enumerate(chunks):
         label = f"quantize {i + 1}/{len(chunks)}"
+        absmax = {n: torch.zeros(widths[n], dtype=torch.float64) for n in chunk if c.smoothing and n in act}
         with ctx.progress(f"{label}: Hessians (replay of the trajectories)", data.steps) as advance:
-            accs = _accumulate(ctx, chunk, rotated, alpha, col, samples, advance)
+            accs = _accumulate(ctx, chunk, rotated, alpha, col, samples, advance, absmax)
         if not distributed.is_main():  # the other ranks contributed their shard of the Hessians
             continue
         with ctx.progress(f"{label}: Fisher-weighted GPTQ", len(chunk)) as advance:
             for n in chunk:
-                w = modules[n].weight
-                w_rot = rotated_weight(w, rotated[n]) if n in rotated else w.detach().double()
+                w = modules[n].weight.detach().double()
                 h = accs.pop(n).matrix
+                if n in absmax:  # x̂ = x·diag(s)⁻¹, Ŵ = W·diag(s): x̂·Ŵᵀ = x·Wᵀ
+                    smooth[n] = smoothing_scales(absmax[n], w, c.smooth_alpha)
+                    w = w * smooth[n].to(w.device)[None, :]
+                    h = _smoothed_rotated(h, smooth[n].to(h.device), rotated.get(n))
+                w_rot = rotate_blocks(w, rotated[n]) if n in rotated else w
                 bits, method = s.weight_bits[n], c.weight_scale
                 rc, rs = quantize_weight_rtn(w_rot.float(), bits, s.group_size, method=method)
                 gc, gs = gptq_quantize(w_rot.float(), h, bits, s.group_size, scale_method=method)
@@ -171,7 +198,7 @@ def run_quantize(ctx: CompileContext) -> None:
         del accs
     if not distributed.is_main():
         return
-    qmodel = ctx.quantized_copy(codes)
+    qmodel = ctx.quantized_copy(codes, smooth)
     del codes
     save_weight_store(ctx.out.weights, qmodel, {"adatsq.schedule_hash": stable_hash(s.to_dict())})
     atomic_write_text(ctx.out.root / "transformer_config.json", _transformer_config_json(ctx.model))

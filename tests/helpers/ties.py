@@ -219,6 +219,8 @@ class QuantizerTrace:
                 self._current = _name
                 self._forwards[_name] = self._forwards.get(_name, 0) + 1
                 x = args[0]
+                smooth_inv = getattr(_m, "smooth_inv", None)  # SmoothQuant: the op sees x·diag(s)⁻¹
+                x = x * smooth_inv.to(x.dtype) if smooth_inv is not None else x
                 self._inputs.setdefault(_name, x.detach().reshape(-1, x.shape[-1]).float().clone())
 
             def post(_m: nn.Module, _args: tuple, _out: torch.Tensor) -> None:

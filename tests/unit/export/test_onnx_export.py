@@ -182,6 +182,32 @@ def test_golden_flux(compiled_tiny_flux: Path) -> None:
     _check(_golden(compiled_tiny_flux, _flux_kwargs))
 
 
+def test_golden_flux_smoothquant(tmp_path: Path) -> None:
+    """--method smoothquant: every activation-quantized layer's graph input goes through Mul(x, <layer>.smooth_inv)
+    (an initializer in the weight file) into its QLinear node, and the graphs are golden like the rest."""
+    from click.testing import CliRunner
+
+    from adatsq.compiler.cli import main
+
+    out = tmp_path / "sq"
+    args = ["tiny-flux", "-o", str(out), "--target", "4", "--method", "smoothquant", "--steps", "2"]
+    result = CliRunner().invoke(
+        main, [*args, "--calib-samples", "1", "--heldout-samples", "1", "--until", "export"]
+    )
+    assert result.exit_code == 0, result.output
+    s = load_schedule(out / "schedule.json")
+    model = load_quantized_model(out)
+    smoothed = {n for n, m in quant_linears(model).items() if m.smooth_inv is not None}
+    assert smoothed == set(s.act_layers)
+    m = onnx.load(str(_graphs(out)[0]), load_external_data=False)
+    producers = {o: n for n in m.graph.node for o in n.output}
+    for layer, nodes in qlinear_layers(m).items():
+        if layer in smoothed:
+            mul = producers[nodes[0].input[0]]
+            assert mul.op_type == "Mul" and any(i.endswith(f"{layer}.smooth_inv") for i in mul.input), layer
+    _check(_golden(out, _flux_kwargs))
+
+
 @pytest.mark.slow
 def test_golden_wan(compiled_tiny_wan: Path) -> None:
     _check(_golden(compiled_tiny_wan, _wan_kwargs))

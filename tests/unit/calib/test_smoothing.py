@@ -1,0 +1,80 @@
+"""SmoothQuant's smoothing (calib/smoothing.py): the scales' formula and guards, the exact identities
+x̂·Ŵᵀ = x·Wᵀ and H_x̂ = D·H·D, and (issue 15's sanity check) on a layer with outlier input channels both
+smoothing and the Hadamard rotation lower the W4A4 output error against plain round-to-nearest."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from adatsq.calib.smoothing import SMOOTH_RANGE, smooth_hessian, smoothing_scales
+from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
+
+K, N, M = 256, 64, 512
+
+
+def _outlier_layer(seed: int = 0) -> tuple[torch.Tensor, nn.Linear]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(M, K, generator=g)
+    x[:, torch.randperm(K, generator=g)[:6]] *= 40.0  # a few outlier channels, as in DiT activations
+    lin = nn.Linear(K, N, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(N, K, generator=g) / K**0.5)
+    return x, lin
+
+
+def test_scales_formula_and_guards() -> None:
+    a = torch.tensor([4.0, 0.0, 9.0, 1e12])
+    w = torch.tensor([[1.0, 2.0, 0.0, 1.0], [-4.0, 1.0, 0.0, 1.0]])
+    s = smoothing_scales(a, w, alpha=0.5)
+    assert s.dtype == torch.float64
+    assert s[0] == pytest.approx(2.0 / 2.0)  # sqrt(4) / sqrt(max|W| = 4)
+    assert s[1] == 1.0 and s[2] == 1.0  # a channel never excited, a zero weight column: untouched
+    assert s[3] == SMOOTH_RANGE[1]  # clamped
+    assert torch.equal(smoothing_scales(a, w, alpha=0.0)[:1], torch.tensor([0.25], dtype=torch.float64))
+    with pytest.raises(ValueError, match="alpha"):
+        smoothing_scales(a, w, alpha=1.5)
+    with pytest.raises(ValueError, match="channels"):
+        smoothing_scales(a[:3], w)
+
+
+def test_smoothed_hessian_is_that_of_the_smoothed_input() -> None:
+    x, _ = _outlier_layer()
+    s = torch.rand(K, dtype=torch.float64) + 0.5
+    h = x.double().t() @ x.double()
+    xs = x.double() / s
+    torch.testing.assert_close(smooth_hessian(h, s), xs.t() @ xs, rtol=1e-12, atol=1e-9)
+
+
+def _error(x: torch.Tensor, lin: nn.Linear, **kw: object) -> float:
+    model = nn.Sequential(nn.Linear(K, N, bias=False))
+    model[0].load_state_dict(lin.state_dict())
+    InsertQuantLinearPass({"0": LayerQuant(4, True, 128, **kw)})(model)  # type: ignore[arg-type]
+    model[0].a_bits = 4
+    with torch.no_grad():
+        y, ref = model(x), lin(x)
+    return float((y - ref).pow(2).sum() / ref.pow(2).sum())
+
+
+def test_smoothing_and_rotation_beat_rtn_on_outlier_channels() -> None:
+    x, lin = _outlier_layer()
+    s = smoothing_scales(x.abs().amax(dim=0), lin.weight)
+    rtn = _error(x, lin, rotation=False)
+    smooth = _error(x, lin, rotation=False, smooth=s)
+    rotated = _error(x, lin, rotation=True)
+    print(f"W4A4 relative squared error: rtn {rtn:.3e}, smoothquant {smooth:.3e}, rotation {rotated:.3e}")
+    assert smooth < 0.7 * rtn and rotated < 0.7 * rtn
+
+
+def test_smoothed_layer_is_exact_at_16_bits() -> None:
+    x, lin = _outlier_layer(1)
+    s = smoothing_scales(x.abs().amax(dim=0), lin.weight)
+    model = nn.Sequential(nn.Linear(K, N, bias=False))
+    model[0].load_state_dict(lin.state_dict())
+    InsertQuantLinearPass({"0": LayerQuant(8, True, 128, rotation=False, smooth=s)})(model)
+    q = model[0]
+    assert q.smooth_inv is not None and torch.allclose(q.smooth_inv.double(), 1 / s, rtol=1e-6)
+    with torch.no_grad():
+        y, ref = q(x), lin(x)
+    assert float((y - ref).pow(2).sum() / ref.pow(2).sum()) < 1e-4  # only the 8-bit weight rounding is left
