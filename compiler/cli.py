@@ -236,7 +236,8 @@ def _known_models() -> str:
     type=click.Choice(METHODS),
     default=default_of("method"),
     help="A named method: a preset of the options (rtn: RTN weights, no rotation, uniform bits; quarot: "
-    "rotation + GPTQ, uniform bits; smoothquant: smoothing + RTN weights, uniform bits).",
+    "rotation + GPTQ, uniform bits; smoothquant: smoothing + RTN weights, uniform bits; svdquant: smoothing + "
+    "a rank-32 16-bit branch + RTN residual, uniform bits).",
 )
 @click.option(
     "--smoothing/--no-smoothing",
@@ -248,6 +249,12 @@ def _known_models() -> str:
     type=float,
     default=default_of("smooth_alpha"),
     help="SmoothQuant's migration strength α: s = max|X|^α / max|W|^(1−α).",
+)
+@click.option(
+    "--lowrank",
+    type=int,
+    default=default_of("lowrank"),
+    help="SVDQuant's 16-bit low-rank branch of rank R on the activation-quantized layers [0: none].",
 )
 @click.option(
     "--uniform-bits",
@@ -293,6 +300,7 @@ def main(
     uniform_bits: bool,
     smoothing: bool,
     smooth_alpha: float,
+    lowrank: int,
 ) -> None:
     """Compile MODEL (flux-dev, flux-schnell, z-image, wan2.1-1.3b, tiny-flux, tiny-wan, tiny-zimage) into
     per-timestep-configuration engines with an average of at most --target activation bits."""
@@ -354,6 +362,7 @@ def main(
             uniform_bits=uniform_bits,
             smoothing=smoothing,
             smooth_alpha=smooth_alpha,
+            lowrank=lowrank,
         )
         # a --method preset fills the options it names, unless they were given (then they must agree)
         source = click.get_current_context().get_parameter_source

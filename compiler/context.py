@@ -149,6 +149,7 @@ class CompileContext:
         self,
         codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         smooth: dict[str, torch.Tensor] | None = None,
+        lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> dict[str, LayerQuant]:
         inv = self.inventory
         out: dict[str, LayerQuant] = {}
@@ -165,6 +166,7 @@ class CompileContext:
                 scale_method=self.config.weight_scale,
                 split=self.family.input_split(self.model, name),
                 smooth=(smooth or {}).get(name),
+                lowrank=(lowrank or {}).get(name),
             )
         return out
 
@@ -181,12 +183,13 @@ class CompileContext:
         self,
         codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         smooth: dict[str, torch.Tensor] | None = None,
+        lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> nn.Module:
         """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given;
-        ``smooth``: SmoothQuant's s of the layers whose codes are of W·diag(s)); the model keeps its nn.Linear
-        layers."""
+        ``smooth``: SmoothQuant's s of the layers whose codes are of W·diag(s); ``lowrank``: SVDQuant's
+        branch of the layers whose codes are of the residual); the model keeps its nn.Linear layers."""
         qmodel = self.copy_for_quantized_layers()
-        InsertQuantLinearPass(self.layer_quant(codes, smooth))(qmodel)
+        InsertQuantLinearPass(self.layer_quant(codes, smooth, lowrank))(qmodel)
         return qmodel
 
     # --- progress -------------------------------------------------------------------------------------------

@@ -38,11 +38,13 @@ WEIGHT_SCALES = ("absmax", "mse")
 #: this pipeline with other settings). ``rtn``: per-group round-to-nearest weights, no rotation, uniform bits.
 #: ``quarot``: Hadamard rotation and GPTQ weights (no Fisher weighting), uniform bits. ``smoothquant``:
 #: per-channel smoothing (calib/smoothing.py), round-to-nearest weights, no rotation, uniform bits.
+#: ``svdquant``: smoothing plus a rank-32 16-bit branch (calib/lowrank.py), the residual round-to-nearest.
 METHOD_PRESETS: dict[str, dict[str, object]] = {
     "adatsq": {},
     "rtn": {"weights": "rtn", "rotation": False, "uniform_bits": True},
     "quarot": {"weights": "gptq", "alpha": "uniform", "rotation": True, "uniform_bits": True},
     "smoothquant": {"weights": "rtn", "rotation": False, "uniform_bits": True, "smoothing": True},
+    "svdquant": {"weights": "rtn", "rotation": False, "uniform_bits": True, "smoothing": True, "lowrank": 32},
 }
 METHODS = tuple(METHOD_PRESETS)
 
@@ -83,6 +85,9 @@ class CompileConfig(JsonConfig):
     #: SmoothQuant's smoothing of the activation-quantized layers (calib/smoothing.py), with its α
     smoothing: bool = False
     smooth_alpha: float = 0.5
+    #: SVDQuant's low-rank branch: its rank r (0: none); the activation-quantized layers keep L_up·L_downᵀ
+    #: in 16 bits and quantize the residual
+    lowrank: int = 0
     #: the method the options make up (:data:`METHOD_PRESETS`); ``CompileConfig.for_method`` fills them in
     method: str = "adatsq"
 
@@ -105,6 +110,7 @@ class CompileConfig(JsonConfig):
             (self.metric in METRICS, f"--metric must be one of {METRICS}"),
             (self.method in METHODS, f"--method must be one of {METHODS}"),
             (0.0 <= self.smooth_alpha <= 1.0, "--smooth-alpha must be in [0, 1]"),
+            (self.lowrank >= 0, "--lowrank must be ≥ 0 (0: no low-rank branch)"),
             (self.weights in WEIGHT_METHODS, f"--weights must be one of {WEIGHT_METHODS}"),
             (
                 not (self.uniform_bits and self.static_schedule),

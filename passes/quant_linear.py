@@ -89,6 +89,7 @@ class QuantLinear(nn.Module):
         act_quantized: bool = True,
         blocks: Sequence[int] | None = None,
         smooth: torch.Tensor | None = None,
+        lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         super().__init__()
         fmt = format_for_bits(w_bits)
@@ -110,6 +111,12 @@ class QuantLinear(nn.Module):
         # SmoothQuant's s (calib/smoothing.py): the input is scaled by 1/s online, the codes are of W·diag(s)
         inv = None if smooth is None else (1.0 / smooth.detach().double()).float().reshape(self.in_features)
         self.register_buffer("smooth_inv", inv)
+        # SVDQuant's branch (calib/lowrank.py): y += (x̂·L_down)·L_upᵀ, in the model's dtype; codes are of E
+        down, up = (
+            (None, None) if lowrank is None else (lowrank[0].detach().float(), lowrank[1].detach().float())
+        )
+        self.register_buffer("lowrank_down", down)
+        self.register_buffer("lowrank_up", up)
         self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)
 
     def _checked_blocks(self, blocks: Sequence[int] | None) -> tuple[int, ...]:
@@ -139,6 +146,7 @@ class QuantLinear(nn.Module):
         blocks: Sequence[int] | None = None,
         more: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
         smooth_inv: torch.Tensor | None = None,
+        lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> QuantLinear:
         """The module holding already packed codes (``fmt.pack`` bytes of an [N, width] code matrix per
         rotation block, as stored in weights.safetensors: ``packed``/``scale`` for block 0, ``more`` for the
@@ -176,6 +184,20 @@ class QuantLinear(nn.Module):
             if tuple(smooth_inv.shape) != (in_features,):
                 raise ValueError(f"smooth_inv {tuple(smooth_inv.shape)} does not fit K={in_features}")
             q.smooth_inv = smooth_inv if smooth_inv.dtype == torch.float32 else smooth_inv.float()
+        if lowrank is not None:
+            down, up = lowrank
+            if (
+                down.dim() != 2
+                or up.dim() != 2
+                or down.shape[0] != in_features
+                or up.shape[0] != n
+                or down.shape[1] != up.shape[1]
+            ):
+                raise ValueError(
+                    f"low-rank factors {tuple(down.shape)} / {tuple(up.shape)} do not fit K={in_features}, N={n} "
+                    f"(want [K, r] and [N, r])"
+                )
+            q.lowrank_down, q.lowrank_up = down, up
         return q
 
     def packed_blocks(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -225,6 +247,7 @@ class QuantLinear(nn.Module):
             f"group={self.group_size}, rotate={self.rotate_input}"
             + (f", blocks={self.blocks}" if len(self.blocks) > 1 else "")
             + (", smoothed" if self.smooth_inv is not None else "")
+            + (f", rank={self.lowrank_down.shape[1]}" if self.lowrank_down is not None else "")
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,14 +256,16 @@ class QuantLinear(nn.Module):
         if self.smooth_inv is not None:  # x̂ = x·diag(s)⁻¹; x̂·(W·diag(s))ᵀ = x·Wᵀ
             x = x * self.smooth_inv.to(x.dtype)
         if len(self.blocks) == 1:
-            return torch.ops.adatsq.qlinear(x, self.w_packed, self.w_scale, self.bias, *args)
-        # block-diagonal rotation: one op per block, the bias added by the last (y = Σ_b x_b·Ŵ_bᵀ + b)
-        parts = x.split(list(self.blocks), dim=-1)
-        last = len(parts) - 1
-        y = None
-        for i, (part, (packed, scale)) in enumerate(zip(parts, self.packed_blocks(), strict=True)):
-            out = torch.ops.adatsq.qlinear(part, packed, scale, self.bias if i == last else None, *args)
-            y = out if y is None else y + out
+            y = torch.ops.adatsq.qlinear(x, self.w_packed, self.w_scale, self.bias, *args)
+        else:  # block-diagonal rotation: one op per block, the bias added by the last (y = Σ_b x_b·Ŵ_bᵀ + b)
+            parts = x.split(list(self.blocks), dim=-1)
+            last = len(parts) - 1
+            y = None
+            for i, (part, (packed, scale)) in enumerate(zip(parts, self.packed_blocks(), strict=True)):
+                out = torch.ops.adatsq.qlinear(part, packed, scale, self.bias if i == last else None, *args)
+                y = out if y is None else y + out
+        if self.lowrank_down is not None:  # y = x̂·Eᵀ + (x̂·L_down)·L_upᵀ
+            y = y + (x @ self.lowrank_down.to(x.dtype)) @ self.lowrank_up.to(x.dtype).t()
         return y
 
 
@@ -260,6 +285,7 @@ class LayerQuant:
         scale_method: str = "absmax",
         split: Sequence[int] | None = None,
         smooth: torch.Tensor | None = None,
+        lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> None:
         self.w_bits = w_bits
         self.act_quantized = act_quantized
@@ -272,6 +298,8 @@ class LayerQuant:
         self.split = tuple(split) if split else None
         #: SmoothQuant's per-channel s (K) or None; given codes are then of W·diag(s) already
         self.smooth = smooth
+        #: SVDQuant's (L_down, L_up) or None; given codes are then of the residual E already
+        self.lowrank = lowrank
 
     def blocks(self, in_features: int) -> tuple[int, ...] | None:
         return rotation_blocks(in_features, self.act_quantized, self.group_size, self.rotation, self.split)
@@ -314,6 +342,7 @@ class InsertQuantLinearPass(Pass[nn.Module]):
             if lq.codes is None:
                 w = linear.weight.detach().double()
                 w = w * lq.smooth.double()[None, :] if lq.smooth is not None else w
+                w = w - lq.lowrank[1].double() @ lq.lowrank[0].double().t() if lq.lowrank is not None else w
                 w = rotate_blocks(w, blocks) if rotate_input else w
                 codes, scale = quantize_weight_rtn(
                     w.float(), lq.w_bits, lq.group_size, method=lq.scale_method
@@ -330,6 +359,7 @@ class InsertQuantLinearPass(Pass[nn.Module]):
                 act_quantized=lq.act_quantized,
                 blocks=blocks,
                 smooth=lq.smooth,
+                lowrank=lq.lowrank,
             )
             _set_submodule(target, name, q.to(linear.weight.device))
         return PassResult(target, modified=bool(self.layers))

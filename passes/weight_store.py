@@ -46,6 +46,7 @@ def layer_records(model: nn.Module) -> dict[str, dict[str, Any]]:
             "bias": m.bias is not None,
             "blocks": list(m.blocks),
             "smooth": m.smooth_inv is not None,
+            "rank": 0 if m.lowrank_down is None else int(m.lowrank_down.shape[1]),
         }
         for n, m in quant_linears(model).items()
     }
@@ -118,6 +119,9 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
                 blocks=blocks,
                 more=more,
                 smooth_inv=self.tensors[f"{name}.smooth_inv"] if rec.get("smooth") else None,
+                lowrank=(self.tensors[f"{name}.lowrank_down"], self.tensors[f"{name}.lowrank_up"])
+                if rec.get("rank")
+                else None,
             )
             if q.out_features != rec["out_features"]:
                 raise PassConditionError(
@@ -128,7 +132,9 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
         if unexpected:
             raise PassConditionError(f"weight store holds tensors the model lacks: {unexpected[:3]}")
         real_missing = [
-            m for m in missing if not re.search(r"\.(w_packed|w_scale)(_\d+)?$|\.(bias|smooth_inv)$", m)
+            m
+            for m in missing
+            if not re.search(r"\.(w_packed|w_scale)(_\d+)?$|\.(bias|smooth_inv|lowrank_down|lowrank_up)$", m)
         ]
         if real_missing:
             raise PassConditionError(f"weight store lacks model tensors: {real_missing[:3]}")

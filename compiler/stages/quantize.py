@@ -29,6 +29,7 @@ from torch import nn
 from adatsq.calib import distributed
 from adatsq.calib.gptq import fisher_alpha, gptq_quantize, uniform_alpha, weighted_reconstruction_error
 from adatsq.calib.hessian import HessianAccumulator
+from adatsq.calib.lowrank import lowrank_split
 from adatsq.calib.smoothing import smooth_hessian, smoothing_scales
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.stages.calibrate import calibrate_key
@@ -52,6 +53,7 @@ def quantize_key(ctx: CompileContext) -> dict[str, Any]:
         "weight_scale": c.weight_scale,
         "rotation": c.rotation,
         "smoothing": [c.smoothing, c.smooth_alpha],
+        "lowrank": c.lowrank,
         "weight_bits": s.weight_bits,
         "group_size": s.group_size,
         "act_layers": list(s.act_layers),
@@ -169,6 +171,7 @@ def run_quantize(ctx: CompileContext) -> None:
     samples = distributed.shard(data.samples)
     act = set(s.act_layers)
     smooth: dict[str, torch.Tensor] = {}  # SmoothQuant's s per activation-quantized layer (--smoothing)
+    lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # SVDQuant's branch per layer (--lowrank)
     for i, chunk in enumerate(chunks):
         label = f"quantize {i + 1}/{len(chunks)}"
         absmax = {n: torch.zeros(widths[n], dtype=torch.float64) for n in chunk if c.smoothing and n in act}
@@ -184,6 +187,9 @@ def run_quantize(ctx: CompileContext) -> None:
                     smooth[n] = smoothing_scales(absmax[n], w, c.smooth_alpha)
                     w = w * smooth[n].to(w.device)[None, :]
                     h = _smoothed_rotated(h, smooth[n].to(h.device), rotated.get(n))
+                if c.lowrank and n in act:  # Ŵ = L_up·L_downᵀ + E: the branch in 16 bits, E quantized
+                    down, up, w = lowrank_split(w, min(c.lowrank, *w.shape))
+                    lowrank[n] = (down.float().cpu(), up.float().cpu())
                 w_rot = rotate_blocks(w, rotated[n]) if n in rotated else w
                 bits, method = s.weight_bits[n], c.weight_scale
                 rc, rs = quantize_weight_rtn(w_rot.float(), bits, s.group_size, method=method)
@@ -198,7 +204,7 @@ def run_quantize(ctx: CompileContext) -> None:
         del accs
     if not distributed.is_main():
         return
-    qmodel = ctx.quantized_copy(codes, smooth)
+    qmodel = ctx.quantized_copy(codes, smooth, lowrank)
     del codes
     save_weight_store(ctx.out.weights, qmodel, {"adatsq.schedule_hash": stable_hash(s.to_dict())})
     atomic_write_text(ctx.out.root / "transformer_config.json", _transformer_config_json(ctx.model))

@@ -182,15 +182,17 @@ def test_golden_flux(compiled_tiny_flux: Path) -> None:
     _check(_golden(compiled_tiny_flux, _flux_kwargs))
 
 
-def test_golden_flux_smoothquant(tmp_path: Path) -> None:
-    """--method smoothquant: every activation-quantized layer's graph input goes through Mul(x, <layer>.smooth_inv)
-    (an initializer in the weight file) into its QLinear node, and the graphs are golden like the rest."""
+@pytest.mark.parametrize("method", ["smoothquant", "svdquant"])
+def test_golden_flux_smoothed_methods(tmp_path: Path, method: str) -> None:
+    """--method smoothquant / svdquant: every activation-quantized layer's graph input goes through
+    Mul(x, <layer>.smooth_inv) (an initializer in the weight file) into its QLinear node (svdquant: and into its
+    low-rank MatMuls), and the graphs are golden like the rest."""
     from click.testing import CliRunner
 
     from adatsq.compiler.cli import main
 
-    out = tmp_path / "sq"
-    args = ["tiny-flux", "-o", str(out), "--target", "4", "--method", "smoothquant", "--steps", "2"]
+    out = tmp_path / method
+    args = ["tiny-flux", "-o", str(out), "--target", "4", "--method", method, "--steps", "2"]
     result = CliRunner().invoke(
         main, [*args, "--calib-samples", "1", "--heldout-samples", "1", "--until", "export"]
     )
@@ -205,6 +207,8 @@ def test_golden_flux_smoothquant(tmp_path: Path) -> None:
         if layer in smoothed:
             mul = producers[nodes[0].input[0]]
             assert mul.op_type == "Mul" and any(i.endswith(f"{layer}.smooth_inv") for i in mul.input), layer
+    matmuls = [n for n in m.graph.node if n.op_type == "MatMul" and any("lowrank_down" in i for i in n.input)]
+    assert len(matmuls) == (len(smoothed) if method == "svdquant" else 0)
     _check(_golden(out, _flux_kwargs))
 
 
