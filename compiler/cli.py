@@ -237,7 +237,8 @@ def _known_models() -> str:
     default=default_of("method"),
     help="A named method: a preset of the options (rtn: RTN weights, no rotation, uniform bits; quarot: "
     "rotation + GPTQ, uniform bits; smoothquant: smoothing + RTN weights, uniform bits; svdquant: smoothing + "
-    "a rank-32 16-bit branch + RTN residual, uniform bits).",
+    "a rank-32 16-bit branch + RTN residual, uniform bits; vidit-q: smoothing then rotation, RTN weights, "
+    "uniform bits).",
 )
 @click.option(
     "--smoothing/--no-smoothing",

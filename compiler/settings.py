@@ -39,12 +39,16 @@ WEIGHT_SCALES = ("absmax", "mse")
 #: ``quarot``: Hadamard rotation and GPTQ weights (no Fisher weighting), uniform bits. ``smoothquant``:
 #: per-channel smoothing (calib/smoothing.py), round-to-nearest weights, no rotation, uniform bits.
 #: ``svdquant``: smoothing plus a rank-32 16-bit branch (calib/lowrank.py), the residual round-to-nearest.
+#: ``vidit-q``: ViDiT-Q's static-dynamic channel balancing as a static smoothing followed by the online
+#: rotation (x·diag(s)⁻¹·R), round-to-nearest weights, uniform bits (its timestep-aware balancing and its
+#: metric-decoupled mixed precision are not implemented).
 METHOD_PRESETS: dict[str, dict[str, object]] = {
     "adatsq": {},
     "rtn": {"weights": "rtn", "rotation": False, "uniform_bits": True},
     "quarot": {"weights": "gptq", "alpha": "uniform", "rotation": True, "uniform_bits": True},
     "smoothquant": {"weights": "rtn", "rotation": False, "uniform_bits": True, "smoothing": True},
     "svdquant": {"weights": "rtn", "rotation": False, "uniform_bits": True, "smoothing": True, "lowrank": 32},
+    "vidit-q": {"weights": "rtn", "rotation": True, "uniform_bits": True, "smoothing": True},
 }
 METHODS = tuple(METHOD_PRESETS)
 

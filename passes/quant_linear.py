@@ -258,7 +258,9 @@ class QuantLinear(nn.Module):
         if len(self.blocks) == 1:
             y = torch.ops.adatsq.qlinear(x, self.w_packed, self.w_scale, self.bias, *args)
         else:  # block-diagonal rotation: one op per block, the bias added by the last (y = Σ_b x_b·Ŵ_bᵀ + b)
-            parts = x.split(list(self.blocks), dim=-1)
+            # narrow, not split: the exporter turns split into SplitToSequence/SequenceAt, narrow into a Slice
+            starts = itertools.accumulate(self.blocks, initial=0)
+            parts = [x.narrow(-1, a, w) for a, w in zip(starts, self.blocks, strict=False)]
             last = len(parts) - 1
             y = None
             for i, (part, (packed, scale)) in enumerate(zip(parts, self.packed_blocks(), strict=True)):

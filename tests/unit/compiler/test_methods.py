@@ -82,7 +82,7 @@ def test_cli_refuses_an_option_against_the_preset(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--method rtn sets rotation = False" in result.output
 
 
-@pytest.mark.parametrize("method", ["adatsq", "rtn", "quarot", "smoothquant", "svdquant"])
+@pytest.mark.parametrize("method", ["adatsq", "rtn", "quarot", "smoothquant", "svdquant", "vidit-q"])
 def test_every_method_at_w8a8_is_within_two_percent_of_fp(tmp_path: Path, method: str) -> None:
     out = tmp_path / "out"
     result = _compile(out, "--target", "8", "--weight-bits", "8", "--method", method)

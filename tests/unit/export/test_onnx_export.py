@@ -182,7 +182,7 @@ def test_golden_flux(compiled_tiny_flux: Path) -> None:
     _check(_golden(compiled_tiny_flux, _flux_kwargs))
 
 
-@pytest.mark.parametrize("method", ["smoothquant", "svdquant"])
+@pytest.mark.parametrize("method", ["smoothquant", "svdquant", "vidit-q"])
 def test_golden_flux_smoothed_methods(tmp_path: Path, method: str) -> None:
     """--method smoothquant / svdquant: every activation-quantized layer's graph input goes through
     Mul(x, <layer>.smooth_inv) (an initializer in the weight file) into its QLinear node (svdquant: and into its
@@ -206,6 +206,8 @@ def test_golden_flux_smoothed_methods(tmp_path: Path, method: str) -> None:
     for layer, nodes in qlinear_layers(m).items():
         if layer in smoothed:
             mul = producers[nodes[0].input[0]]
+            if mul.op_type == "Slice":  # a layer of several rotation blocks (vidit-q rotates)
+                mul = producers[mul.input[0]]
             assert mul.op_type == "Mul" and any(i.endswith(f"{layer}.smooth_inv") for i in mul.input), layer
     matmuls = [n for n in m.graph.node if n.op_type == "MatMul" and any("lowrank_down" in i for i in n.input)]
     assert len(matmuls) == (len(smoothed) if method == "svdquant" else 0)
