@@ -43,11 +43,8 @@ import argparse
 import contextlib
 import dataclasses
 import datetime
-import gc
 import json
 import os
-import re
-import statistics
 import sys
 import time
 import traceback
@@ -56,46 +53,28 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from e2e_measure import (
+    Settings,
+    cuda,
+    free_memory,
+    gib,
+    kernel_breakdown,
+    memory,
+    model_dtype,
+    reset_peak,
+    time_ms,
+    weight_bytes,
+)
+from e2e_report import to_markdown
 from torch import nn
+
+# the directory of this script is on sys.path when it runs as ``python benchmarks/bench_e2e.py``
 
 VARIANTS = ("bf16-eager", "bf16-compile", "fp8-compile", "ours-a3", "ours-a4", "ours-a8", "ours-w3a3.1")
 FULL_MODELS = ("flux-dev", "z-image", "wan2.1-1.3b")
 SMOKE_MODELS = {"flux-dev": "tiny-flux", "z-image": "tiny-zimage", "wan2.1-1.3b": "tiny-wan"}
-GOALS = {
-    "step_ms": 95.0,
-    "vs_bf16_compile": 1.35,
-    "vs_fp8_compile": 1.0,
-    "switch_frac": 0.01,
-    "weights_gb": 4.6,
-}
 FP8 = torch.float8_e4m3fn
 E4M3_MAX = 448.0
-CATEGORIES = (  # first match wins; kernel (GPU) or op (CPU smoke) names, lower case
-    ("weight expansion", r"expand_kernel|expand_weight|scales_kernel"),
-    ("weight-only GEMV", r"wo_gemv|weight_only"),
-    ("activation rotate+quantize", r"rotate|quant|amax"),
-    ("attention", r"flash|fmha|attention|sdpa|mha"),
-    ("GEMM", r"gemm|cutlass|sm90|nvjet|cublas|xmma|scaled_mm|aten::mm|aten::bmm|addmm|matmul|wgmma|qlinear"),
-    ("layer norm", r"layer_norm|layernorm|rms_norm|rmsnorm"),
-    (
-        "elementwise/copies",
-        r"elementwise|vectorized|copy|memcpy|memset|fill|cat|triton_|unrolled|reduce|index",
-    ),
-    ("other", r".*"),
-)
-
-
-# ----------------------------------------------------------------------------------------------- settings
-@dataclasses.dataclass
-class Settings:
-    device: str
-    iters: int
-    warmup: int
-    smoke: bool
-    weight_bits: int
-    loop_steps: int
-    schedule_dirs: tuple[Path, ...]
-    profile: bool
 
 
 @dataclasses.dataclass
@@ -109,127 +88,6 @@ class Case:
     latents: torch.Tensor
     t: torch.Tensor
     cond: Any
-
-
-def cuda(settings: Settings) -> bool:
-    return settings.device.startswith("cuda")
-
-
-def model_dtype(settings: Settings) -> torch.dtype:
-    return torch.bfloat16 if cuda(settings) else torch.float32
-
-
-# ----------------------------------------------------------------------------------------------- timing
-def sync(settings: Settings) -> None:
-    if cuda(settings):
-        torch.cuda.synchronize()
-
-
-def time_ms(fn: Callable[[], object], settings: Settings, iters: int | None = None) -> float:
-    """Median ms of ``fn`` over ``iters`` calls after ``settings.warmup`` (CUDA events; wall on the CPU)."""
-    iters = settings.iters if iters is None else iters
-    with torch.no_grad():
-        for _ in range(settings.warmup):
-            fn()
-        sync(settings)
-        times = []
-        for _ in range(iters):
-            if cuda(settings):
-                start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                start.record()
-                fn()
-                end.record()
-                end.synchronize()
-                times.append(start.elapsed_time(end))
-            else:
-                t0 = time.perf_counter()
-                fn()
-                times.append((time.perf_counter() - t0) * 1e3)
-    return statistics.median(times)
-
-
-def categorize(name: str) -> str:
-    low = name.lower()
-    return next(cat for cat, rx in CATEGORIES if re.search(rx, low))
-
-
-def kernel_breakdown(fn: Callable[[], object], settings: Settings, steps: int = 1) -> dict[str, Any]:
-    """ms per step by category from torch.profiler: CUDA kernels on the GPU, leaf ops' self CPU time in the
-    CPU smoke. Also the top kernels."""
-    from torch.autograd import DeviceType
-    from torch.profiler import ProfilerActivity, profile
-
-    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda(settings) else [])
-    with torch.no_grad():
-        if cuda(settings):
-            fn()
-            sync(settings)
-        with profile(activities=acts) as prof:
-            for _ in range(steps):
-                fn()
-            sync(settings)
-    by_cat: dict[str, float] = {c: 0.0 for c, _ in CATEGORIES}
-    top: list[tuple[str, float]] = []
-    for e in prof.key_averages():
-        if cuda(settings):
-            if e.device_type != DeviceType.CUDA:
-                continue
-            us = float(getattr(e, "self_device_time_total", 0.0) or getattr(e, "self_cuda_time_total", 0.0))
-        else:
-            us = float(e.self_cpu_time_total)
-            if e.key.startswith(("ProfilerStep", "aten::empty", "aten::to", "aten::_to_copy")) and us == 0:
-                continue
-        ms = us / 1e3 / steps
-        by_cat[categorize(e.key)] += ms
-        top.append((e.key[:80], ms))
-    top.sort(key=lambda kv: -kv[1])
-    return {
-        "source": "cuda kernels" if cuda(settings) else "cpu ops (self time)",
-        "ms_per_step": {k: round(v, 4) for k, v in by_cat.items()},
-        "total_ms": round(sum(by_cat.values()), 4),
-        "top": [[k, round(v, 4)] for k, v in top[:12]],
-    }
-
-
-# ----------------------------------------------------------------------------------------------- memory
-def weight_bytes(model: nn.Module) -> int:
-    """Bytes of the distinct storages of every parameter and buffer (the resident weights)."""
-    seen: set[int] = set()
-    total = 0
-    for t in [*model.parameters(), *model.buffers()]:
-        if t.device.type == "meta":
-            continue
-        key = t.untyped_storage().data_ptr()
-        if key not in seen:
-            seen.add(key)
-            total += t.untyped_storage().nbytes()
-    return total
-
-
-def gib(nbytes: float) -> float:
-    return round(nbytes / 2**30, 3)
-
-
-def free_memory(settings: Settings) -> None:
-    gc.collect()
-    if cuda(settings):
-        torch.cuda.synchronize()
-        torch.cuda.empty_cache()
-
-
-def reset_peak(settings: Settings) -> None:
-    if cuda(settings):
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def memory(settings: Settings) -> dict[str, float]:
-    if not cuda(settings):
-        return {}
-    return {
-        "allocated_gib": gib(torch.cuda.memory_allocated()),
-        "peak_gib": gib(torch.cuda.max_memory_allocated()),
-    }
 
 
 # ----------------------------------------------------------------------------------------------- models
@@ -596,88 +454,6 @@ def meta(settings: Settings) -> dict[str, Any]:
         "iters": settings.iters,
         "warmup": settings.warmup,
     }
-
-
-def goals(results: dict[str, Any], model: str) -> list[tuple[str, str, str]]:
-    """(goal, value, verdict) rows of issue 13, from ``model``'s results (n/a where a number is missing)."""
-
-    def ms(v: str) -> float | None:
-        r = results.get(f"{model}/{v}", {})
-        return r.get("ms") if r.get("status") == "ok" else None
-
-    ours, bf, f8 = ms("ours-w3a3.1"), ms("bf16-compile"), ms("fp8-compile")
-    r = results.get(f"{model}/ours-w3a3.1", {})
-    sw = (r.get("switch") or {}).get("switch_ms")
-    wgb = r.get("weights_gb") if r.get("status") == "ok" else None
-
-    def row(goal: str, value: float | None, ok: Callable[[float], bool], fmt: str) -> tuple[str, str, str]:
-        if value is None:
-            return goal, "n/a", "n/a"
-        return goal, fmt.format(value), "PASS" if ok(value) else "FAIL"
-
-    return [
-        row(f"W3A3.1 step ≤ {GOALS['step_ms']:.0f} ms", ours, lambda v: v <= GOALS["step_ms"], "{:.2f} ms"),
-        row(
-            "bf16-compile / W3A3.1 ≥ 1.35×",
-            bf / ours if bf and ours else None,
-            lambda v: v >= 1.35,
-            "{:.3f}×",
-        ),
-        row(
-            "fp8-compile / W3A3.1 ≥ 1.00×", f8 / ours if f8 and ours else None, lambda v: v >= 1.0, "{:.3f}×"
-        ),
-        row(
-            "switch cost < 1 % of a step",
-            sw / ours if sw is not None and ours else None,
-            lambda v: v < 0.01,
-            "{:.3%}",
-        ),
-        row("resident weights ≤ 4.6 GB", wgb, lambda v: v <= GOALS["weights_gb"], "{:.3f} GB"),
-    ]
-
-
-def to_markdown(data: dict[str, Any], models: list[str], variants: list[str]) -> str:
-    res = data["results"]
-    cats = [c for c, _ in CATEGORIES]
-    head = ["model", "variant", "step ms", "eager ms", "vs bf16-compile", "vs fp8-compile", "switch ms",
-            "resident GiB", "peak GiB", "weights GB", *cats, "status"]  # fmt: skip
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-
-    def f(v: Any, fmt: str = "{:.2f}") -> str:
-        return "–" if v is None else fmt.format(v)
-
-    for m in models:
-        base = {k: res.get(f"{m}/{k}", {}).get("ms") for k in ("bf16-compile", "fp8-compile")}
-        for v in variants:
-            r = res.get(f"{m}/{v}")
-            if r is None:
-                continue
-            ms = r.get("ms")
-            kern = (r.get("kernels") or {}).get("ms_per_step", {})
-            status = (
-                r["status"]
-                if r["status"] == "ok"
-                else (
-                    f"skipped: {r['reason']}"
-                    if r["status"] == "skipped"
-                    else f"error: {r.get('error', '')[:80]}"
-                )
-            )
-            ratio = [
-                f(base[k] / ms, "{:.2f}×") if (ms and base[k]) else "–"
-                for k in ("bf16-compile", "fp8-compile")
-            ]
-            lines.append("| " + " | ".join([
-                m, v, f(ms), f(r.get("eager_ms")), *ratio, f((r.get("switch") or {}).get("switch_ms"), "{:.3f}"),
-                f(r.get("resident_gib")), f(r.get("peak_gib")), f(r.get("weights_gb"), "{:.3f}"),
-                *[f(kern.get(c)) if kern else "–" for c in cats], status,
-            ]) + " |")  # fmt: skip
-    out = ["\n".join(lines), ""]
-    for m in models:
-        out += [f"Goals (issue 13) from {m}:", "", "| goal | value | verdict |", "|---|---|---|"]
-        out += [f"| {g} | {v} | {k} |" for g, v, k in goals(res, m)]
-        out.append("")
-    return "\n".join(out)
 
 
 # ----------------------------------------------------------------------------------------------- main

@@ -14,7 +14,6 @@ Rendering uses matplotlib's Agg backend (no display).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -209,6 +208,8 @@ def weight_bytes(path: Path) -> dict[str, int]:
     parameters take in bf16 (quantized layers at 2 bytes per weight, everything else as stored)."""
     from safetensors import safe_open
 
+    from adatsq.passes.quant_linear import QUANT_TENSOR
+
     total = path.stat().st_size
     packed = 0
     bf16 = 0
@@ -221,7 +222,7 @@ def weight_bytes(path: Path) -> dict[str, int]:
             nbytes = n * {"F32": 4, "F16": 2, "BF16": 2, "U8": 1, "I8": 1, "I32": 4, "I64": 8, "F64": 8}.get(
                 t.get_dtype(), 4
             )
-            if re.search(r"\.(w_packed|w_scale)(_\d+)?$", key):  # every rotation block's codes and scales
+            if QUANT_TENSOR.fullmatch(key):  # every rotation block's codes and scales
                 packed += nbytes
             else:
                 bf16 += n * 2

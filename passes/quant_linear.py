@@ -8,6 +8,7 @@ numerics are contract 1 on every backend. ``a_bits`` is mutable: the runner and 
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -21,9 +22,11 @@ from adatsq.plugins.hadamard import is_supported_width, rotate_blocks
 from adatsq.plugins.reference import effective_group, quantize_weight_rtn
 
 __all__ = [
+    "QUANT_TENSOR",
     "InsertQuantLinearPass",
     "LayerQuant",
     "QuantLinear",
+    "block_buffer",
     "quant_linears",
     "rotated_weight",
     "rotates_input",
@@ -104,9 +107,9 @@ class QuantLinear(nn.Module):
         starts = [0, *itertools.accumulate(self.blocks)]
         for i, (a, b) in enumerate(itertools.pairwise(starts)):
             # block i: its columns of the codes, its groups of the scales (block 0 keeps the plain names)
-            self.register_buffer(_buffer("w_packed", i), fmt.pack(codes[:, a:b].contiguous()))
+            self.register_buffer(block_buffer("w_packed", i), fmt.pack(codes[:, a:b].contiguous()))
             g0, g1 = a // self.group_size, b // self.group_size
-            self.register_buffer(_buffer("w_scale", i), scale[:, g0:g1].to(torch.float16).contiguous())
+            self.register_buffer(block_buffer("w_scale", i), scale[:, g0:g1].to(torch.float16).contiguous())
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
         # SmoothQuant's s (calib/smoothing.py): the input is scaled by 1/s online, the codes are of W·diag(s)
         inv = None if smooth is None else (1.0 / smooth.detach().double()).float().reshape(self.in_features)
@@ -173,8 +176,8 @@ class QuantLinear(nn.Module):
                 raise ValueError(
                     f"scales {tuple(sc.shape)} do not fit N={n}, K={width}, group {q.group_size} (want [{n}, {groups}])"
                 )
-            setattr(q, _buffer("w_packed", i), p)
-            setattr(q, _buffer("w_scale", i), sc if sc.dtype == torch.float16 else sc.to(torch.float16))
+            setattr(q, block_buffer("w_packed", i), p)
+            setattr(q, block_buffer("w_scale", i), sc if sc.dtype == torch.float16 else sc.to(torch.float16))
         if bias is not None and tuple(bias.shape) != (n,):
             raise ValueError(f"bias {tuple(bias.shape)} and N={n} do not fit (want [{n}])")
         q.out_features = n
@@ -183,7 +186,7 @@ class QuantLinear(nn.Module):
         if smooth_inv is not None:
             if tuple(smooth_inv.shape) != (in_features,):
                 raise ValueError(f"smooth_inv {tuple(smooth_inv.shape)} does not fit K={in_features}")
-            q.smooth_inv = smooth_inv if smooth_inv.dtype == torch.float32 else smooth_inv.float()
+            q.smooth_inv = smooth_inv
         if lowrank is not None:
             down, up = lowrank
             if (
@@ -203,7 +206,7 @@ class QuantLinear(nn.Module):
     def packed_blocks(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(packed codes, float16 scales) of each rotation block, in order."""
         return [
-            (getattr(self, _buffer("w_packed", i)), getattr(self, _buffer("w_scale", i)))
+            (getattr(self, block_buffer("w_packed", i)), getattr(self, block_buffer("w_scale", i)))
             for i in range(len(self.blocks))
         ]
 
@@ -217,12 +220,10 @@ class QuantLinear(nn.Module):
         # model.to(bfloat16) must not touch the op's contract: scales stay float16, bias float32
         super()._apply(fn, recurse)
         for i in range(len(self.blocks)):
-            name = _buffer("w_scale", i)
+            name = block_buffer("w_scale", i)
             setattr(self, name, getattr(self, name).to(torch.float16))
         if self.bias is not None:
             self.bias = self.bias.float()
-        if self.smooth_inv is not None:
-            self.smooth_inv = self.smooth_inv.float()
         return self
 
     @property
@@ -307,10 +308,15 @@ class LayerQuant:
         return rotation_blocks(in_features, self.act_quantized, self.group_size, self.rotation, self.split)
 
 
-def _buffer(name: str, block: int) -> str:
+def block_buffer(name: str, block: int) -> str:
     """Buffer names of rotation block ``block``: ``w_packed``/``w_scale`` for block 0 (every unsplit layer),
-    ``w_packed_1``/``w_scale_1``... for the others."""
+    ``w_packed_1``/``w_scale_1``... for the others. The weight store and the graphs' initializers use them
+    after ``<layer>.`` (:data:`QUANT_TENSOR` parses them back)."""
     return name if block == 0 else f"{name}_{block}"
+
+
+#: ``<layer>.w_packed[_b]`` / ``<layer>.w_scale[_b]``: a quantized layer's codes or scales of rotation block b
+QUANT_TENSOR = re.compile(r"(?P<layer>.+)\.(?P<kind>w_packed|w_scale)(?:_(?P<block>\d+))?")
 
 
 def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:

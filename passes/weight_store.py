@@ -23,7 +23,7 @@ from torch import nn
 
 from adatsq.core.atomic import atomic_write
 from adatsq.passes.base import Pass, PassConditionError, PassResult
-from adatsq.passes.quant_linear import QuantLinear, quant_linears
+from adatsq.passes.quant_linear import QUANT_TENSOR, QuantLinear, block_buffer, quant_linears
 
 __all__ = [
     "LoadQuantizedWeightsPass",
@@ -104,7 +104,10 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
             bias = self.tensors.get(f"{name}.bias") if rec["bias"] else None
             blocks = rec.get("blocks") or [rec["in_features"]]  # stores written before rotation blocks: one
             more = [
-                (self.tensors[f"{name}.w_packed_{i}"], self.tensors[f"{name}.w_scale_{i}"])
+                (
+                    self.tensors[f"{name}.{block_buffer('w_packed', i)}"],
+                    self.tensors[f"{name}.{block_buffer('w_scale', i)}"],
+                )
                 for i in range(1, len(blocks))
             ]
             q = QuantLinear.from_packed(
@@ -134,7 +137,9 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
         real_missing = [
             m
             for m in missing
-            if not re.search(r"\.(w_packed|w_scale)(_\d+)?$|\.(bias|smooth_inv|lowrank_down|lowrank_up)$", m)
+            if not (
+                QUANT_TENSOR.fullmatch(m) or re.search(r"\.(bias|smooth_inv|lowrank_down|lowrank_up)$", m)
+            )
         ]
         if real_missing:
             raise PassConditionError(f"weight store lacks model tensors: {real_missing[:3]}")

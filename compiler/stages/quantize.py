@@ -115,8 +115,8 @@ def _accumulate(
     def hook_for(name: str):  # noqa: ANN202
         def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].detach().to(dtype)
-            if name in absmax:
-                flat = x.reshape(-1, x.shape[-1]).abs().amax(dim=0).double().cpu()
+            if name in absmax:  # on the device: no host sync per layer call
+                flat = x.reshape(-1, x.shape[-1]).abs().amax(dim=0).to(absmax[name].dtype)
                 torch.maximum(absmax[name], flat, out=absmax[name])
             elif name in rotated:
                 x = rotate_blocks(x, rotated[name])
@@ -174,7 +174,11 @@ def run_quantize(ctx: CompileContext) -> None:
     lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # SVDQuant's branch per layer (--lowrank)
     for i, chunk in enumerate(chunks):
         label = f"quantize {i + 1}/{len(chunks)}"
-        absmax = {n: torch.zeros(widths[n], dtype=torch.float64) for n in chunk if c.smoothing and n in act}
+        absmax = {
+            n: torch.zeros(widths[n], dtype=_hessian_dtype(ctx.device), device=ctx.device)
+            for n in chunk
+            if c.smoothing and n in act
+        }
         with ctx.progress(f"{label}: Hessians (replay of the trajectories)", data.steps) as advance:
             accs = _accumulate(ctx, chunk, rotated, alpha, col, samples, advance, absmax)
         if not distributed.is_main():  # the other ranks contributed their shard of the Hessians

@@ -8,7 +8,6 @@ exporter metadata; it also renames each node to its layer name (block b > 0: ``<
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 
 import onnx
@@ -16,12 +15,10 @@ from onnx import helper
 
 from adatsq.core.contract import UNQUANTIZED
 from adatsq.passes.base import Pass, PassConditionError, PassResult
+from adatsq.passes.quant_linear import QUANT_TENSOR
 from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE
 
 __all__ = ["SetActivationBitsPass", "qlinear_layers"]
-
-#: a QLinear's packed-weight input: ``<layer>.w_packed`` (rotation block 0) or ``<layer>.w_packed_<b>``
-WEIGHT_NAME = re.compile(r"(?P<layer>.+)\.w_packed(?:_(?P<block>\d+))?")
 
 
 def _is_qlinear(node: onnx.NodeProto) -> bool:
@@ -37,8 +34,8 @@ def qlinear_layers(model: onnx.ModelProto, prefix: str = "model.") -> dict[str, 
         if not _is_qlinear(node):
             continue
         w = node.input[1]
-        found = WEIGHT_NAME.fullmatch(w)
-        if found is None:
+        found = QUANT_TENSOR.fullmatch(w)  # <layer>.w_packed (rotation block 0) or <layer>.w_packed_<b>
+        if found is None or found["kind"] != "w_packed":
             raise PassConditionError(
                 f"QLinear node {node.name!r} reads {w!r}, not a '<layer>.w_packed' tensor"
             )
