@@ -3,7 +3,7 @@ PY ?= python3
 OUT ?= engines/tiny-flux
 PYTEST ?= $(PY) -m pytest
 
-.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile bench-e2e quality quality-full demo-quality clean
+.PHONY: install demo test test-unit test-e2e test-gpu gpu-fixture lint format bench bench-compile bench-e2e quality quality-full demo-quality triton-server cpp cpp-gpu plugin-check check-trt-full clean
 
 # editable_mode=strict: the install is a tree of links, build/__editable__.adatsq-*/adatsq/..., that editors and
 # type checkers (pyright, Pylance, mypy) can read; the default mode maps compiler/ -> adatsq.compiler etc. with an
@@ -68,6 +68,26 @@ demo-quality:  ## shapes-flux at 3.1 bits: FP and quantized samples side by side
 
 quality-full:  ## the full quality table on the GPU
 	$(PY) benchmarks/quality.py --device cuda --out benchmarks/results/quality.json
+
+triton-server:  ## tritonserver 2.51 (nvidia-pytriton 0.7.0, python backend) + tritonclient into build/triton (~8 s)
+	$(PY) tests/helpers/triton_server.py install
+
+# TensorRT's public headers (NVIDIA/TensorRT include/, fetched beside the checkout, never committed)
+TENSORRT_ROOT ?= $(abspath ../tensorrt)
+cpp:  ## C++ runtime: build + CPU ctest (the TensorRT runner only where $(TENSORRT_ROOT)/include exists)
+	cmake -S runtime/cpp -B runtime/cpp/build -DTENSORRT_ROOT=$(TENSORRT_ROOT)
+	cmake --build runtime/cpp/build -j2
+	ctest --test-dir runtime/cpp/build -LE gpu --output-on-failure
+
+cpp-gpu: cpp  ## the C++ runner's CUDA Euler kernel against the CPU reference (needs a GPU)
+	ctest --test-dir runtime/cpp/build -L gpu --output-on-failure
+
+plugin-check:  ## the TensorRT plugin sources against the TensorRT headers, without the kernels (seconds)
+	cmake -S plugins/trt -B plugins/trt/build/check -DTENSORRT_ROOT=$(TENSORRT_ROOT) -DADATSQ_LINK_KERNELS=OFF
+	cmake --build plugins/trt/build/check -j2
+
+check-trt-full:  ## full-size Flux-dev TensorRT twins through the static parser check (CPU, ~4 min, 4.7 GB temp)
+	$(PY) benchmarks/check_trt_full.py --json benchmarks/results/check_trt_full.json
 
 clean:
 	rm -rf build/lib build/bdist.* *.egg-info engines .pytest_cache  # not build/__editable__.*: the install

@@ -34,6 +34,7 @@ setup(
     package_dir=PACKAGES,
     package_data={
         "adatsq.core.models": ["configs/*.json"],  # the published transformer configs of the real entries
+        "adatsq.export": ["trt_parser_ops.json"],  # the TensorRT ONNX parser's tables (export/trt_check.py)
         # shapes-flux's trained checkpoint (trained here: adatsq/core/models/shapes/train.py)
         "adatsq.core.models.shapes": [
             "checkpoint/*.json",

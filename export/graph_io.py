@@ -76,6 +76,7 @@ __all__ = [
 PREFIX = "model."
 MAX_BATCH = 64
 MAX_TOKENS = 65536
+PROFILE_MAX_BATCH = 4  # the TensorRT profiles' largest batch (io.json min/opt/max shapes)
 
 
 class ExportUnsupported(NotImplementedError):
@@ -116,13 +117,56 @@ class ExportAdapter:
         """Graph inputs from the keyword arguments the diffusers pipeline passes to the transformer."""
         raise NotImplementedError
 
-    def io_record(self, config: Any) -> dict[str, Any]:
-        return {
-            "family": self.family,
-            "inputs": [dataclasses.asdict(s) for s in self.inputs(config)],
-            "output": dataclasses.asdict(self.output(config)),
-            "how_to_build_inputs": self.__doc__ or "",
-        }
+    def dims(self, config: Any, latent_shape: tuple[int, ...], text_len: int) -> dict[str, int]:
+        """Every symbolic dimension but ``batch`` at the compiled resolution (``latent_shape`` of one
+        sample, ``text_len`` text tokens)."""
+        raise NotImplementedError
+
+    def call_batch(self, guidance_scale: float) -> int:
+        """The batch of one image's transformer call (2 where CFG batches cond and uncond in one call)."""
+        return 1
+
+    def profile(
+        self, config: Any, latent_shape: tuple[int, ...], text_len: int, guidance_scale: float = 0.0
+    ) -> dict[str, dict[str, int]]:
+        """min/opt/max of every symbolic dimension: batch 1..PROFILE_MAX_BATCH, opt = one image's call;
+        the token dimensions fixed at the compiled resolution (the schedule and the calibration were made
+        for exactly these token counts, and the pipelines pad the text to ``text_len``)."""
+        opt = self.call_batch(guidance_scale)
+        table = {"batch": {"min": 1, "opt": opt, "max": max(PROFILE_MAX_BATCH, opt)}}
+        for sym, n in self.dims(config, latent_shape, text_len).items():
+            table[sym] = {"min": n, "opt": n, "max": n}
+        return table
+
+    def io_record(
+        self,
+        config: Any,
+        latent_shape: tuple[int, ...] | None = None,
+        text_len: int | None = None,
+        guidance_scale: float = 0.0,
+    ) -> dict[str, Any]:
+        """io.json's interface part; with the compiled ``latent_shape`` and ``text_len``, every input also
+        gets integer ``min_shape``/``opt_shape``/``max_shape`` (the TensorRT profile) and ``dims`` the
+        per-symbol ranges."""
+        inputs = [dataclasses.asdict(s) for s in self.inputs(config)]
+        record: dict[str, Any] = {"family": self.family, "inputs": inputs}
+        if latent_shape is not None and text_len is not None:
+            table = self.profile(config, latent_shape, text_len, guidance_scale)
+            for inp in inputs:
+                for key in ("min", "opt", "max"):
+                    shape = []
+                    for d in inp["shape"]:
+                        if isinstance(d, int):
+                            shape.append(d)
+                        elif d in table:
+                            shape.append(table[d][key])
+                        else:
+                            raise ValueError(f"{self.family}: input {inp['name']} dim {d!r} has no range")
+                    inp[f"{key}_shape"] = shape
+            record["dims"] = table
+        record["output"] = dataclasses.asdict(self.output(config))
+        record["how_to_build_inputs"] = self.__doc__ or ""
+        return record
 
 
 def _np(t: torch.Tensor | None, dtype: Any = np.float32) -> np.ndarray:
@@ -230,6 +274,10 @@ class FluxAdapter(ExportAdapter):
         ]
         return specs
 
+    def dims(self, config: Any, latent_shape: tuple[int, ...], text_len: int) -> dict[str, int]:
+        _, h, w = latent_shape
+        return {"img_tokens": (h // 2) * (w // 2), "txt_tokens": text_len}
+
     def output(self, config: Any) -> TensorSpec:
         out = config.out_channels or config.in_channels
         return TensorSpec("sample", "float32", ("batch", "img_tokens", out), "flow velocity (packed)")
@@ -324,6 +372,10 @@ class WanAdapter(ExportAdapter):
             TensorSpec("timestep", "int64", ("batch",), "raw timestep 0..999"),
             TensorSpec("encoder_hidden_states", "float32", ("batch", "txt_tokens", config.text_dim), "UMT5"),
         ]
+
+    def dims(self, config: Any, latent_shape: tuple[int, ...], text_len: int) -> dict[str, int]:
+        _, f, h, w = latent_shape
+        return {"frames": f, "height": h, "width": w, "txt_tokens": text_len}
 
     def output(self, config: Any) -> TensorSpec:
         return TensorSpec(
@@ -553,6 +605,19 @@ class ZImageAdapter(ExportAdapter):
                 "(cos, sin) of RopeEmbedder(caption ids); cap_tokens_padded = ceil32(cap_tokens)",
             ),
         ]
+
+    def dims(self, config: Any, latent_shape: tuple[int, ...], text_len: int) -> dict[str, int]:
+        _, h, w = latent_shape
+        return {
+            "height": h,
+            "width": w,
+            "cap_tokens": text_len,
+            "img_tokens_padded": _ceil32((h // 2) * (w // 2)),
+            "cap_tokens_padded": _ceil32(text_len),
+        }
+
+    def call_batch(self, guidance_scale: float) -> int:
+        return 2 if guidance_scale > 0 else 1  # CFG: latents repeated, positive then negative captions
 
     def output(self, config: Any) -> TensorSpec:
         return TensorSpec(

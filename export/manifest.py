@@ -55,6 +55,7 @@ MANIFEST_ENTRIES = (
     "trt",
     "plugins",
     "triton",
+    "triton_cpu",
     "trtexec",
     "report",
     "runtime",

@@ -9,7 +9,11 @@
       ─► per configuration k of schedule.json:
            SetActivationBitsPass(configs[k]) → WeightOnlyDequantPass → ExternalizeWeightsPass → CleanupPass
            → onnx/config_kk.onnx
-      ─► onnx/io.json (graph I/O per family and how the runner builds the inputs)
+      ─► per configuration: the TensorRT twin onnx/config_kk.trt.onnx (export/trt_graph.py: weights as graph
+         inputs, constants folded, sequence ops as Slice), checked against the parser tables
+         (export/trt_check.py); a violation fails the export
+      ─► onnx/io.json (graph I/O per family, how the runner builds the inputs, the TensorRT profile ranges,
+         the weight inputs and the twin graphs)
 
 All configuration graphs read their parameters from ``onnx/weights.safetensors``, the one weight file
 (``weights.safetensors`` at the root is a symlink to it, see :func:`place_weights`), so N configurations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,10 +38,11 @@ import torch
 from torch import nn
 
 from adatsq.core.atomic import atomic_write, atomic_write_text
-from adatsq.core.layout import OutputLayout
+from adatsq.core.layout import OutputLayout, config_id_of
 from adatsq.core.models.registry import family_of, get_spec
 from adatsq.core.schedule import Schedule
 from adatsq.export.graph_io import PREFIX, adapter_for
+from adatsq.export.trt_graph import trt_graph_name
 from adatsq.passes.onnx import (
     CleanupPass,
     ExternalizeWeightsPass,
@@ -53,9 +59,10 @@ __all__ = [
     "load_quantized_model",
     "place_weights",
     "specialise",
+    "write_trt_graphs",
 ]
 
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2  # 2: the TensorRT twins (config_NN.trt.onnx), io.json weight inputs and shape ranges
 OPSET = 21
 WEIGHTS_LINK = "weights.safetensors"
 
@@ -236,11 +243,57 @@ def export_inputs(out: OutputLayout, schedule: Schedule, quantize_key: str | Non
 
 
 def export_files(out: OutputLayout, schedule: Schedule) -> list[Path]:
-    return [out.onnx_graph(k) for k in range(len(schedule.configs))] + [out.io, out.onnx / WEIGHTS_LINK]
+    n = len(schedule.configs)
+    twins = [out.onnx / trt_graph_name(k) for k in range(n)]
+    return [out.onnx_graph(k) for k in range(n)] + twins + [out.io, out.onnx / WEIGHTS_LINK]
+
+
+def write_trt_graphs(
+    out: OutputLayout, n_configs: int, weights: Path, log: Callable[[str], None]
+) -> dict[str, Any]:
+    """``onnx/config_NN.trt.onnx`` for every configuration graph (export/trt_graph.py), each checked against
+    the TensorRT parser tables (export/trt_check.py; a violation fails the compile with the full report).
+    Returns io.json's ``weight_inputs`` (one list: every config's weight inputs are a subset of it, same
+    name → same key, dtype and shape), ``weight_inputs_per_config``, ``trt_graphs`` and
+    ``trt_embedded_weights`` (weight-file tensors the twins keep as constants: INT4 weight-only layers)."""
+    from adatsq.export.trt_check import require_trt_ready
+    from adatsq.export.trt_graph import write_trt_graph
+    from adatsq.passes.onnx.externalize_weights import safetensors_layout
+
+    t0 = time.perf_counter()
+    layout = safetensors_layout(weights)
+    union: dict[str, dict[str, Any]] = {}
+    per_config: dict[str, list[str]] = {}
+    graphs: dict[str, str] = {}
+    embedded: list[str] = []
+    for k in range(n_configs):
+        twin = out.onnx / trt_graph_name(k)
+        found = write_trt_graph(out.onnx_graph(k), twin, layout, embedded=embedded)
+        require_trt_ready(twin)
+        for w in found:
+            rec = w.record()
+            if union.setdefault(w.name, rec) != rec:
+                raise ValueError(f"{twin.name}: weight input {w.name} differs from another configuration's")
+        per_config[str(k)] = [w.name for w in found]
+        graphs[str(k)] = twin.name
+    kept = sorted(set(embedded))
+    log(
+        f"export: {n_configs} TensorRT twin graph(s) (weights as {len(union)} inputs"
+        + (f", {len(kept)} INT4 weight-only constants embedded" if kept else "")
+        + f"), parser check passed, {time.perf_counter() - t0:.1f} s"
+    )
+    return {
+        "weight_inputs": list(union.values()),
+        "weight_inputs_per_config": per_config,
+        "trt_graphs": graphs,
+        # INT4 weight-only DequantizeLinear weights: constants of every engine, not shared (trt_graph.py)
+        "trt_embedded_weights": kept,
+    }
 
 
 def export_onnx(out: OutputLayout, schedule: Schedule, log: Callable[[str], None]) -> None:
-    """Write onnx/config_NN.onnx for every distinct configuration, onnx/io.json and the weight link."""
+    """Write onnx/config_NN.onnx for every distinct configuration, its TensorRT twin onnx/config_NN.trt.onnx,
+    onnx/io.json and the weight link."""
     spec = get_spec(schedule.model)
     family = family_of(spec)
     model = load_quantized_model(out.root)
@@ -248,22 +301,26 @@ def export_onnx(out: OutputLayout, schedule: Schedule, log: Callable[[str], None
     log(f"export: {spec.name} ({family.name}), {len(schedule.configs)} configuration(s)")
     weights = place_weights(out.root)
     base = export_base_graph(model, family.name, latent_shape, spec.text_len, weights=weights)
+    n = len(schedule.configs)
     for k, cfg in enumerate(schedule.configs):
         graph = specialise(base, dict(zip(schedule.act_layers, cfg)), weights)
         atomic_write(out.onnx_graph(k), lambda p, g=graph: onnx.save_model(g, str(p)))
-    for k, stale in out.onnx_graphs():
-        if k >= len(schedule.configs):
+    for stale in sorted(out.onnx.glob("config_*.onnx")):
+        k = config_id_of(stale)
+        if k is not None and k >= n:
             stale.unlink()
+    twins = write_trt_graphs(out, n, weights, log)
     adapter = adapter_for(family.name)
-    record = adapter.io_record(model.config)
+    record = adapter.io_record(model.config, latent_shape, spec.text_len, spec.guidance_scale)
     record.update(
         {
             "opset": OPSET,
             "ir_version": base.ir_version,
-            "configs": {f"{k:02d}": out.onnx_graph(k).name for k in range(len(schedule.configs))},
+            "configs": {f"{k:02d}": out.onnx_graph(k).name for k in range(n)},
             "weights": f"onnx/{WEIGHTS_LINK} (weights.safetensors is a symlink to it)",
             "latent_shape": list(latent_shape),
             "text_len": spec.text_len,
+            **twins,
         }
     )
     atomic_write_text(out.io, json.dumps(record, indent=2) + "\n")

@@ -15,7 +15,7 @@ from adatsq.core.layout import OutputLayout
 from adatsq.core.schedule import Schedule
 from adatsq.export.manifest import sha256_file, write_manifest
 from adatsq.export.report import write_report
-from adatsq.export.triton import config_model_name, write_triton_repository
+from adatsq.export.triton import CPU_REPOSITORY, config_model_name, sampler_tables, write_triton_repository
 from adatsq.export.trt_build import build_inputs, find_plugin_library, tensorrt_available
 from adatsq.export.trtexec import PLUGIN_LIBRARY, PLUGIN_LIBRARY_DYNAMIC, load_io, write_trtexec_scripts
 from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE, PLUGIN_FIELDS, PLUGIN_VERSION
@@ -48,7 +48,10 @@ def package_inputs(out: OutputLayout) -> dict[str, Any]:
 
 
 def package_files(out: OutputLayout) -> list[Path]:
-    return [out.manifest, out.report / "report.md", out.triton / "README.md", out.plugins / "BUILD.json"]
+    files = [out.manifest, out.report / "report.md", out.triton / "README.md", out.plugins / "BUILD.json"]
+    if load_io(out.onnx) is not None:  # the CPU Triton repository runs the ONNX graphs (export/triton.py)
+        files.append(out.root / CPU_REPOSITORY / "README.md")
+    return files
 
 
 def _plugin_sources(src: Path) -> list[Path]:
@@ -118,11 +121,6 @@ def write_plugins(out_layout: OutputLayout) -> dict[str, Any]:
     return record
 
 
-def _sigmas(s: Schedule) -> list[float]:
-    n_train = float(s.sampler.scheduler_config.get("num_train_timesteps", 1000))
-    return [float(t) / n_train for t in s.sampler.timesteps] + [0.0]
-
-
 def write_package(
     out: OutputLayout,
     s: Schedule,
@@ -139,12 +137,14 @@ def write_package(
     if graphs and sorted(graphs) != config_ids:
         log(f"package: onnx/ holds configs {sorted(graphs)}, schedule has {config_ids}")
     write_plugins(out)
-    write_trtexec_scripts(root, config_ids, io)
+    write_trtexec_scripts(root, config_ids, io, step_configs=s.step_configs)
+    sigmas, timesteps = sampler_tables(root, s)
     write_triton_repository(
         root,
         config_ids=config_ids,
         step_configs=s.step_configs,
-        sigmas=_sigmas(s),
+        sigmas=sigmas,
+        timesteps=timesteps,
         scheduler=s.sampler.scheduler,
         family=family,
         io=io,

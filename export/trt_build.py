@@ -1,12 +1,16 @@
-"""Stage 6, build: one TensorRT engine per ONNX graph, ``onnx/config_NN.onnx`` → ``trt/config_NN.plan``.
+"""Stage 6, build: one TensorRT engine per configuration, ``onnx/config_NN.trt.onnx`` → ``trt/config_NN.plan``.
 
-When the ``tensorrt`` Python module is importable (imported lazily here only; importing adatsq never needs
-it): load the QLinear plugin library, check the creator ``adatsq::QLinear`` v1 is registered, then per graph
-parse with the ONNX parser into a strongly typed network (parser flag ``ENABLE_PLUGIN_OVERRIDE`` where the
-version has it), add one optimization profile with the min/opt/max shapes of ``onnx/io.json``, build with one
-timing cache shared by all configurations, and check with the engine inspector that the engine holds as many
-QLinear plugin layers as the graph has QLinear nodes, so a silent fallback to the function body (plugin not
-loaded or not preferred) fails the build instead of shipping a slow fake-quant engine (reference §7).
+The engines are built from the TensorRT twins (export/trt_graph.py; io.json ``trt_graphs``): weights are
+static-shape network inputs (one device copy shared by all engines at run time), constants folded, no
+sequence ops. When the ``tensorrt`` Python module is importable (imported lazily here only; importing adatsq
+never needs it): load the QLinear plugin library, check the creator ``adatsq::QLinear`` v1 is registered,
+then per graph parse with the ONNX parser into a strongly typed network (parser flag
+``ENABLE_PLUGIN_OVERRIDE`` where the version has it), add one optimization profile with the min/opt/max
+shapes of ``onnx/io.json`` for the data inputs (the weight inputs are static), build with one timing cache
+shared by all configurations, and check with the engine inspector that the engine holds as many plugin
+layers (by layer TYPE, ``LayerType`` "PluginV3", not by name) as the graph has QLinear nodes, so a silent
+fallback to the function body (plugin not loaded or not preferred) fails the build instead of shipping a
+slow fake-quant engine (reference §7).
 
 When TensorRT is absent: one line says so, ``trt/BUILD_SKIPPED.txt`` records why and the exact trtexec
 commands that build the same engines on a TensorRT machine, and the stage returns cleanly.
@@ -36,6 +40,8 @@ from adatsq.export.trtexec import (
     PLUGIN_LIBRARY,
     PLUGIN_LIBRARY_DYNAMIC,
     config_build_command,
+    count_qlinear_nodes,
+    engine_graph,
     load_io,
     profile_shapes,
 )
@@ -48,6 +54,7 @@ __all__ = [
     "build_files",
     "build_inputs",
     "count_plugin_layers",
+    "engine_graphs",
     "find_plugin_library",
     "tensorrt_available",
 ]
@@ -76,6 +83,14 @@ def find_plugin_library(out: OutputLayout | None = None) -> Path | None:
     return None
 
 
+def engine_graphs(out: OutputLayout) -> list[tuple[int, Path]]:
+    """``(config id, graph)`` to build: per ``onnx/config_NN.onnx`` present, the twin io.json names (else the
+    graph itself, for an export that wrote no twins)."""
+    io = load_io(out.onnx)
+    plain = [(k, p) for k, p in out.onnx_graphs() if not p.name.endswith(".trt.onnx")]
+    return [(k, out.root / engine_graph(k, io)) for k, _ in plain]
+
+
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -91,7 +106,7 @@ def build_inputs(out: OutputLayout) -> dict[str, Any]:
         trt_version = library_versions()["tensorrt"] or "unknown"
     lib = find_plugin_library(out)
     return {
-        "onnx": {p.name: _sha(p) for _, p in out.onnx_graphs()},
+        "onnx": {p.name: _sha(p) for _, p in engine_graphs(out) if p.is_file()},
         "io": _sha(out.io) if out.io.exists() else None,
         "plugin": _sha(lib) if lib is not None and lib.is_file() else None,
         "tensorrt": trt_version,
@@ -102,7 +117,7 @@ def build_files(out: OutputLayout) -> list[Path]:
     """The files the stage leaves: the skip record without TensorRT, else one plan per graph."""
     if not tensorrt_available():
         return [out.trt / SKIP_RECORD]
-    return [out.plan(k) for k, _ in out.onnx_graphs()] + [out.trt / BUILD_RECORD]
+    return [out.plan(k) for k, _ in engine_graphs(out)] + [out.trt / BUILD_RECORD]
 
 
 Progress = Callable[[str, int], AbstractContextManager[Callable[[int], None]]]
@@ -130,7 +145,7 @@ def build_engines(
             "the Python module `tensorrt` is not importable on the compile machine",
         )
         return
-    graphs = out.onnx_graphs()
+    graphs = engine_graphs(out)
     if not graphs:
         log("build: no onnx/config_NN.onnx to build (run the export stage first); nothing built")
         write_skip_record(
@@ -151,28 +166,20 @@ def build_engines(
 
 
 # --- TensorRT path (documented API; NOT run here) ---------------------------------------------------------------
-def _qlinear_node_count(path: Path) -> int:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return sum(1 for n in model.graph.node if n.op_type == OP_TYPE and n.domain == DOMAIN)
-
-
 def count_plugin_layers(layer_info: Any) -> int:
-    """QLinear plugin layers in an engine-inspector JSON (``LayerInformationFormat.JSON``, detailed
-    verbosity: ``{"Layers": [{"Name", "LayerType": "PluginV3", ...}]}``; with less verbosity layers are
-    plain strings). A layer counts when its type names a plugin and its text names QLinear."""
+    """Plugin layers in an engine-inspector JSON (``LayerInformationFormat.JSON`` at DETAILED verbosity:
+    ``{"Layers": [{"Name", "LayerType": "PluginV3", ...}]}``), counted by layer TYPE: a layer whose
+    ``LayerType`` starts with "Plugin". Layer names are not read (TensorRT names layers after nodes and
+    fusions, and no name need contain "QLinear"); QLinear is the only plugin op our graphs hold
+    (export/trt_check.py). Layers given as plain strings (lower verbosity) carry no type and count 0.
+    The "PluginV3" spelling is Polygraphy's ``LayerType`` key read on our side; not seen from a real engine."""
     info = json.loads(layer_info) if isinstance(layer_info, (str, bytes)) else layer_info
     layers = info.get("Layers", []) if isinstance(info, dict) else []
-    n = 0
-    for layer in layers:
-        if isinstance(layer, dict):
-            kind = str(layer.get("LayerType", ""))
-            if "Plugin" in kind and OP_TYPE in json.dumps(layer):
-                n += 1
-        elif isinstance(layer, str) and OP_TYPE in layer and "Plugin" in layer:
-            n += 1
-    return n
+    return sum(
+        1
+        for layer in layers
+        if isinstance(layer, dict) and str(layer.get("LayerType", "")).startswith("Plugin")
+    )
 
 
 def _load_plugin(trt: Any, builder: Any, lib: Path) -> None:
@@ -230,7 +237,7 @@ def _build_with_tensorrt(
             config.set_timing_cache(cache, False)
             config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
             profile = builder.create_optimization_profile()
-            for i in range(network.num_inputs):
+            for i in range(network.num_inputs):  # data inputs; the weight inputs are static
                 name = network.get_input(i).name
                 if name in shapes:
                     lo, mid, hi = shapes[name]
@@ -244,7 +251,7 @@ def _build_with_tensorrt(
             inspector = engine.create_engine_inspector()
             info = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
             atomic_write_text(out.trt / f"{config_tag(k)}.layers.json", str(info))
-            expected = _qlinear_node_count(path)
+            expected = count_qlinear_nodes(path)
             found = count_plugin_layers(info)
             if found < expected:
                 raise CompileError(
@@ -268,7 +275,7 @@ def _build_with_tensorrt(
 # --- no TensorRT ------------------------------------------------------------------------------------------------
 def write_skip_record(out: OutputLayout, schedule: Schedule, compile_command: str, reason: str) -> Path:
     """``trt/BUILD_SKIPPED.txt``: why no engine was built and how to build each on a TensorRT machine."""
-    graphs = out.onnx_graphs()
+    graphs = engine_graphs(out)
     io = load_io(out.onnx)
     ids = [k for k, _ in graphs] or list(range(len(schedule.configs)))
     lines = [
@@ -293,8 +300,10 @@ def write_skip_record(out: OutputLayout, schedule: Schedule, compile_command: st
         "",
         "   TensorRT 10.x: add --stronglyTyped (TensorRT 11 removed --fp16/--bf16 and always builds strongly",
         "   typed). 10.15+: add --enablePluginOverride so the plugin wins over the ONNX function body.",
-        "   Then check every trt/config_NN.layers.json names QLinear plugin layers (else the engine runs the",
-        "   fake-quant function body).",
+        "   The graphs are the TensorRT twins onnx/config_NN.trt.onnx: weights are static network inputs (no",
+        "   shape flags needed; trtexec binds random data to them, so its timings are valid, its outputs not).",
+        "   Then check every trt/config_NN.layers.json holds one plugin layer (LayerType PluginV3) per QLinear",
+        "   node (else the engine runs the fake-quant function body); build_config_NN.sh does.",
     ]
     if not graphs:
         lines += ["", "onnx/ holds no config_NN.onnx yet: run the export stage first (--until export)."]

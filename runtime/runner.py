@@ -11,9 +11,11 @@ Backends
   numerics) is the model's compute dtype; inputs are cast to it and outputs back to float32. On CUDA each
   distinct configuration's transformer call is captured once as a CUDA graph (:class:`_GraphCache`) and
   replayed per step; ``graphs=False`` or ``ADATSQ_RUNNER_GRAPHS=0`` turns that off (eager calls).
-* ``trt``: one deserialized TensorRT engine per configuration (``trt/config_NN.plan``), written to the
-  documented TensorRT 10/11 Python API (``IRuntime.deserialize_cuda_engine``, ``create_execution_context``,
-  ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``). UNVERIFIED: no TensorRT here.
+* ``trt``: one deserialized TensorRT engine per configuration (``trt/config_NN.plan``, built from the
+  weights-as-inputs graphs ``onnx/config_NN.trt.onnx``), the QLinear plugin library loaded first; the weights
+  of ``weights.safetensors`` loaded once into device buffers bound to every engine's weight inputs, and one
+  scratch buffer shared by all ``kUSER_MANAGED`` contexts (:mod:`adatsq.runtime.trt_bindings`, whose plan is
+  tested on the CPU). Written to the documented TensorRT 10/11 Python API; UNVERIFIED: no TensorRT here.
 
 Step tracking
 -------------
@@ -106,6 +108,7 @@ class EngineRunner:
         self.explicit_steps = False
         self._engines: dict[int, Callable[[dict[str, np.ndarray]], np.ndarray]] = {}
         self._torch_model: nn.Module | None = None
+        self._trt: _TrtEngines | None = None
         self._adapter: Any = None
         self.dtype = dtype
         self.graphs = _graphs_enabled(graphs, backend, device)
@@ -195,45 +198,11 @@ class EngineRunner:
         return run
 
     def _trt_engine(self, config: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
-        """TensorRT 10/11 Python API (UNVERIFIED here: written to the documented API, never executed)."""
-        try:
-            import tensorrt as trt  # noqa: TID251 - lazy import in runtime/, allowed by DESIGN.md
-        except ImportError:
-            raise RunnerError(
-                "--backend trt needs the tensorrt Python package, which is not installed"
-            ) from None
-        logger = trt.Logger(trt.Logger.WARNING)
-        trt.init_libnvinfer_plugins(logger, "")
-        runtime = trt.Runtime(logger)
-        engine = runtime.deserialize_cuda_engine(self.engine_path(config).read_bytes())
-        if engine is None:
-            raise RunnerError(f"{self.engine_path(config)}: TensorRT could not deserialize the engine")
-        context = engine.create_execution_context()
-        out_name = next(
-            engine.get_tensor_name(i)
-            for i in range(engine.num_io_tensors)
-            if engine.get_tensor_mode(engine.get_tensor_name(i)) == trt.TensorIOMode.OUTPUT
-        )
-        stream = torch.cuda.Stream()
-
-        def run(feeds: dict[str, np.ndarray]) -> np.ndarray:
-            keep = []
-            for name, value in feeds.items():
-                if engine.get_tensor_mode(name) != trt.TensorIOMode.INPUT:
-                    continue
-                t = torch.from_numpy(np.ascontiguousarray(value)).cuda()
-                keep.append(t)
-                context.set_input_shape(name, tuple(t.shape))
-                context.set_tensor_address(name, t.data_ptr())
-            shape = tuple(context.get_tensor_shape(out_name))
-            out = torch.empty(shape, dtype=torch.float32, device="cuda")
-            context.set_tensor_address(out_name, out.data_ptr())
-            if not context.execute_async_v3(stream.cuda_stream):
-                raise RunnerError(f"TensorRT execution of configuration {config} failed")
-            stream.synchronize()
-            return out.cpu().numpy()
-
-        return run
+        """``config``'s engine in the one :class:`_TrtEngines` of this runner (all engines, one weight copy, one
+        scratch buffer). UNVERIFIED: written to the TensorRT 10/11 Python API, never executed (no TensorRT)."""
+        if self._trt is None:
+            self._trt = _TrtEngines(self.root, sorted(set(self.schedule.step_configs)), self.device)
+        return lambda feeds: self._trt.run(config, feeds)  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------------------------------ stepping
     def reset(self) -> None:
@@ -356,6 +325,142 @@ class EngineRunner:
             return run_sampler(self.family, self.spec, shim, noise, cond, steps, before_step=self.set_step)
         finally:
             self.explicit_steps = False
+
+
+class _TrtEngines:
+    """All engines of an output directory on one CUDA device (TensorRT 10.1+/11 Python API; UNVERIFIED).
+
+    * The plugin library (``find_plugin_library``: ``$ADATSQ_TRT_PLUGIN``, ``<out>/plugins/``, the repository
+      build) is loaded before any engine is deserialized: the ``getCreators`` variant through the plugin
+      registry's ``load_library``, the static-registration variant by ``ctypes.CDLL`` (its registrar runs on
+      load); an engine whose plugin is not registered cannot be deserialized.
+    * Each plan is deserialized once; io.json, the safetensors header and every engine's I/O give the
+      :class:`~adatsq.runtime.trt_bindings.BindingPlan`; each weight key is uploaded once and its address set
+      on every context that takes it; one scratch buffer of ``max device_memory_size_v2`` backs all contexts
+      (``USER_MANAGED``, ``set_device_memory``).
+    * A call: inputs are copied to the device on torch's CURRENT stream and TensorRT is enqueued on that same
+      stream (no cross-stream race); ``set_input_shape``'s result is checked; outputs get the engine's dtype
+      (``get_tensor_dtype``) and are returned as float32 numpy (the runner's interface), which synchronises.
+    """
+
+    def __init__(self, root: Path, configs: list[int], device: str) -> None:
+        from adatsq.export.trt_build import find_plugin_library
+        from adatsq.export.trtexec import PLUGIN_LIBRARY_DYNAMIC
+        from adatsq.runtime import trt_bindings as tb
+
+        try:
+            import tensorrt as trt  # noqa: TID251 - lazy import in runtime/, allowed by DESIGN.md
+        except ImportError:
+            raise RunnerError(
+                "--backend trt needs the tensorrt Python package, which is not installed"
+            ) from None
+        if not str(device).startswith("cuda"):
+            raise RunnerError(f"--backend trt runs on a CUDA device, not {device!r}")
+        layout = OutputLayout(root)
+        self.trt = trt
+        self.device = torch.device(device)
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        trt.init_libnvinfer_plugins(self.logger, "")
+        lib = find_plugin_library(layout)
+        if lib is None or not lib.is_file():
+            raise RunnerError(
+                f"the QLinear plugin library is missing ({layout.plugins} or $ADATSQ_TRT_PLUGIN); build it: "
+                f"see {layout.plugins / 'BUILD.json'}"
+            )
+        runtime = trt.Runtime(self.logger)
+        if lib.name == PLUGIN_LIBRARY_DYNAMIC:
+            if not runtime.get_plugin_registry().load_library(str(lib)):
+                raise RunnerError(f"{lib}: TensorRT's plugin registry could not load it")
+        else:
+            import ctypes
+
+            self._plugin_handle = ctypes.CDLL(str(lib), mode=ctypes.RTLD_GLOBAL)
+        self.runtime = runtime
+        self.engines: dict[int, Any] = {}
+        for c in configs:
+            path = layout.plan(c)
+            engine = runtime.deserialize_cuda_engine(path.read_bytes())
+            if engine is None:
+                raise RunnerError(f"{path}: TensorRT could not deserialize the engine (plugin {lib} loaded)")
+            self.engines[c] = engine
+        io = json.loads((root / "onnx" / "io.json").read_text())
+        weights_path = root / "onnx" / "weights.safetensors"
+        try:
+            self.plan = tb.BindingPlan.build(
+                io,
+                [tb.engine_io(c, e, lambda m: m == trt.TensorIOMode.INPUT) for c, e in self.engines.items()],
+                tb.read_safetensors_header(weights_path),
+            )
+        except tb.BindingError as exc:
+            raise RunnerError(f"{root}: {exc}") from None
+        self.buffers = tb.load_weight_buffers(weights_path, self.plan, device)  # once, for every engine
+        self.scratch = torch.empty(max(1, self.plan.scratch_bytes), dtype=torch.uint8, device=self.device)
+        bound = self.plan.addresses(
+            {k: t.data_ptr() for k, t in self.buffers.items()}, self.scratch.data_ptr()
+        )
+        self.contexts: dict[int, Any] = {}
+        for c, engine in self.engines.items():
+            ctx = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            if ctx is None:
+                raise RunnerError(f"TensorRT could not create an execution context for configuration {c}")
+            ctx.set_device_memory(bound[c][""], self.plan.scratch_bytes)
+            for name, addr in bound[c].items():
+                if name and not ctx.set_tensor_address(name, addr):
+                    raise RunnerError(
+                        f"configuration {c}: TensorRT rejected the address of weight input {name}"
+                    )
+            self.contexts[c] = ctx
+
+    def run(self, config: int, feeds: Mapping[str, np.ndarray]) -> np.ndarray:
+        from adatsq.runtime.trt_bindings import BindingError
+
+        ctx, plan = self.contexts[config], self.plan.engines[config]
+        stream = torch.cuda.current_stream(self.device)
+        keep = []
+        for name in plan.activations:
+            if name not in feeds:
+                raise RunnerError(f"configuration {config}: no value for engine input {name}")
+            value = torch.from_numpy(np.ascontiguousarray(feeds[name]))
+            try:
+                self.plan.check_shape(name, tuple(value.shape))
+            except BindingError as exc:
+                raise RunnerError(str(exc)) from None
+            want = _TORCH_DTYPES[trt_dtype(self.engines[config], name)]
+            t = value.to(device=self.device, dtype=want, non_blocking=True)  # on the current stream
+            keep.append(t)
+            if not ctx.set_input_shape(name, tuple(t.shape)):
+                raise RunnerError(
+                    f"configuration {config}: TensorRT rejected input {name} of shape {list(t.shape)}"
+                )
+            ctx.set_tensor_address(name, t.data_ptr())
+        outs = {}
+        for name, dtype in plan.outputs.items():
+            shape = tuple(ctx.get_tensor_shape(name))
+            outs[name] = torch.empty(shape, dtype=_TORCH_DTYPES[dtype], device=self.device)
+            ctx.set_tensor_address(name, outs[name].data_ptr())
+        if not ctx.execute_async_v3(stream.cuda_stream):  # the stream the inputs were copied on
+            raise RunnerError(f"TensorRT execution of configuration {config} failed")
+        out = next(iter(outs.values()))
+        return out.float().cpu().numpy()  # the device-to-host copy waits for the stream
+
+
+_TORCH_DTYPES = {
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+    "int8": torch.int8,
+    "uint8": torch.uint8,
+    "int32": torch.int32,
+    "int64": torch.int64,
+    "bool": torch.bool,
+}
+
+
+def trt_dtype(engine: Any, name: str) -> str:
+    """The io.json dtype name of ``engine``'s tensor ``name`` (``get_tensor_dtype``)."""
+    from adatsq.runtime.trt_bindings import TRT_DTYPES
+
+    return TRT_DTYPES[engine.get_tensor_dtype(name).name]
 
 
 def _to(value: Any, device: str, dtype: torch.dtype | None = None) -> Any:

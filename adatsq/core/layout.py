@@ -93,8 +93,13 @@ class OutputLayout:
         return self.trt / f"{config_tag(config_id)}.plan"
 
     def onnx_graphs(self) -> list[tuple[int, Path]]:
-        """``(config id, path)`` of every ``onnx/config_NN.onnx`` present, sorted by id."""
-        return _present(self.onnx, ".onnx")
+        """``(config id, path)`` of every ``onnx/config_NN.onnx`` present, sorted by id (not the TensorRT
+        twins ``config_NN.trt.onnx``: :meth:`trt_graph`)."""
+        return [(k, p) for k, p in _present(self.onnx, ".onnx") if not p.name.endswith(".trt.onnx")]
+
+    def trt_graph(self, config_id: int) -> Path:
+        """``onnx/config_NN.trt.onnx``: the TensorRT twin of ``config_NN.onnx`` (export/trt_graph.py)."""
+        return self.onnx / f"{config_tag(config_id)}.trt.onnx"
 
     def plans(self) -> list[tuple[int, Path]]:
         """``(config id, path)`` of every ``trt/config_NN.plan`` present, sorted by id."""

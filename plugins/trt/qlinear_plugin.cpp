@@ -1,18 +1,26 @@
-// adatsq::QLinear v1 TensorRT plugin. NOT COMPILED where written (no TensorRT/CUDA); see qlinear_plugin.h.
+// adatsq::QLinear v1 TensorRT plugin; see qlinear_plugin.h. Compiled against the TensorRT 11.1.0.106 public
+// headers (NVIDIA/TensorRT, outside the repository) with nvcc 13.0's host toolchain; never run against a
+// TensorRT runtime (none can be installed where it was written).
 #include "qlinear_plugin.h"
 
 #include "qlinear_kernels.h"
 
+#include <cstdio>
 #include <cstring>
-#include <mutex>
+#include <new>
+
+#ifdef ADATSQ_STATIC_REGISTRATION
+#include <dlfcn.h>
+#endif
 
 using namespace nvinfer1;
 
 namespace adatsq {
-namespace {
 constexpr char const* kName = "QLinear";
 constexpr char const* kVersion = "1";
 constexpr char const* kNamespace = "adatsq";
+
+namespace {
 
 bool hasBias(int32_t nbInputs) { return nbInputs == 6; }
 
@@ -213,11 +221,53 @@ IPluginV3* QLinearPluginCreator::createPlugin(char const*, PluginFieldCollection
 
 // --- registration -------------------------------------------------------------------------------------------
 #ifdef ADATSQ_STATIC_REGISTRATION
-// For trtexec --staticPlugins, Triton --backend-config=tensorrt,plugins=..., LD_PRELOAD, ctypes.CDLL.
-REGISTER_TENSORRT_PLUGIN(adatsq::QLinearPluginCreator);
+// For trtexec --staticPlugins, Triton --backend-config=tensorrt,plugins=..., LD_PRELOAD, ctypes.CDLL: the creator
+// registers itself when the library is loaded.
+//
+// Not REGISTER_TENSORRT_PLUGIN: that macro pastes its argument into a variable name (so it needs an unqualified
+// name) and its PluginRegistrar calls registerCreator(instance, "") -- namespace "" while the creator reports
+// "adatsq" (NvInferRuntime.h). Here the creator is registered with kNamespace explicitly. getPluginRegistry() is
+// an extern "C" entry point of libnvinfer; it is looked up with dlsym at load time instead of linked, so the
+// library has no link dependency on libnvinfer (every other TensorRT type used here is a header-only
+// interface): the libnvinfer the host process already loaded is found with RTLD_NOLOAD (also when the host
+// loaded it RTLD_LOCAL, as Triton's tensorrt backend does), else the first one the loader finds is loaded.
+namespace {
+using GetPluginRegistryFn = nvinfer1::IPluginRegistry* (*)() noexcept;
+
+GetPluginRegistryFn findGetPluginRegistry() {
+    if (void* sym = dlsym(RTLD_DEFAULT, "getPluginRegistry")) return reinterpret_cast<GetPluginRegistryFn>(sym);
+    char const* const libs[] = {"libnvinfer.so.11", "libnvinfer.so.10", "libnvinfer_lean.so.11",
+                                "libnvinfer_lean.so.10", "libnvinfer.so"};
+    for (int const mode : {RTLD_LAZY | RTLD_NOLOAD, RTLD_LAZY | RTLD_GLOBAL}) {
+        for (char const* lib : libs) {
+            void* handle = dlopen(lib, mode);
+            if (handle == nullptr) continue;
+            if (void* sym = dlsym(handle, "getPluginRegistry")) return reinterpret_cast<GetPluginRegistryFn>(sym);
+        }
+    }
+    return nullptr;
+}
+
+struct StaticRegistrar {
+    adatsq::QLinearPluginCreator creator;
+    StaticRegistrar() {
+        GetPluginRegistryFn const get = findGetPluginRegistry();
+        IPluginRegistry* const registry = get != nullptr ? get() : nullptr;
+        if (registry == nullptr) {
+            std::fprintf(stderr, "adatsq plugin: libnvinfer (getPluginRegistry) not found; %s::%s not registered\n",
+                         adatsq::kNamespace, adatsq::kName);
+        } else if (!registry->registerCreator(creator, adatsq::kNamespace)) {
+            std::fprintf(stderr, "adatsq plugin: registerCreator(%s::%s v%s) failed (already registered?)\n",
+                         adatsq::kNamespace, adatsq::kName, adatsq::kVersion);
+        }
+    }
+};
+StaticRegistrar const gRegistrar{};
+}  // namespace
 #else
-// For trtexec --dynamicPlugins / IPluginRegistry::loadLibrary (which fails on already-registered creators,
-// hence a separate library without static registration).
+// For trtexec --dynamicPlugins / IPluginRegistry::loadLibrary, which registers each creator under its own
+// getPluginNamespace() ("adatsq") and fails on creators already registered statically, hence a separate library
+// without static registration. No TensorRT symbol is referenced.
 extern "C" {
 __attribute__((visibility("default"))) IPluginCreatorInterface* const* getCreators(int32_t& nbCreators) {
     static adatsq::QLinearPluginCreator creator;

@@ -1,13 +1,15 @@
 // adatsq::QLinear v1 -- TensorRT IPluginV3 (IPluginV3OneCore/Build/Runtime) over the CUDA kernels of
 // plugins/csrc/qlinear_kernels.h (adatsq_qlinear_launch). DESIGN.md contract 1; ONNX node: plugins/onnx_op.py.
 //
-// NOT COMPILED where it was written (no TensorRT headers, no CUDA toolkit): written to the TensorRT >= 10.0
-// NvInferRuntime.h / NvInferPluginBase.h API (reference/tensorrt.md section 2). Build: see CMakeLists.txt.
+// Compiled (static and dynamic variants) against the TensorRT 11.1.0.106 public headers; NEVER RUN against a
+// TensorRT runtime (reference/tensorrt.md section 2 for the API facts). Build: see CMakeLists.txt.
 //
-// Inputs (ONNX order): x [..., K] fp32/fp16/bf16; w packed bytes [N, K*w_bits/8] (UINT8 or INT8); w_scale fp16
-// [N, K/G]; bias fp32 [N] (optional); had_m; had_p. An absent bias (empty ONNX input name) is assumed to be
-// dropped by the parser, so the plugin accepts 6 inputs (with bias) or 5 (without) -- UNVERIFIED against the
-// parser. had_m/had_p are not read: the kernel builds the rotation from rotation_m and K. Output y [..., N],
+// Inputs (ONNX order): x [..., K] fp32/fp16/bf16; w packed bytes [N, K*w_bits/8]; w_scale fp16 [N, K/G]; bias
+// fp32 [N] (optional); had_m; had_p. w is accepted as UINT8 or INT8 (the same bytes): the TensorRT-ready graphs
+// (onnx/config_NN.trt.onnx) make every weight a network INPUT, which keeps UINT8 (only UINT8 initializers are
+// converted to INT32 by the parser), so w arrives as UINT8; INT8 stays accepted for graphs that export it so.
+// An absent bias (empty ONNX input name) is assumed to be dropped by the parser, so the plugin accepts 6 inputs
+// (with bias) or 5 (without) -- UNVERIFIED against the parser. had_m/had_p are not read: the kernel builds the rotation from rotation_m and K. Output y [..., N],
 // dtype of x restricted to fp32 or bf16 (the kernel writes only those).
 #pragma once
 

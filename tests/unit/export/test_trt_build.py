@@ -32,6 +32,7 @@ def out(tmp_path: Path) -> Path:
 
 
 def _write_onnx(o: Path, n: int, qlinear_nodes: int = 2) -> None:
+    """n config graphs and their twins (config_NN.trt.onnx, named in io.json trt_graphs)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -39,7 +40,9 @@ def _write_onnx(o: Path, n: int, qlinear_nodes: int = 2) -> None:
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [])
     for k in range(n):
         onnx.save(helper.make_model(g), str(o / "onnx" / f"config_{k:02d}.onnx"))
-    (o / "onnx" / "io.json").write_text(json.dumps(IO))
+        onnx.save(helper.make_model(g), str(o / "onnx" / f"config_{k:02d}.trt.onnx"))
+    io = {**IO, "trt_graphs": {str(k): f"config_{k:02d}.trt.onnx" for k in range(n)}}
+    (o / "onnx" / "io.json").write_text(json.dumps(io))
 
 
 def test_skip_without_tensorrt(out: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,7 +53,7 @@ def test_skip_without_tensorrt(out: Path, monkeypatch: pytest.MonkeyPatch) -> No
     text = (out / "trt" / "BUILD_SKIPPED.txt").read_text()
     assert "not importable" in text
     for k in range(2):
-        assert f"trtexec --onnx=onnx/config_{k:02d}.onnx --saveEngine=trt/config_{k:02d}.plan" in text
+        assert f"trtexec --onnx=onnx/config_{k:02d}.trt.onnx --saveEngine=trt/config_{k:02d}.plan" in text
     assert "--minShapes=hidden_states:1x64x64" in text
     assert not list((out / "trt").glob("*.plan"))
     assert build_outputs(ctx) == [out / "trt" / "BUILD_SKIPPED.txt"]
@@ -199,7 +202,11 @@ def test_fake_tensorrt_call_sequence(out: Path, monkeypatch: pytest.MonkeyPatch)
     assert names.index("load_library") < names.index("parse_from_file")
     assert ("get_creator", "QLinear", "1", "adatsq") in rec.calls
     assert [c for c in rec.calls if c[0] == "create_network"] == [("create_network", 1 << 1)] * 2
-    assert [c[1] for c in rec.calls if c[0] == "parse_from_file"] == ["config_00.onnx", "config_01.onnx"]
+    # the TensorRT twins, not the ONNX Runtime graphs
+    assert [c[1] for c in rec.calls if c[0] == "parse_from_file"] == [
+        "config_00.trt.onnx",
+        "config_01.trt.onnx",
+    ]
     assert ("set_flag", 7) in rec.calls
     shapes = {c[1]: c[2:] for c in rec.calls if c[0] == "set_shape"}
     assert shapes["hidden_states"] == ((1, 64, 64), (1, 64, 64), (2, 64, 64))
@@ -224,11 +231,14 @@ def test_fake_tensorrt_function_body_fallback_is_caught(out: Path, monkeypatch: 
 
 
 def test_count_plugin_layers() -> None:
+    """By layer TYPE only: a name containing QLinear is not a plugin layer, a plugin layer needs no such name."""
     info = {
         "Layers": [
-            {"LayerType": "PluginV3", "Name": "QLinear_1"},
-            {"LayerType": "MatMul", "Name": "QLinear_x"},
+            {"LayerType": "PluginV3", "Name": "transformer_blocks.0.attn.to_q"},
+            {"LayerType": "PluginV3", "Name": "x_embedder"},
+            {"LayerType": "MatrixMultiply", "Name": "QLinear_x"},
+            {"LayerType": "Reformat", "Name": "Reformatting CopyNode for QLinear"},
         ]
     }
-    assert count_plugin_layers(json.dumps(info)) == 1
-    assert count_plugin_layers({"Layers": ["QLinear_3 [PluginV3]", "MatMul"]}) == 1
+    assert count_plugin_layers(json.dumps(info)) == 2
+    assert count_plugin_layers({"Layers": ["QLinear_3 [PluginV3]", "MatMul"]}) == 0  # no type: not counted
