@@ -18,6 +18,7 @@ from adatsq.compiler.settings import (
     METHOD_PRESETS,
     METHODS,
     METRICS,
+    SALIENCES,
     STAGE_NAMES,
     WEIGHT_BITS,
     WEIGHT_METHODS,
@@ -92,6 +93,22 @@ def _join_greedy(params: list[click.Parameter], args: list[str]) -> list[str]:
             out.append(args[i])
             i += 1
     return out
+
+
+class _Multiples(click.ParamType):
+    """``--group-candidates 0.5,1,2`` → (0.5, 1.0, 2.0) (a tuple, the config default, passes as it is)."""
+
+    name = "M1,M2,..."
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[float, ...]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(float(part) for part in str(value).split(",") if part.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of numbers", param, ctx)
 
 
 def _known_models() -> str:
@@ -238,7 +255,8 @@ def _known_models() -> str:
     help="A named method: a preset of the options (rtn: RTN weights, no rotation, uniform bits; quarot: "
     "rotation + GPTQ, uniform bits; smoothquant: smoothing + RTN weights, uniform bits; svdquant: smoothing + "
     "a rank-32 16-bit branch + RTN residual, uniform bits; vidit-q: smoothing then rotation, RTN weights, "
-    "uniform bits).",
+    "uniform bits; q-dit: per-layer group sizes + GPTQ, no rotation, uniform bits; ptq4dit: salience balancing "
+    "with Spearman-guided step weights + RTN weights, no rotation, uniform bits).",
 )
 @click.option(
     "--smoothing/--no-smoothing",
@@ -256,6 +274,36 @@ def _known_models() -> str:
     type=int,
     default=default_of("lowrank"),
     help="SVDQuant's 16-bit low-rank branch of rank R on the activation-quantized layers [0: none].",
+)
+@click.option(
+    "--salience",
+    type=click.Choice(SALIENCES),
+    default=default_of("salience"),
+    help="The smoothing's activation salience: max over all tokens, or PTQ4DiT's Spearman-ρ-weighted "
+    "per-step maxima (ssc).",
+)
+@click.option(
+    "--group-alloc/--no-group-alloc",
+    default=default_of("group_alloc"),
+    help="Q-DiT's per-layer group size: the least calibration output error within the model's G weight-scale "
+    "bytes [off].",
+)
+@click.option(
+    "--group-candidates",
+    type=_Multiples(),
+    default=default_of("group_candidates"),
+    help="The candidate group sizes of --group-alloc, as multiples of the group size (comma-separated).",
+)
+@click.option(
+    "--dsq/--no-dsq",
+    default=default_of("dsq"),
+    help="D²Quant's dual-scale quantizer on the down-projection-like layers (ff.net.2, single blocks' "
+    "proj_out) [off].",
+)
+@click.option(
+    "--dac/--no-dac",
+    default=default_of("dac"),
+    help="D²Quant's deviation-aware mean-shift correction folded into the quantized layers' biases [off].",
 )
 @click.option(
     "--uniform-bits",
@@ -302,6 +350,11 @@ def main(
     smoothing: bool,
     smooth_alpha: float,
     lowrank: int,
+    salience: str,
+    group_alloc: bool,
+    group_candidates: tuple[float, ...],
+    dsq: bool,
+    dac: bool,
 ) -> None:
     """Compile MODEL (flux-dev, flux-schnell, z-image, wan2.1-1.3b, tiny-flux, tiny-wan, tiny-zimage) into
     per-timestep-configuration engines with an average of at most --target activation bits."""
@@ -364,6 +417,11 @@ def main(
             smoothing=smoothing,
             smooth_alpha=smooth_alpha,
             lowrank=lowrank,
+            salience=salience,
+            group_alloc=group_alloc,
+            group_candidates=group_candidates,
+            dsq=dsq,
+            dac=dac,
         )
         # a --method preset fills the options it names, unless they were given (then they must agree)
         source = click.get_current_context().get_parameter_source

@@ -150,7 +150,11 @@ class CompileContext:
         codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         smooth: dict[str, torch.Tensor] | None = None,
         lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        groups: dict[str, int] | None = None,
+        biases: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, LayerQuant]:
+        """How each quantized layer is quantized (``groups``: Q-DiT's G of the layers that do not use the
+        model's; ``biases``: DAC's corrected biases; the rest as :meth:`quantized_copy`)."""
         inv = self.inventory
         out: dict[str, LayerQuant] = {}
         act = set(inv.act_layers)
@@ -159,7 +163,7 @@ class CompileContext:
             out[name] = LayerQuant(
                 self.weight_bits,
                 name in act,
-                self.group_size,
+                (groups or {}).get(name, self.group_size),
                 c,
                 s,
                 rotation=self.config.rotation,
@@ -167,6 +171,7 @@ class CompileContext:
                 split=self.family.input_split(self.model, name),
                 smooth=(smooth or {}).get(name),
                 lowrank=(lowrank or {}).get(name),
+                bias=(biases or {}).get(name),
             )
         return out
 
@@ -184,12 +189,14 @@ class CompileContext:
         codes: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         smooth: dict[str, torch.Tensor] | None = None,
         lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
+        groups: dict[str, int] | None = None,
+        biases: dict[str, torch.Tensor] | None = None,
     ) -> nn.Module:
         """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given;
         ``smooth``: SmoothQuant's s of the layers whose codes are of W·diag(s); ``lowrank``: SVDQuant's
         branch of the layers whose codes are of the residual); the model keeps its nn.Linear layers."""
         qmodel = self.copy_for_quantized_layers()
-        InsertQuantLinearPass(self.layer_quant(codes, smooth, lowrank))(qmodel)
+        InsertQuantLinearPass(self.layer_quant(codes, smooth, lowrank, groups, biases))(qmodel)
         return qmodel
 
     # --- progress -------------------------------------------------------------------------------------------

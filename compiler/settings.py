@@ -16,6 +16,7 @@ __all__ = [
     "METHODS",
     "METHOD_PRESETS",
     "METRICS",
+    "SALIENCES",
     "STAGE_NAMES",
     "WEIGHT_BITS",
     "WEIGHT_METHODS",
@@ -41,7 +42,11 @@ WEIGHT_SCALES = ("absmax", "mse")
 #: ``svdquant``: smoothing plus a rank-32 16-bit branch (calib/lowrank.py), the residual round-to-nearest.
 #: ``vidit-q``: ViDiT-Q's static-dynamic channel balancing as a static smoothing followed by the online
 #: rotation (x·diag(s)⁻¹·R), round-to-nearest weights, uniform bits (its timestep-aware balancing and its
-#: metric-decoupled mixed precision are not implemented).
+#: metric-decoupled mixed precision are not implemented). ``q-dit``: Q-DiT's per-layer group sizes
+#: (calib/group_alloc.py; its activations are dynamic per token already, contract 1), GPTQ weights without
+#: Fisher weighting, no rotation, uniform bits. ``ptq4dit``: PTQ4DiT's channel-wise salience balancing with
+#: Spearman-ρ-guided salience over the steps (calib/smoothing.ssc_salience) as the smoothing, round-to-nearest
+#: weights, no rotation, uniform bits.
 METHOD_PRESETS: dict[str, dict[str, object]] = {
     "adatsq": {},
     "rtn": {"weights": "rtn", "rotation": False, "uniform_bits": True},
@@ -49,8 +54,27 @@ METHOD_PRESETS: dict[str, dict[str, object]] = {
     "smoothquant": {"weights": "rtn", "rotation": False, "uniform_bits": True, "smoothing": True},
     "svdquant": {"weights": "rtn", "rotation": False, "uniform_bits": True, "smoothing": True, "lowrank": 32},
     "vidit-q": {"weights": "rtn", "rotation": True, "uniform_bits": True, "smoothing": True},
+    "q-dit": {
+        "weights": "gptq",
+        "alpha": "uniform",
+        "rotation": False,
+        "uniform_bits": True,
+        "group_alloc": True,
+    },
+    "ptq4dit": {
+        "weights": "rtn",
+        "rotation": False,
+        "uniform_bits": True,
+        "smoothing": True,
+        "smooth_alpha": 0.5,
+        "salience": "ssc",
+    },
 }
 METHODS = tuple(METHOD_PRESETS)
+#: ``--salience``: the activation salience max|X_j| the smoothing scales use: ``max`` over every calibration
+#: token (SmoothQuant), or ``ssc``: PTQ4DiT's Σ_t η_t·max|X_j^(t)| with η = softmax_t(−ρ_t), ρ_t the Spearman
+#: correlation of step t's activation salience with the weight salience max|W_:,j|
+SALIENCES = ("max", "ssc")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +116,17 @@ class CompileConfig(JsonConfig):
     #: SVDQuant's low-rank branch: its rank r (0: none); the activation-quantized layers keep L_up·L_downᵀ
     #: in 16 bits and quantize the residual
     lowrank: int = 0
+    #: the activation salience of the smoothing scales (:data:`SALIENCES`)
+    salience: str = "max"
+    #: Q-DiT's group-size allocation: each layer's G from ``group_candidates`` (× the model's G), chosen for
+    #: the least calibration output error under the weight-scale bytes of the model's G everywhere
+    group_alloc: bool = False
+    #: the candidate group sizes of ``group_alloc``, as multiples of the model's G (0.5 → G/2)
+    group_candidates: tuple[float, ...] = (0.5, 1.0, 2.0, 4.0)
+    #: D²Quant's dual-scale quantizer on the down-projection-like layers (calib/d2quant.py)
+    dsq: bool = False
+    #: D²Quant's deviation-aware mean-shift correction of the quantized layers' biases (calib/d2quant.py)
+    dac: bool = False
     #: the method the options make up (:data:`METHOD_PRESETS`); ``CompileConfig.for_method`` fills them in
     method: str = "adatsq"
 
@@ -115,6 +150,19 @@ class CompileConfig(JsonConfig):
             (self.method in METHODS, f"--method must be one of {METHODS}"),
             (0.0 <= self.smooth_alpha <= 1.0, "--smooth-alpha must be in [0, 1]"),
             (self.lowrank >= 0, "--lowrank must be ≥ 0 (0: no low-rank branch)"),
+            (self.salience in SALIENCES, f"--salience must be one of {SALIENCES}"),
+            (
+                self.salience == "max" or self.smoothing,
+                "--salience ssc weights the smoothing scales' salience; it needs --smoothing",
+            ),
+            (
+                not (self.dsq and self.lowrank),
+                "--dsq rescales the input channels the --lowrank branch reads; use one of them",
+            ),
+            (
+                len(self.group_candidates) >= 1 and all(c > 0 for c in self.group_candidates),
+                "--group-candidates must be positive multiples of the group size",
+            ),
             (self.weights in WEIGHT_METHODS, f"--weights must be one of {WEIGHT_METHODS}"),
             (
                 not (self.uniform_bits and self.static_schedule),

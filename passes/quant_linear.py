@@ -289,6 +289,7 @@ class LayerQuant:
         split: Sequence[int] | None = None,
         smooth: torch.Tensor | None = None,
         lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
+        bias: torch.Tensor | None = None,
     ) -> None:
         self.w_bits = w_bits
         self.act_quantized = act_quantized
@@ -303,6 +304,8 @@ class LayerQuant:
         self.smooth = smooth
         #: SVDQuant's (L_down, L_up) or None; given codes are then of the residual E already
         self.lowrank = lowrank
+        #: a bias replacing the linear's (D²Quant's mean-shift correction b − μ), or None: the linear's own
+        self.bias = bias
 
     def blocks(self, in_features: int) -> tuple[int, ...] | None:
         return rotation_blocks(in_features, self.act_quantized, self.group_size, self.rotation, self.split)
@@ -360,7 +363,7 @@ class InsertQuantLinearPass(Pass[nn.Module]):
             q = QuantLinear(
                 codes,
                 scale,
-                linear.bias,
+                linear.bias if lq.bias is None else lq.bias,
                 lq.w_bits,
                 lq.group_size,
                 rotate_input,

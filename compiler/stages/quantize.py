@@ -19,6 +19,7 @@ summed across ranks (calib/distributed); H is a plain sum, so the merge is exact
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -27,14 +28,18 @@ import torch
 from torch import nn
 
 from adatsq.calib import distributed
+from adatsq.calib.d2quant import DOWN_PROJECTION, dac_shift, dsq_scales
 from adatsq.calib.gptq import fisher_alpha, gptq_quantize, uniform_alpha, weighted_reconstruction_error
+from adatsq.calib.group_alloc import allocate_group_sizes, candidate_groups, layer_group_errors
 from adatsq.calib.hessian import HessianAccumulator
 from adatsq.calib.lowrank import lowrank_split
-from adatsq.calib.smoothing import smooth_hessian, smoothing_scales
+from adatsq.calib.smoothing import smooth_hessian, smoothing_scales, ssc_salience
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.stages.calibrate import calibrate_key
 from adatsq.core.atomic import atomic_write_text
+from adatsq.core.contract import UNQUANTIZED
 from adatsq.core.hashing import stable_hash
+from adatsq.passes.quant_linear import rotation_blocks
 from adatsq.passes.weight_store import save_weight_store
 from adatsq.plugins.hadamard import rotate_blocks
 from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
@@ -54,6 +59,9 @@ def quantize_key(ctx: CompileContext) -> dict[str, Any]:
         "rotation": c.rotation,
         "smoothing": [c.smoothing, c.smooth_alpha],
         "lowrank": c.lowrank,
+        "salience": c.salience,
+        "group_alloc": [c.group_alloc, list(c.group_candidates)],
+        "d2quant": [c.dsq, c.dac],
         "weight_bits": s.weight_bits,
         "group_size": s.group_size,
         "act_layers": list(s.act_layers),
@@ -91,6 +99,26 @@ def _tf32_on_gpu(device: torch.device) -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
+@dataclasses.dataclass
+class _ReplayStats:
+    """What the replay collects next to the Hessians, per layer name.
+
+    ``raw``: layers whose H is of the raw input x (smoothing, DSQ: their diag(s)⁻¹ and rotation are applied to H
+    afterwards, once s is known: :func:`_smoothed_rotated`); ``absmax``: max|X_j| per step (steps × K) of the
+    smoothed layers; ``sums``: Σ α·x per channel (K) in H's domain (DAC's mean); ``tokens``: a subsample of
+    the raw inputs (Q-DiT's group allocation), at most ``token_cap`` rows per step."""
+
+    raw: set[str] = dataclasses.field(default_factory=set)
+    absmax: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    sums: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    tokens: dict[str, list[torch.Tensor]] = dataclasses.field(default_factory=dict)
+    token_cap: int = 0
+
+
+#: tokens per layer that Q-DiT's group allocation scores its candidates on (spread over the steps)
+ALLOC_TOKENS = 512
+
+
 def _accumulate(
     ctx: CompileContext,
     names: list[str],
@@ -99,28 +127,42 @@ def _accumulate(
     col: dict[str, int],
     samples: list[int],
     advance: Callable[[int], None],
-    absmax: dict[str, torch.Tensor] | None = None,
+    stats: _ReplayStats | None = None,
+    hessians: bool = True,
 ) -> dict[str, HessianAccumulator]:
-    """Σ_t α[t, l]·X̃ᵀX̃ per layer of ``names`` over the replayed trajectories; with ``absmax`` (the layers to
-    smooth → a zero K-vector each) also max|X_j| per input channel, and those layers' H of the raw input (its
-    smoothing and rotation are applied to H afterwards, once s is known: :func:`_smoothed_rotated`)."""
+    """Σ_t α[t, l]·X̃ᵀX̃ per layer of ``names`` over the replayed trajectories (``hessians=False``: none, only
+    ``stats``), and what ``stats`` asks for (:class:`_ReplayStats`)."""
     data = ctx.calibration
     modules = dict(ctx.model.named_modules())
     device = ctx.device
     dtype = _hessian_dtype(device)
-    accs = {n: HessianAccumulator(modules[n].in_features, dtype=dtype, device=device) for n in names}
-    absmax = absmax if absmax is not None else {}
+    accs = (
+        {n: HessianAccumulator(modules[n].in_features, dtype=dtype, device=device) for n in names}
+        if hessians
+        else {}
+    )
+    stats = stats if stats is not None else _ReplayStats()
     state = {"t": 0}
 
     def hook_for(name: str):  # noqa: ANN202
         def hook(_m: nn.Module, args: tuple[torch.Tensor, ...]) -> None:
             x = args[0].detach().to(dtype)
-            if name in absmax:  # on the device: no host sync per layer call
-                flat = x.reshape(-1, x.shape[-1]).abs().amax(dim=0).to(absmax[name].dtype)
-                torch.maximum(absmax[name], flat, out=absmax[name])
-            elif name in rotated:
+            flat = x.reshape(-1, x.shape[-1])
+            t = state["t"]
+            if name in stats.tokens:
+                stride = max(1, flat.shape[0] // max(stats.token_cap, 1))
+                stats.tokens[name].append(flat[::stride][: stats.token_cap].float().cpu())
+            if name in stats.absmax:  # on the device: no host sync per layer call
+                step = stats.absmax[name][t]
+                torch.maximum(step, flat.abs().amax(dim=0).to(step.dtype), out=step)
+            if name not in stats.raw and name in rotated:
                 x = rotate_blocks(x, rotated[name])
-            accs[name].add(x, weight=float(alpha[state["t"], col[name]]))
+                flat = x.reshape(-1, x.shape[-1])
+            weight = float(alpha[t, col[name]])
+            if name in stats.sums:
+                stats.sums[name].add_(flat.sum(dim=0).to(stats.sums[name].dtype), alpha=weight)
+            if name in accs:
+                accs[name].add(x, weight=weight)
 
         return hook
 
@@ -140,8 +182,10 @@ def _accumulate(
             h.remove()
     for acc in accs.values():  # every rank's share of Σ α X̃ᵀX̃ (a no-op in one process)
         acc.all_reduce_()
-    for amax in absmax.values():
+    for amax in stats.absmax.values():
         distributed.all_reduce_max_(amax)
+    for total in stats.sums.values():
+        distributed.all_reduce_sum_(total)
     return accs
 
 
@@ -153,6 +197,101 @@ def _smoothed_rotated(h: torch.Tensor, s: torch.Tensor, blocks: tuple[int, ...] 
     return rotate_blocks(rotate_blocks(h, blocks).t().contiguous(), blocks)  # (H·R)ᵀ·R = Rᵀ·H·R (H symmetric)
 
 
+def _min_act_bits(ctx: CompileContext) -> dict[str, int]:
+    """Each activation-quantized layer's fewest activation bits over the schedule's configurations."""
+    s = ctx.schedule
+    return {n: min(cfg[j] for cfg in s.configs) for j, n in enumerate(s.act_layers)}
+
+
+def _allocate_groups(
+    ctx: CompileContext,
+    names: list[str],
+    alpha: torch.Tensor,
+    col: dict[str, int],
+    samples: list[int],
+) -> dict[str, int]:
+    """Q-DiT's G per layer (calib/group_alloc.py) from a replay that keeps :data:`ALLOC_TOKENS` raw inputs per
+    layer; the errors are of the layer as loaded (before smoothing, low-rank and DSQ) with round-to-nearest
+    weights at its fewest activation bits (16 for weight-only layers). Every rank replays; rank 0's tokens
+    decide and its choice is broadcast."""
+    c = ctx.config
+    s = ctx.schedule
+    modules = dict(ctx.model.named_modules())
+    stats = _ReplayStats(tokens={n: [] for n in names}, token_cap=-(-ALLOC_TOKENS // max(ctx.steps, 1)))
+    with ctx.progress(
+        "quantize: group allocation (replay of the trajectories)", ctx.calibration.steps
+    ) as advance:
+        _accumulate(ctx, names, {}, alpha, col, samples, advance, stats, hessians=False)
+    act = set(s.act_layers)
+    bits = _min_act_bits(ctx)
+    errors: dict[str, dict[int, float]] = {}
+    shapes: dict[str, tuple[int, int]] = {}
+    for n in names:
+        lin = modules[n]
+        k = lin.in_features
+        groups = candidate_groups(k, s.group_size, c.group_candidates)
+        split = ctx.family.input_split(ctx.model, n)
+        blocks = {g: rotation_blocks(k, n in act, g, c.rotation, split) for g in groups}
+        x = torch.cat(stats.tokens.pop(n)) if stats.tokens.get(n) else torch.zeros(0, k)
+        errors[n] = layer_group_errors(
+            x, lin.weight, s.weight_bits[n], bits.get(n, UNQUANTIZED), groups, blocks, c.weight_scale
+        )
+        shapes[n] = (lin.out_features, k)
+    chosen = allocate_group_sizes(errors, shapes, s.group_size)
+    picked = torch.tensor([chosen[n] for n in names], dtype=torch.long)
+    distributed.broadcast_(picked, 0)
+    chosen = {n: int(g) for n, g in zip(names, picked.tolist(), strict=True)}
+    report = {n: {"group": chosen[n], "errors": {str(g): e for g, e in errors[n].items()}} for n in names}
+    if distributed.is_main():
+        text = json.dumps(report, indent=1, sort_keys=True) + "\n"
+        atomic_write_text(ctx.out.cache / "group_sizes.json", text)
+    return chosen
+
+
+def _to_op_domain(v: torch.Tensor, s: torch.Tensor | None, blocks: tuple[int, ...] | None) -> torch.Tensor:
+    """A per-channel row vector of raw x (the mean) in the op's domain: v·diag(s)⁻¹·R."""
+    v = v / s.to(v) if s is not None else v
+    return rotate_blocks(v[None, :], blocks)[0] if blocks is not None else v
+
+
+@dataclasses.dataclass
+class _Quantized:
+    """One layer quantized both ways: W̃ (the op's domain), its Hessian there, the RTN and GPTQ codes and
+    their trace(D·H·Dᵀ) errors; ``smooth``: the s of x̂ = x·diag(s)⁻¹ the codes are for (None: no Mul)."""
+
+    w_rot: torch.Tensor
+    hessian: torch.Tensor
+    smooth: torch.Tensor | None
+    rtn: tuple[torch.Tensor, torch.Tensor]
+    gptq: tuple[torch.Tensor, torch.Tensor]
+    errors: dict[str, float]
+
+
+def _quantize_layer(
+    w: torch.Tensor,
+    s: torch.Tensor | None,
+    h: torch.Tensor,
+    raw: bool,
+    blocks: tuple[int, ...] | None,
+    bits: int,
+    group: int,
+    method: str,
+) -> _Quantized:
+    """Quantize W (already W·diag(s)) for x̂ = x·diag(s)⁻¹·R; ``h``: the replay's Hessian (of the raw x when
+    ``raw``, else of x·R already)."""
+    if raw:
+        ones = torch.ones(w.shape[1], dtype=torch.float64, device=h.device)
+        h = _smoothed_rotated(h, (s if s is not None else ones).to(h.device), blocks)
+    w_rot = rotate_blocks(w, blocks) if blocks is not None else w
+    rc, rs = quantize_weight_rtn(w_rot.float(), bits, group, method=method)
+    gc, gs = gptq_quantize(w_rot.float(), h, bits, group, scale_method=method)
+    errors = {
+        "gptq": weighted_reconstruction_error(w_rot, dequantize_weight(gc, gs).double(), h),
+        "rtn": weighted_reconstruction_error(w_rot, dequantize_weight(rc, rs).double(), h),
+    }
+    return _Quantized(w_rot, h, s, (rc, rs), (gc, gs), errors)
+
+
 def run_quantize(ctx: CompileContext) -> None:
     s = ctx.schedule
     data = ctx.calibration
@@ -161,54 +300,85 @@ def run_quantize(ctx: CompileContext) -> None:
     col = {n: j for j, n in enumerate(data.layers)}
     c = ctx.config
     alpha = fisher_alpha(data.fisher, c.tau) if c.alpha == "fisher" else uniform_alpha(data.fisher)
-    quant = ctx.layer_quant()  # how each layer is quantized: the search's copy and this stage agree
+    samples = distributed.shard(data.samples)
+    groups = _allocate_groups(ctx, names, alpha, col, samples) if c.group_alloc else {}
+    # how each layer is quantized: the search's copy and this stage agree
+    quant = ctx.layer_quant(groups=groups)
     rotated = {n: b for n in names if (b := quant[n].blocks(modules[n].in_features)) is not None}
     widths = {n: modules[n].in_features for n in names}
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     errors: dict[str, dict[str, float]] = {}
     budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type) * 2**30
     chunks = _chunks(names, widths, budget, _hessian_dtype(ctx.device).itemsize)
-    samples = distributed.shard(data.samples)
     act = set(s.act_layers)
-    smooth: dict[str, torch.Tensor] = {}  # SmoothQuant's s per activation-quantized layer (--smoothing)
+    dsq_layers = {n for n in names if c.dsq and DOWN_PROJECTION.fullmatch(n)}
+    smooth: dict[str, torch.Tensor] = {}  # x̂ = x·diag(s)⁻¹ per layer (--smoothing, --dsq)
     lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # SVDQuant's branch per layer (--lowrank)
+    biases: dict[str, torch.Tensor] = {}  # DAC's corrected biases b − μ (--dac)
+    dtype = _hessian_dtype(ctx.device)
     for i, chunk in enumerate(chunks):
         label = f"quantize {i + 1}/{len(chunks)}"
-        absmax = {
-            n: torch.zeros(widths[n], dtype=_hessian_dtype(ctx.device), device=ctx.device)
-            for n in chunk
-            if c.smoothing and n in act
-        }
+        smoothed = [n for n in chunk if c.smoothing and n in act]
+        stats = _ReplayStats(
+            raw=set(smoothed) | (dsq_layers & set(chunk)),
+            absmax={n: torch.zeros(data.steps, widths[n], dtype=dtype, device=ctx.device) for n in smoothed},
+            sums={n: torch.zeros(widths[n], dtype=dtype, device=ctx.device) for n in chunk if c.dac},
+        )
         with ctx.progress(f"{label}: Hessians (replay of the trajectories)", data.steps) as advance:
-            accs = _accumulate(ctx, chunk, rotated, alpha, col, samples, advance, absmax)
+            accs = _accumulate(ctx, chunk, rotated, alpha, col, samples, advance, stats)
         if not distributed.is_main():  # the other ranks contributed their shard of the Hessians
             continue
         with ctx.progress(f"{label}: Fisher-weighted GPTQ", len(chunk)) as advance:
             for n in chunk:
                 w = modules[n].weight.detach().double()
-                h = accs.pop(n).matrix
-                if n in absmax:  # x̂ = x·diag(s)⁻¹, Ŵ = W·diag(s): x̂·Ŵᵀ = x·Wᵀ
-                    smooth[n] = smoothing_scales(absmax[n], w, c.smooth_alpha)
-                    w = w * smooth[n].to(w.device)[None, :]
-                    h = _smoothed_rotated(h, smooth[n].to(h.device), rotated.get(n))
+                acc = accs.pop(n)
+                h = acc.matrix
+                bits, method, group = s.weight_bits[n], c.weight_scale, quant[n].group_size
+                sn: torch.Tensor | None = None  # x̂ = x·diag(sn)⁻¹, Ŵ = W·diag(sn): x̂·Ŵᵀ = x·Wᵀ
+                if n in stats.absmax:
+                    amax = stats.absmax[n]
+                    salience = ssc_salience(amax, w) if c.salience == "ssc" else amax.amax(dim=0)
+                    sn = smoothing_scales(salience, w, c.smooth_alpha).to(w.device)
+                    w = w * sn[None, :]
                 if c.lowrank and n in act:  # Ŵ = L_up·L_downᵀ + E: the branch in 16 bits, E quantized
                     down, up, w = lowrank_split(w, min(c.lowrank, *w.shape))
                     lowrank[n] = (down.float().cpu(), up.float().cpu())
-                w_rot = rotate_blocks(w, rotated[n]) if n in rotated else w
-                bits, method = s.weight_bits[n], c.weight_scale
-                rc, rs = quantize_weight_rtn(w_rot.float(), bits, s.group_size, method=method)
-                gc, gs = gptq_quantize(w_rot.float(), h, bits, s.group_size, scale_method=method)
-                errors[n] = {
-                    "gptq": weighted_reconstruction_error(w_rot, dequantize_weight(gc, gs).double(), h),
-                    "rtn": weighted_reconstruction_error(w_rot, dequantize_weight(rc, rs).double(), h),
-                }
-                codes[n] = (gc, gs) if c.weights == "gptq" else (rc, rs)
-                del h, w_rot
+                blocks = rotated.get(n)
+                tried = [_quantize_layer(w, sn, h, n in stats.raw, blocks, bits, group, method)]
+                if n in dsq_layers:  # W ≈ Q(W·diag(η)⁻¹)·diag(η): x̂·diag(η), i.e. s ← s/η
+                    h_w = smooth_hessian(h, sn.to(h.device)) if sn is not None else h
+                    eta = dsq_scales(w, bits, group, blocks, method=method, hessian=h_w).to(w.device)
+                    s_dsq = 1.0 / eta if sn is None else sn / eta
+                    tried.append(
+                        _quantize_layer(w / eta[None, :], s_dsq, h, True, blocks, bits, group, method)
+                    )
+                # DSQ only where it lowers trace(D·H·Dᵀ) (invariant under x̂ = x·diag(s)⁻¹, Ŵ = W·diag(s))
+                use_dsq = len(tried) > 1 and tried[1].errors[c.weights] < tried[0].errors[c.weights]
+                q = tried[1] if use_dsq else tried[0]
+                del tried
+                w_rot, h = q.w_rot, q.hessian
+                if q.smooth is not None:
+                    smooth[n] = q.smooth.cpu()
+                errors[n] = dict(q.errors)
+                if n in dsq_layers:
+                    errors[n]["dsq"] = float(use_dsq)
+                codes[n] = q.gptq if c.weights == "gptq" else q.rtn
+                if n in stats.sums:  # DAC: b ← b − μ, μ = E[x̃]·(Ŵ − W̃)ᵀ where it is mostly a shift
+                    raw = n in stats.raw
+                    mean = stats.sums[n].double() / max(acc.total_weight, 1e-300)
+                    mean = _to_op_domain(mean, q.smooth if raw else None, blocks if raw else None)
+                    delta = dequantize_weight(*codes[n]).double().to(w_rot.device) - w_rot
+                    mu = dac_shift(mean, h, acc.total_weight, delta)
+                    bias = modules[n].bias
+                    base = bias.detach().double() if bias is not None else torch.zeros_like(mu)
+                    biases[n] = (base.to(mu.device) - mu).float().cpu()
+                    errors[n]["dac_channels"] = float((mu != 0).sum())
+                del h, w_rot, acc, q
                 advance(1)
         del accs
     if not distributed.is_main():
         return
-    qmodel = ctx.quantized_copy(codes, smooth, lowrank)
+    qmodel = ctx.quantized_copy(codes, smooth, lowrank, groups=groups, biases=biases)
     del codes
     save_weight_store(ctx.out.weights, qmodel, {"adatsq.schedule_hash": stable_hash(s.to_dict())})
     atomic_write_text(ctx.out.root / "transformer_config.json", _transformer_config_json(ctx.model))

@@ -1,5 +1,6 @@
 """--method presets (issue 15's baselines that are this pipeline with other settings): rtn and quarot, and
-uniform bits; every method at W8A8 stays within 2 % of full precision (tiny-flux, the CLI end to end)."""
+uniform bits; every method at W8A8 stays within 2 % of full precision (tiny-flux, the CLI end to end); what
+q-dit, ptq4dit and D²Quant's --dsq/--dac put into the weight store."""
 
 from __future__ import annotations
 
@@ -82,11 +83,8 @@ def test_cli_refuses_an_option_against_the_preset(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--method rtn sets rotation = False" in result.output
 
 
-@pytest.mark.parametrize("method", ["adatsq", "rtn", "quarot", "smoothquant", "svdquant", "vidit-q"])
-def test_every_method_at_w8a8_is_within_two_percent_of_fp(tmp_path: Path, method: str) -> None:
-    out = tmp_path / "out"
-    result = _compile(out, "--target", "8", "--weight-bits", "8", "--method", method)
-    assert result.exit_code == 0, result.output
+def _w8a8_error(out: Path) -> float:
+    """Relative squared error of the compiled W8A8 model's samples against full precision (2 held-out draws)."""
     schedule = load_schedule(out / "schedule.json")
     assert set(schedule.weight_bits.values()) == {8}
     spec = get_spec("tiny-flux")
@@ -108,5 +106,87 @@ def test_every_method_at_w8a8_is_within_two_percent_of_fp(tmp_path: Path, method
             STEPS,
             before_step=lambda i: set_activation_bits(q, schedule.bits_at(i), modules),
         )
-    err = float((got - ref).pow(2).sum() / ref.pow(2).sum())
+    return float((got - ref).pow(2).sum() / ref.pow(2).sum())
+
+
+# AdaTSQ with D²Quant's --dsq --dac: test_cli_dsq_and_dac_on_adatsq_at_w8a8
+@pytest.mark.parametrize(
+    "method", ["adatsq", "rtn", "quarot", "smoothquant", "svdquant", "vidit-q", "q-dit", "ptq4dit"]
+)
+def test_every_method_at_w8a8_is_within_two_percent_of_fp(tmp_path: Path, method: str) -> None:
+    out = tmp_path / "out"
+    result = _compile(out, "--target", "8", "--weight-bits", "8", "--method", method)
+    assert result.exit_code == 0, result.output
+    err = _w8a8_error(out)
     assert err < 0.02**2, f"{method} W8A8: relative squared error {err:.2e}"
+
+
+def test_cli_q_dit_stores_the_allocated_group_sizes(tmp_path: Path) -> None:
+    """--method q-dit: each layer's G from the allocation (cache/group_sizes.json) is the stored one, the
+    weight-scale count stays within the model's G everywhere, and some layer uses another G than the model's."""
+    out = tmp_path / "out"
+    result = _compile(out, "--target", "4", "--method", "q-dit")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "compile_config.json").read_text())
+    assert (saved["group_alloc"], saved["rotation"], saved["weights"], saved["uniform_bits"]) == (
+        True,
+        False,
+        "gptq",
+        True,
+    )
+    chosen = json.loads((out / "cache" / "group_sizes.json").read_text())
+    _, layers, _ = load_weight_store(out / "weights.safetensors")
+    assert {n: rec["group_size"] for n, rec in layers.items()} == {n: v["group"] for n, v in chosen.items()}
+    g = get_spec("tiny-flux").group_size
+    assert {rec["group_size"] for rec in layers.values()} - {g}  # the allocation moved some layer
+    scales = sum(rec["out_features"] * rec["in_features"] // rec["group_size"] for rec in layers.values())
+    uniform = sum(
+        rec["out_features"]
+        * (rec["in_features"] // (g if rec["in_features"] % g == 0 else rec["in_features"]))
+        for rec in layers.values()
+    )
+    assert scales <= uniform
+    for n, v in chosen.items():  # the chosen G has the least error among those the budget allowed
+        assert v["errors"][str(v["group"])] == min(v["errors"].values()) or v["group"] >= g, n
+    q = quant_linears(load_quantized_model(out))
+    assert all(q[n].group_size == rec["group_size"] for n, rec in layers.items())
+
+
+def test_cli_ptq4dit_smooths_with_the_spearman_weighted_salience(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    result = _compile(out, "--target", "4", "--method", "ptq4dit")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "compile_config.json").read_text())
+    assert (saved["salience"], saved["smoothing"], saved["smooth_alpha"], saved["rotation"]) == (
+        "ssc",
+        True,
+        0.5,
+        False,
+    )
+    schedule = load_schedule(out / "schedule.json")
+    q = quant_linears(load_quantized_model(out))
+    assert {n for n, m in q.items() if m.smooth_inv is not None} == set(schedule.act_layers)
+    other = tmp_path / "sq"  # SmoothQuant's maxima over all tokens give other scales than SSC's weighting
+    assert _compile(other, "--target", "4", "--method", "smoothquant").exit_code == 0
+    sq = quant_linears(load_quantized_model(other))
+    assert any(not torch.equal(q[n].smooth_inv, sq[n].smooth_inv) for n in schedule.act_layers)
+
+
+def test_cli_dsq_and_dac_on_adatsq_at_w8a8(tmp_path: Path) -> None:
+    """--dsq: only down-projection-like layers get a smooth_inv Mul (η), and only where it lowered the
+    layer's H-weighted GPTQ error (cache/gptq_errors.json says which); --dac: the biases of the layers with
+    corrected channels differ from the model's, the others' do not; at W8A8 within 2 % of full precision."""
+    from adatsq.calib.d2quant import DOWN_PROJECTION
+
+    out = tmp_path / "d2"
+    assert _compile(out, "--target", "8", "--weight-bits", "8", "--dsq", "--dac").exit_code == 0
+    q = quant_linears(load_quantized_model(out))
+    fp = dict(load_transformer(get_spec("tiny-flux")).named_modules())
+    errors = json.loads((out / "cache" / "gptq_errors.json").read_text())
+    with_eta = {n for n, m in q.items() if m.smooth_inv is not None}
+    assert with_eta and with_eta == {n for n, e in errors.items() if e.get("dsq")}
+    assert all(DOWN_PROJECTION.fullmatch(n) for n in with_eta)
+    moved = {n for n, m in q.items() if not torch.equal(m.bias, fp[n].bias.detach().float())}
+    assert moved and moved == {n for n, e in errors.items() if e["dac_channels"] > 0}
+    err = _w8a8_error(out)
+    assert err < 0.02**2, f"adatsq --dsq --dac W8A8: relative squared error {err:.2e}"

@@ -15,13 +15,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import numpy as np
 import onnx
 import pytest
 import torch
-from helpers.ort_session import ort_session
-from helpers.runs import tapped_session
-from helpers.ties import Certificate, certify_outputs, check_code_flips, max_flips, reference_codes
+from helpers.golden import check, flux_kwargs, golden
 from onnx import TensorProto, helper
 
 from adatsq.core.schedule import load_schedule
@@ -30,12 +27,12 @@ from adatsq.export.onnx_export import load_quantized_model
 from adatsq.passes.onnx.cleanup import checkable
 from adatsq.passes.onnx.externalize_weights import safetensors_layout
 from adatsq.passes.onnx.set_activation_bits import qlinear_layers
-from adatsq.passes.quant_linear import quant_linears, set_activation_bits
-from adatsq.plugins.hadamard import rotate_blocks
+from adatsq.passes.quant_linear import quant_linears
 
 
 def _graphs(out: Path) -> list[Path]:
-    return sorted((out / "onnx").glob("config_*.onnx"))
+    """The ONNX Runtime graphs config_NN.onnx (not their TensorRT twins config_NN.trt.onnx)."""
+    return sorted(p for p in (out / "onnx").glob("config_*.onnx") if not p.name.endswith(".trt.onnx"))
 
 
 def test_structure(compiled_tiny_flux: Path) -> None:
@@ -103,62 +100,6 @@ def test_weights_shared_not_copied(compiled_tiny_flux: Path) -> None:
     assert max(graph_sizes) < 0.5 * wsize
 
 
-def _golden(out: Path, make_kwargs) -> list[tuple[int, Certificate, int, int]]:
-    """Per configuration: the output certificate vs torch, and the body's code flips / codes over all nodes."""
-    s = load_schedule(out / "schedule.json")
-    model = load_quantized_model(out)
-    modules = quant_linears(model)
-    adapter = adapter_for(s.model.split("-")[1] if s.model.startswith("tiny-") else s.model)
-    kwargs = make_kwargs(model)
-    feeds = adapter.feeds(model.config, kwargs)
-    results = []
-    for k, path in enumerate(_graphs(out)):
-        bits = dict(zip(s.act_layers, s.configs[k]))
-
-        def run_torch(bits: dict[str, int] = bits) -> np.ndarray:
-            set_activation_bits(model, bits, modules)
-            with torch.no_grad():
-                ref = model(**kwargs, return_dict=False)[0]
-            return (torch.stack(ref) if isinstance(ref, list) else ref).numpy()  # Z-Image: list per sample
-
-        y = ort_session(path).run(None, feeds)[0]
-        y_tap, layers = tapped_session(path).run(feeds)
-        cert = certify_outputs(
-            y,
-            run_torch,
-            modules,
-            lambda y_tap=y_tap, layers=layers: (y_tap, layers),
-            f"{out.name} {path.name}",
-        )
-        flipped = total = 0
-        for name, (x, codes) in layers.items():
-            mod = modules[name]
-            x2 = torch.from_numpy(x).reshape(-1, mod.in_features).float()
-            q_ref, _, ratios = reference_codes(
-                rotate_blocks(x2, mod.blocks) if mod.rotate_input else x2, bits[name], mod.group_size
-            )
-            flipped += len(check_code_flips(q_ref, ratios, codes, bits[name], f"{path.name} body at {name}"))
-            total += q_ref.numel()
-        results.append((k, cert, flipped, total))
-    return results
-
-
-def _flux_kwargs(model: torch.nn.Module) -> dict:
-    from adatsq.core.models.flux import image_ids, pack
-
-    g = torch.Generator().manual_seed(11)
-    b, c, h, w = 3, model.config.in_channels // 4, 12, 20  # 60 image tokens: not the calibration's 64
-    return dict(
-        hidden_states=pack(torch.randn(b, c, h, w, generator=g)),
-        timestep=torch.tensor([0.9, 0.5, 0.1]),
-        guidance=torch.full((b,), 3.5),
-        pooled_projections=torch.randn(b, model.config.pooled_projection_dim, generator=g),
-        encoder_hidden_states=torch.randn(b, 11, model.config.joint_attention_dim, generator=g),
-        txt_ids=torch.zeros(11, 3),
-        img_ids=image_ids(h, w),
-    )
-
-
 def _wan_kwargs(model: torch.nn.Module) -> dict:
     g = torch.Generator().manual_seed(12)
     return dict(
@@ -168,18 +109,8 @@ def _wan_kwargs(model: torch.nn.Module) -> dict:
     )
 
 
-def _check(results: list[tuple[int, Certificate, int, int]]) -> None:
-    for k, cert, flipped, total in results:
-        flips = "; ".join(map(str, cert.flips)) or "none"
-        print(
-            f"config {k:02d}: rel err {cert.err:.2e} (certified tie flips: {flips}; aligned {cert.residual:.1e}), "
-            f"body code flips {flipped}/{total}"
-        )
-        assert total > 0 and flipped <= max_flips(total)
-
-
 def test_golden_flux(compiled_tiny_flux: Path) -> None:
-    _check(_golden(compiled_tiny_flux, _flux_kwargs))
+    check(golden(compiled_tiny_flux, flux_kwargs))
 
 
 @pytest.mark.parametrize("method", ["smoothquant", "svdquant", "vidit-q"])
@@ -211,12 +142,12 @@ def test_golden_flux_smoothed_methods(tmp_path: Path, method: str) -> None:
             assert mul.op_type == "Mul" and any(i.endswith(f"{layer}.smooth_inv") for i in mul.input), layer
     matmuls = [n for n in m.graph.node if n.op_type == "MatMul" and any("lowrank_down" in i for i in n.input)]
     assert len(matmuls) == (len(smoothed) if method == "svdquant" else 0)
-    _check(_golden(out, _flux_kwargs))
+    check(golden(out, flux_kwargs))
 
 
 @pytest.mark.slow
 def test_golden_wan(compiled_tiny_wan: Path) -> None:
-    _check(_golden(compiled_tiny_wan, _wan_kwargs))
+    check(golden(compiled_tiny_wan, _wan_kwargs))
 
 
 def _zimage_kwargs(model: torch.nn.Module) -> dict:
@@ -232,7 +163,7 @@ def _zimage_kwargs(model: torch.nn.Module) -> dict:
 
 
 def test_golden_zimage(compiled_tiny_zimage: Path) -> None:
-    _check(_golden(compiled_tiny_zimage, _zimage_kwargs))
+    check(golden(compiled_tiny_zimage, _zimage_kwargs))
 
 
 def test_zimage_structure_and_io(compiled_tiny_zimage: Path) -> None:
@@ -282,7 +213,7 @@ def test_polygraphy_inspect_and_run(compiled_tiny_flux: Path, tmp_path: Path) ->
     from polygraphy.json import save_json
 
     model = load_quantized_model(compiled_tiny_flux)
-    feeds = adapter_for("flux").feeds(model.config, _flux_kwargs(model))
+    feeds = adapter_for("flux").feeds(model.config, flux_kwargs(model))
     save_json([feeds], str(tmp_path / "inputs.json"))
     r = subprocess.run(
         [*poly, "run", str(graph), "--onnxrt", "--load-inputs", str(tmp_path / "inputs.json"),

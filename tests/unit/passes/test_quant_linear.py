@@ -84,7 +84,7 @@ def test_rotation_is_decided_by_one_function(k: int, act_quantized: bool) -> Non
 
     from adatsq.compiler.stages import quantize
 
-    assert "layer_quant()" in inspect.getsource(quantize.run_quantize)
+    assert "ctx.layer_quant(" in inspect.getsource(quantize.run_quantize)
     assert rotates_input(k, act_quantized) == (act_quantized and is_supported_width(k))
     lq = LayerQuant(4, act_quantized, 32)
     assert lq.blocks(k) == ((k,) if rotates_input(k, act_quantized) else None)
