@@ -6,9 +6,14 @@ by GenEval-mini, with the method's ablations.
 
 Rows per target: ``adatsq`` (the full method), ``adatsq+mse`` (least-squares weight scales), ``static``
 (the best one-configuration schedule the search finds at the same target), ``gptq-uniform`` (GPTQ without
-Fisher weighting), ``rtn`` (round-to-nearest weights), ``no-rotation``; plus ``fp`` once. The rows of one
+Fisher weighting), ``rtn`` (round-to-nearest weights), ``no-rotation``, ``adatsq+d2quant`` (D²Quant's
+``--dsq --dac``); plus ``fp`` once. The rows of one
 target share one output directory, so the calibration is computed once and each row re-runs only the stages
 its options change (search and/or quantize); each row's result is read before the next row overwrites it.
+Then the baselines (issue 15), ``method:NAME@target`` for every ``--method`` preset (compiler/settings.py
+METHOD_PRESETS), each compiled from scratch in its own folder, so its ``compile_s`` is that method's whole
+compile; the uniform-bit presets give W4A4 at target 4.0 and W3A3 at 3.1 (the largest width within it).
+Every row records its weight bytes (weights.safetensors) and its compile wall time.
 
 Scoring: the evaluation prompts are ``evaluation_set(P, seed=EVAL_SEED)`` (P per GenEval category, eval-split
 sentences; a different seed from the search's own selection prompts, seed 1234), ``--seeds`` noise seeds
@@ -31,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from adatsq.compiler.settings import METHOD_PRESETS
+
 EVAL_SEED = 2026
 ROWS: dict[str, list[str]] = {
     "adatsq": [],
@@ -39,6 +46,7 @@ ROWS: dict[str, list[str]] = {
     "gptq-uniform": ["--alpha", "uniform"],
     "rtn": ["--weights", "rtn"],
     "no-rotation": ["--no-rotation"],
+    "adatsq+d2quant": ["--dsq", "--dac"],  # D²Quant's weight-side options on AdaTSQ's weights (issue 15)
 }
 
 
@@ -181,7 +189,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="CPU-sized settings (minutes)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--targets", default="4.0,3.1")
-    ap.add_argument("--rows", default=",".join(ROWS))
+    ap.add_argument("--rows", default=",".join(ROWS), help="AdaTSQ and its ablations")
+    ap.add_argument(
+        "--methods",
+        default=",".join(m for m in METHOD_PRESETS if m != "adatsq"),
+        help="the baselines (--method presets), each at every target (uniform methods: W4A4 at 4.0, W3A3 at 3.1)",
+    )
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--grid", type=Path, default=None, help="PNG of FP vs each row computed in this run")
     ap.add_argument(
@@ -219,14 +232,25 @@ def main(argv: list[str] | None = None) -> int:
             "bits": "W16A16",
             "seconds": time.perf_counter() - start,
         }
+    methods = [m for m in args.methods.split(",") if m]
+    unknown = sorted(set(methods) - set(METHOD_PRESETS))
+    if unknown:
+        raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHOD_PRESETS)}")
     for target in (float(t) for t in args.targets.split(",")):
-        out = args.work / f"target_{target}"
-        for name in args.rows.split(","):
-            key = f"{name}@{target}"
+        # the ablations share one folder (the calibration computed once); each method compiles from scratch in
+        # its own folder, so its compile_s is the whole compile of that method
+        jobs = [
+            (n, f"{n}@{target}", args.work / f"target_{target}", ROWS[n]) for n in args.rows.split(",") if n
+        ]
+        jobs += [
+            (m, f"method:{m}@{target}", args.work / f"method_{m}_{target}", ["--method", m]) for m in methods
+        ]
+        for name, key, out, extra in jobs:
             if key in rows:
                 continue
             t0 = time.perf_counter()
-            _compile(out, target, checkpoint, args.device, s, ROWS[name])
+            _compile(out, target, checkpoint, args.device, s, extra)
+            compile_s = time.perf_counter() - t0
             schedule = load_schedule(out / "schedule.json")
             qmodel = load_quantized_model(out).to(args.device)
             final = _sample(fam, spec, qmodel, noise, cond, s.steps, schedule)
@@ -237,6 +261,9 @@ def main(argv: list[str] | None = None) -> int:
                 "achieved_bits": schedule.achieved_bits,
                 "weight_bits": sorted(set(schedule.weight_bits.values())),
                 "configs": len(schedule.configs),
+                "method": name if name in METHOD_PRESETS else "adatsq",
+                "compile_s": compile_s,
+                "weight_bytes": (out / "weights.safetensors").stat().st_size,
                 "seconds": time.perf_counter() - t0,
             }
             args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -259,9 +286,9 @@ def table(results: dict[str, Any]) -> str:
     head = (
         "| row | bits | total [95% CI] | "
         + " | ".join(CATEGORIES)
-        + " | rel. error vs FP | Fréchet (pixels) |"
+        + " | rel. error vs FP | Fréchet (pixels) | weight bytes | compile s |"
     )
-    lines = [head, "|" + "---|" * (len(CATEGORIES) + 5)]
+    lines = [head, "|" + "---|" * (len(CATEGORIES) + 7)]
     fp_total = results["rows"]["fp"]["total"]["accuracy"]
     for key, r in results["rows"].items():
         t = r["total"]
@@ -270,9 +297,11 @@ def table(results: dict[str, Any]) -> str:
             f"{r['per_category'][c]['accuracy']:.2f}" if c in r["per_category"] else "–" for c in CATEGORIES
         )
         ratio = f" ({t['accuracy'] / fp_total:.2f}× FP)" if fp_total > 0 and key != "fp" else ""
+        size = f"{r['weight_bytes']:,}" if "weight_bytes" in r else "–"
+        took = f"{r['compile_s']:.1f}" if "compile_s" in r else "–"
         lines.append(
             f"| {key} | {bits} | {t['accuracy']:.3f} [{t['lo']:.3f}, {t['hi']:.3f}]{ratio} | {cats} | "
-            f"{r['rel_error_vs_fp']:.4f} | {r['frechet_pixels']:.4f} |"
+            f"{r['rel_error_vs_fp']:.4f} | {r['frechet_pixels']:.4f} | {size} | {took} |"
         )
     return "\n".join(lines)
 

@@ -67,7 +67,8 @@ def test_graph_replay_equals_eager_per_configuration(dtype: torch.dtype | None) 
     graphed.set_step(calls1[0].step)
     y = graphed.call(calls1[0].kwargs, calls1[0].args)
     assert torch.equal(y, torch.from_numpy(calls1[0].output))
-    assert list(cache.graphs) == [calls1[0].config] and cache.captures == len(configs) + 1
+    assert list(cache.graphs) == [calls1[0].config], cache.graphs
+    assert cache.captures == len(configs) + 1, f"not recaptured at the new shape: {cache.errors}"
 
 
 def test_graphed_generate_equals_eager_generate() -> None:

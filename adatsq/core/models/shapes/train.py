@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from adatsq.core.atomic import atomic_write, atomic_write_text, current_umask
 from adatsq.core.models.base import Conditioning, ModelSpec
@@ -359,6 +360,9 @@ def train(
         persistent_workers=False,
     )
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=dev.type == "cuda")
+    # cuDNN's fused attention is left out: its sm90 backward of torch 2.11 faults or returns NaN on some shapes
+    # (pytorch/pytorch#196678); flash and memory-efficient attention compute the same softmax(QKᵀ/√d)·V.
+    backends = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
     running, count, last_save = 0.0, 0, step
     budget = None if minutes is None else minutes * 60.0
     for batch in loader:
@@ -368,10 +372,11 @@ def train(
         factor = config.lr_factor(step)
         for g, lr in zip(opt.param_groups, base_lrs):
             g["lr"] = lr * factor
-        with autocast:
-            loss = flow_loss(family, spec, transformer, encoder, batch)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        with sdpa_kernel(backends):
+            with autocast:
+                loss = flow_loss(family, spec, transformer, encoder, batch)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_([*transformer.parameters(), *encoder.parameters()], config.grad_clip)
         opt.step()
         d = min(config.ema, (1 + step) / (10 + step))
