@@ -19,11 +19,12 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from helpers.golden import flux_kwargs
 from helpers.ort_session import ort_session
 from helpers.runs import tapped_session
 from helpers.ties import certify_outputs, rel
 from onnx import TensorProto, helper, numpy_helper
-from test_onnx_export import _flux_kwargs, _graphs, _wan_kwargs, _zimage_kwargs
+from test_onnx_export import _graphs, _wan_kwargs, _zimage_kwargs
 
 from adatsq.core.schedule import load_schedule
 from adatsq.export.graph_io import adapter_for
@@ -35,7 +36,7 @@ from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 TWIN_MATCH = 1e-5  # see the module docstring
 
 FAMILIES = [
-    ("compiled_tiny_flux", "flux", _flux_kwargs),
+    ("compiled_tiny_flux", "flux", flux_kwargs),
     pytest.param("compiled_tiny_wan", "wan", _wan_kwargs, marks=pytest.mark.slow),
     ("compiled_tiny_zimage", "zimage", _zimage_kwargs),
 ]
