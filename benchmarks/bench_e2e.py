@@ -23,6 +23,8 @@ Variants (each independent: its own build, its own error record, memory freed af
   3, for Role.ACT and weight-only layers alike, as the compile does below a 4-bit target) and every
   activation-quantized layer at a bits; timed eager and as one CUDA graph of the transformer call (the
   runner's ``_GraphCache``), plus the cost of switching between the a3 and a4 graphs;
+* ``ours-a3-compile``: the all-A3 model under ``torch.compile`` (Inductor fusing the model's elementwise work
+  around the custom op), timed compiled (``compiled_ms``) and as a CUDA graph of the compiled call (``ms``);
 * ``ours-w3a3.1``: the schedule of an ``adatsq-compile MODEL --random-weights`` output directory
   (``--schedule-dir``, one or several comma-separated; the one whose schedule names the model is used) run as
   a full ``--loop-steps`` (50) step sampling loop through the runner's torch backend (bf16, CUDA graph per
@@ -70,7 +72,9 @@ from torch import nn
 
 # the directory of this script is on sys.path when it runs as ``python benchmarks/bench_e2e.py``
 
-VARIANTS = ("bf16-eager", "bf16-compile", "fp8-compile", "ours-a3", "ours-a4", "ours-a8", "ours-w3a3.1")
+VARIANTS = (
+    "bf16-eager", "bf16-compile", "fp8-compile", "ours-a3", "ours-a4", "ours-a8", "ours-a3-compile", "ours-w3a3.1"
+)  # fmt: skip
 FULL_MODELS = ("flux-dev", "z-image", "wan2.1-1.3b")
 SMOKE_MODELS = {"flux-dev": "tiny-flux", "z-image": "tiny-zimage", "wan2.1-1.3b": "tiny-wan"}
 FP8 = torch.float8_e4m3fn
@@ -281,6 +285,9 @@ def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[
     current = [0]
     steps: dict[int, Callable[[], torch.Tensor]] = {}
     for v in want:
+        if v == "ours-a3-compile":
+            compiled_ours(case, model, act, settings, base, emit)
+            continue
         a = int(v.removeprefix("ours-a"))
         rec: Record = {**base, "a_bits": a}
         with variant(v, settings, rec, emit):
@@ -309,6 +316,41 @@ def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[
             if len(steps) >= 2:
                 (a1, f1), (a2, f2) = list(steps.items())[:2]
                 rec["switch"] = {"between": [a1, a2], **switch_cost(f1, f2, settings)}
+
+
+def compiled_ours(
+    case: Case,
+    model: nn.Module,
+    act: list[str],
+    settings: Settings,
+    base: Record,
+    emit: Callable[[str, Record], None],
+) -> None:
+    """``ours-a3-compile``: the all-A3 model under ``torch.compile`` (Inductor fuses the model's own elementwise
+    work — modulate, GELU, RoPE, residual adds — around the ``adatsq::qlinear`` custom op, which it calls as an
+    opaque kernel), timed as compiled and as one CUDA graph of the compiled call (the runner's ``_GraphCache``)."""
+    from adatsq.passes.quant_linear import set_activation_bits
+    from adatsq.runtime.runner import _GraphCache
+
+    if not cuda(settings):
+        emit(
+            "ours-a3-compile",
+            skipped("torch.compile on the CPU (--smoke): Inductor's C++ build is too slow here"),
+        )
+        return
+    rec: Record = {**base, "a_bits": 3}
+    with variant("ours-a3-compile", settings, rec, emit):
+        set_activation_bits(model, dict.fromkeys(act, 3))
+        compiled = torch.compile(model)
+        rec["compiled_ms"] = round(
+            time_ms(step_fn(case, Wrapped(model, compiled, settings.device, torch.bfloat16)), settings), 4
+        )
+        cache = _GraphCache()
+        graph_of_compiled = graphed(compiled, cache, lambda: 3, lambda: None)
+        measure(
+            step_fn(case, Wrapped(model, graph_of_compiled, settings.device, torch.bfloat16)), settings, rec
+        )
+        rec["graph_errors"] = dict(cache.errors)
 
 
 def act_layers_q(model: nn.Module) -> tuple[list[str], list[str]]:
@@ -420,7 +462,7 @@ def variant(
 GROUPS: tuple[tuple[tuple[str, ...], Callable[..., None]], ...] = (
     (("bf16-eager", "bf16-compile"), group_bf16),
     (("fp8-compile",), group_fp8),
-    (("ours-a3", "ours-a4", "ours-a8"), group_ours),
+    (("ours-a3", "ours-a4", "ours-a8", "ours-a3-compile"), group_ours),
     (("ours-w3a3.1",), group_schedule),
 )
 
