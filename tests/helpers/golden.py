@@ -23,7 +23,15 @@ from helpers.ort_session import ort_session
 from helpers.runs import tapped_session
 from helpers.ties import Certificate, certify_outputs, check_code_flips, max_flips, reference_codes
 
-__all__ = ["assert_golden_flux", "check", "flux_kwargs", "golden"]
+__all__ = [
+    "assert_golden_flux",
+    "check",
+    "config_graphs",
+    "flux_kwargs",
+    "golden",
+    "wan_kwargs",
+    "zimage_kwargs",
+]
 
 
 def flux_kwargs(model: torch.nn.Module) -> dict:
@@ -40,6 +48,33 @@ def flux_kwargs(model: torch.nn.Module) -> dict:
         encoder_hidden_states=torch.randn(b, 11, model.config.joint_attention_dim, generator=g),
         txt_ids=torch.zeros(11, 3),
         img_ids=image_ids(h, w),
+    )
+
+
+def config_graphs(out: Path) -> list[Path]:
+    """The ONNX Runtime graphs config_NN.onnx (not their TensorRT twins config_NN.trt.onnx)."""
+    return sorted(p for p in (out / "onnx").glob("config_*.onnx") if not p.name.endswith(".trt.onnx"))
+
+
+def wan_kwargs(model: torch.nn.Module) -> dict:
+    """Transformer inputs of tiny-wan: 3 samples of 3×6×10 latents, 9 text tokens."""
+    g = torch.Generator().manual_seed(12)
+    return dict(
+        hidden_states=torch.randn(3, model.config.in_channels, 3, 6, 10, generator=g),
+        timestep=torch.tensor([999, 500, 20]),
+        encoder_hidden_states=torch.randn(3, 9, model.config.text_dim, generator=g),
+    )
+
+
+def zimage_kwargs(model: torch.nn.Module) -> dict:
+    # 5×7 = 35 image tokens (padded to 64 with x_pad_token) and 11 caption tokens (padded to 32): neither
+    # is the calibration's 64 image / 16 caption tokens, so the dynamic dims and the padding are exercised.
+    g = torch.Generator().manual_seed(13)
+    c, d = model.config.in_channels, model.config.cap_feat_dim
+    return dict(
+        x=[torch.randn(c, 1, 10, 14, generator=g) for _ in range(3)],
+        t=torch.tensor([0.1, 0.5, 0.95]),
+        cap_feats=[torch.randn(11, d, generator=g) for _ in range(3)],
     )
 
 

@@ -17,8 +17,7 @@ from pathlib import Path
 
 import onnx
 import pytest
-import torch
-from helpers.golden import check, flux_kwargs, golden
+from helpers.golden import check, config_graphs, flux_kwargs, golden, wan_kwargs, zimage_kwargs
 from onnx import TensorProto, helper
 
 from adatsq.core.schedule import load_schedule
@@ -30,16 +29,11 @@ from adatsq.passes.onnx.set_activation_bits import qlinear_layers
 from adatsq.passes.quant_linear import quant_linears
 
 
-def _graphs(out: Path) -> list[Path]:
-    """The ONNX Runtime graphs config_NN.onnx (not their TensorRT twins config_NN.trt.onnx)."""
-    return sorted(p for p in (out / "onnx").glob("config_*.onnx") if not p.name.endswith(".trt.onnx"))
-
-
 def test_structure(compiled_tiny_flux: Path) -> None:
     out = compiled_tiny_flux
     s = load_schedule(out / "schedule.json")
     assert len(s.configs) >= 2, "fixture must have several configurations"
-    graphs = _graphs(out)
+    graphs = config_graphs(out)
     assert [p.name for p in graphs] == [f"config_{k:02d}.onnx" for k in range(len(s.configs))]
     n_quantized = len(quant_linears(load_quantized_model(out)))
     for k, path in enumerate(graphs):
@@ -73,11 +67,11 @@ def test_weights_shared_not_copied(compiled_tiny_flux: Path) -> None:
     # one copy of the bytes: a plain, singly linked file in onnx/ (what onnx.load accepts), the root a symlink
     assert weights.is_file() and not weights.is_symlink() and weights.stat().st_nlink == 1
     assert root.is_symlink() and root.resolve() == weights.resolve()
-    onnx.load(str(_graphs(out)[0]))  # external data loads with onnx's own path checks
+    onnx.load(str(config_graphs(out)[0]))  # external data loads with onnx's own path checks
     layout = safetensors_layout(weights)
     wsize = weights.stat().st_size
     graph_sizes = []
-    for path in _graphs(out):
+    for path in config_graphs(out):
         m = onnx.load(str(path), load_external_data=False)
         external = 0
         for t in m.graph.initializer:
@@ -98,15 +92,6 @@ def test_weights_shared_not_copied(compiled_tiny_flux: Path) -> None:
     print(f"onnx/ bytes: 1 config {one}, {len(graph_sizes)} configs {many}; weights {wsize}")
     assert many - one == sum(graph_sizes[1:])
     assert max(graph_sizes) < 0.5 * wsize
-
-
-def _wan_kwargs(model: torch.nn.Module) -> dict:
-    g = torch.Generator().manual_seed(12)
-    return dict(
-        hidden_states=torch.randn(3, model.config.in_channels, 3, 6, 10, generator=g),
-        timestep=torch.tensor([999, 500, 20]),
-        encoder_hidden_states=torch.randn(3, 9, model.config.text_dim, generator=g),
-    )
 
 
 def test_golden_flux(compiled_tiny_flux: Path) -> None:
@@ -132,7 +117,7 @@ def test_golden_flux_smoothed_methods(tmp_path: Path, method: str) -> None:
     model = load_quantized_model(out)
     smoothed = {n for n, m in quant_linears(model).items() if m.smooth_inv is not None}
     assert smoothed == set(s.act_layers)
-    m = onnx.load(str(_graphs(out)[0]), load_external_data=False)
+    m = onnx.load(str(config_graphs(out)[0]), load_external_data=False)
     producers = {o: n for n in m.graph.node for o in n.output}
     for layer, nodes in qlinear_layers(m).items():
         if layer in smoothed:
@@ -147,29 +132,17 @@ def test_golden_flux_smoothed_methods(tmp_path: Path, method: str) -> None:
 
 @pytest.mark.slow
 def test_golden_wan(compiled_tiny_wan: Path) -> None:
-    check(golden(compiled_tiny_wan, _wan_kwargs))
-
-
-def _zimage_kwargs(model: torch.nn.Module) -> dict:
-    # 5×7 = 35 image tokens (padded to 64 with x_pad_token) and 11 caption tokens (padded to 32): neither
-    # is the calibration's 64 image / 16 caption tokens, so the dynamic dims and the padding are exercised.
-    g = torch.Generator().manual_seed(13)
-    c, d = model.config.in_channels, model.config.cap_feat_dim
-    return dict(
-        x=[torch.randn(c, 1, 10, 14, generator=g) for _ in range(3)],
-        t=torch.tensor([0.1, 0.5, 0.95]),
-        cap_feats=[torch.randn(11, d, generator=g) for _ in range(3)],
-    )
+    check(golden(compiled_tiny_wan, wan_kwargs))
 
 
 def test_golden_zimage(compiled_tiny_zimage: Path) -> None:
-    check(golden(compiled_tiny_zimage, _zimage_kwargs))
+    check(golden(compiled_tiny_zimage, zimage_kwargs))
 
 
 def test_zimage_structure_and_io(compiled_tiny_zimage: Path) -> None:
     out = compiled_tiny_zimage
     s = load_schedule(out / "schedule.json")
-    graphs = _graphs(out)
+    graphs = config_graphs(out)
     assert [p.name for p in graphs] == [f"config_{k:02d}.onnx" for k in range(len(s.configs))]
     io = json.loads((out / "onnx" / "io.json").read_text())
     assert io["family"] == "zimage"
@@ -197,7 +170,9 @@ def test_zimage_structure_and_io(compiled_tiny_zimage: Path) -> None:
 
 
 def test_polygraphy_inspect_and_run(compiled_tiny_flux: Path, tmp_path: Path) -> None:
-    graph = _graphs(compiled_tiny_flux)[0]  # in place: the weight file in onnx/ is what onnx.load accepts
+    graph = config_graphs(compiled_tiny_flux)[
+        0
+    ]  # in place: the weight file in onnx/ is what onnx.load accepts
     exe = shutil.which("polygraphy")
     if exe is None:
         pytest.skip("polygraphy CLI not installed")

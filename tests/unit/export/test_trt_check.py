@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from helpers.golden import config_graphs
 from onnx import TensorProto, helper, numpy_helper
-from test_onnx_export import _graphs
 
 from adatsq.core.errors import CompileError
 from adatsq.export.trt_check import check_file, check_model, parser_table, require_trt_ready
@@ -26,7 +26,7 @@ FIXTURES = [
 def test_every_exported_twin_passes(fixture: str, request: pytest.FixtureRequest) -> None:
     out: Path = request.getfixturevalue(fixture)
     twins = sorted((out / "onnx").glob("config_*.trt.onnx"))
-    assert len(twins) == len(_graphs(out)) >= 2
+    assert len(twins) == len(config_graphs(out)) >= 2
     for twin in twins:
         report = require_trt_ready(twin)
         print(report.text())
@@ -36,7 +36,7 @@ def test_every_exported_twin_passes(fixture: str, request: pytest.FixtureRequest
 def test_config_graph_fails_with_the_issue_findings(compiled_tiny_flux: Path) -> None:
     """tiny-flux's ONNX Runtime graph: SplitToSequence ×9, SequenceAt ×36 and ReduceMean axes from
     Reshape(Constant) ×12 (issue 16, item 2), one UINT8 initializer per QLinear (item 3)."""
-    path = _graphs(compiled_tiny_flux)[0]
+    path = config_graphs(compiled_tiny_flux)[0]
     report = check_file(path)
     assert not report.ok
     model = onnx.load(str(path), load_external_data=False)

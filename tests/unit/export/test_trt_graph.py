@@ -19,12 +19,11 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from helpers.golden import flux_kwargs
+from helpers.golden import config_graphs, flux_kwargs, wan_kwargs, zimage_kwargs
 from helpers.ort_session import ort_session
 from helpers.runs import tapped_session
 from helpers.ties import certify_outputs, rel
 from onnx import TensorProto, helper, numpy_helper
-from test_onnx_export import _graphs, _wan_kwargs, _zimage_kwargs
 
 from adatsq.core.schedule import load_schedule
 from adatsq.export.graph_io import adapter_for
@@ -37,8 +36,8 @@ TWIN_MATCH = 1e-5  # see the module docstring
 
 FAMILIES = [
     ("compiled_tiny_flux", "flux", flux_kwargs),
-    pytest.param("compiled_tiny_wan", "wan", _wan_kwargs, marks=pytest.mark.slow),
-    ("compiled_tiny_zimage", "zimage", _zimage_kwargs),
+    pytest.param("compiled_tiny_wan", "wan", wan_kwargs, marks=pytest.mark.slow),
+    ("compiled_tiny_zimage", "zimage", zimage_kwargs),
 ]
 
 
@@ -54,7 +53,7 @@ def test_twin_structure(
     io = json.loads((out / "onnx" / "io.json").read_text())
     layout = safetensors_layout(out / "onnx" / "weights.safetensors")
     records = {w["name"]: w for w in io["weight_inputs"]}
-    graphs = _graphs(out)
+    graphs = config_graphs(out)
     assert io["trt_graphs"] == {str(k): _twin(p).name for k, p in enumerate(graphs)}
     for k, path in enumerate(graphs):
         src = onnx.load(str(path), load_external_data=False)
@@ -102,7 +101,7 @@ def test_twin_matches_config_graph(
     kwargs = make_kwargs(model)
     feeds = adapter_for(family).feeds(model.config, kwargs)
     weights = weight_feeds(out / "onnx" / "weights.safetensors", io["weight_inputs"])
-    for k, path in enumerate(_graphs(out)):
+    for k, path in enumerate(config_graphs(out)):
         y = ort_session(path).run(None, feeds)[0]
         twin = _twin(path)
         names = set(io["weight_inputs_per_config"][str(k)])
@@ -216,7 +215,7 @@ def test_run_time_split_sizes_become_slices() -> None:
 
 
 def test_weights_to_inputs_refuses_a_mismatch(compiled_tiny_flux: Path) -> None:
-    path = _graphs(compiled_tiny_flux)[0]
+    path = config_graphs(compiled_tiny_flux)[0]
     layout = safetensors_layout(compiled_tiny_flux / "onnx" / "weights.safetensors")
     model = onnx.load(str(path), load_external_data=False)
     found = weights_to_inputs(onnx.ModelProto.FromString(model.SerializeToString()), layout)

@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_onnx_export import _graphs
+from helpers.golden import config_graphs
 
 from adatsq.core.models.registry import family_of, get_spec
 from adatsq.core.schedule import load_schedule
@@ -167,7 +167,7 @@ def test_scripts_run_against_fake_trtexec(compiled_tiny_flux: Path, tmp_path: Pa
     s = load_schedule(root / "schedule.json")
     write_trtexec_scripts(root, [0], io, step_configs=s.step_configs)
     (root / "trt").mkdir()
-    n = _qlinear_count(_graphs(compiled_tiny_flux)[0])
+    n = _qlinear_count(config_graphs(compiled_tiny_flux)[0])
     help_text = HELP_10 if version == "10" else HELP_11
     env = _fake_env(tmp_path, help_text, plugin_layers=n)
     build = root / "trtexec" / "build_config_00.sh"
