@@ -42,7 +42,6 @@ from adatsq.core.layout import OutputLayout, config_id_of
 from adatsq.core.models.registry import family_of, get_spec
 from adatsq.core.schedule import Schedule
 from adatsq.export.graph_io import PREFIX, adapter_for
-from adatsq.export.trt_graph import trt_graph_name
 from adatsq.passes.onnx import (
     CleanupPass,
     ExternalizeWeightsPass,
@@ -244,7 +243,7 @@ def export_inputs(out: OutputLayout, schedule: Schedule, quantize_key: str | Non
 
 def export_files(out: OutputLayout, schedule: Schedule) -> list[Path]:
     n = len(schedule.configs)
-    twins = [out.onnx / trt_graph_name(k) for k in range(n)]
+    twins = [out.trt_graph(k) for k in range(n)]
     return [out.onnx_graph(k) for k in range(n)] + twins + [out.io, out.onnx / WEIGHTS_LINK]
 
 
@@ -267,7 +266,7 @@ def write_trt_graphs(
     graphs: dict[str, str] = {}
     embedded: list[str] = []
     for k in range(n_configs):
-        twin = out.onnx / trt_graph_name(k)
+        twin = out.trt_graph(k)
         found = write_trt_graph(out.onnx_graph(k), twin, layout, embedded=embedded)
         require_trt_ready(twin)
         for w in found:

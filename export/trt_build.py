@@ -87,8 +87,7 @@ def engine_graphs(out: OutputLayout) -> list[tuple[int, Path]]:
     """``(config id, graph)`` to build: per ``onnx/config_NN.onnx`` present, the twin io.json names (else the
     graph itself, for an export that wrote no twins)."""
     io = load_io(out.onnx)
-    plain = [(k, p) for k, p in out.onnx_graphs() if not p.name.endswith(".trt.onnx")]
-    return [(k, out.root / engine_graph(k, io)) for k, _ in plain]
+    return [(k, out.root / engine_graph(k, io)) for k, _ in out.onnx_graphs()]
 
 
 def _sha(path: Path) -> str:

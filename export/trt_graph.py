@@ -47,7 +47,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from adatsq.core.layout import config_tag
+from adatsq.core.layout import TRT_GRAPH_SUFFIX, config_tag
 from adatsq.export.graph_io import PREFIX
 
 __all__ = [
@@ -61,7 +61,7 @@ __all__ = [
     "write_trt_graph",
 ]
 
-TRT_SUFFIX = ".trt.onnx"
+TRT_SUFFIX = TRT_GRAPH_SUFFIX
 WEIGHTS_FILE = "weights.safetensors"
 
 _DTYPE_NAMES: dict[int, str] = {

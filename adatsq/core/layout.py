@@ -7,7 +7,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-__all__ = ["OutputLayout", "config_id_of", "config_tag"]
+__all__ = ["TRT_GRAPH_SUFFIX", "OutputLayout", "config_id_of", "config_tag"]
+
+#: ``onnx/config_NN.trt.onnx``: the TensorRT twin of ``onnx/config_NN.onnx`` (export/trt_graph.py)
+TRT_GRAPH_SUFFIX = ".trt.onnx"
 
 _TAG = re.compile(r"config_(\d+)")
 
@@ -95,11 +98,11 @@ class OutputLayout:
     def onnx_graphs(self) -> list[tuple[int, Path]]:
         """``(config id, path)`` of every ``onnx/config_NN.onnx`` present, sorted by id (not the TensorRT
         twins ``config_NN.trt.onnx``: :meth:`trt_graph`)."""
-        return [(k, p) for k, p in _present(self.onnx, ".onnx") if not p.name.endswith(".trt.onnx")]
+        return [(k, p) for k, p in _present(self.onnx, ".onnx") if not p.name.endswith(TRT_GRAPH_SUFFIX)]
 
     def trt_graph(self, config_id: int) -> Path:
         """``onnx/config_NN.trt.onnx``: the TensorRT twin of ``config_NN.onnx`` (export/trt_graph.py)."""
-        return self.onnx / f"{config_tag(config_id)}.trt.onnx"
+        return self.onnx / f"{config_tag(config_id)}{TRT_GRAPH_SUFFIX}"
 
     def plans(self) -> list[tuple[int, Path]]:
         """``(config id, path)`` of every ``trt/config_NN.plan`` present, sorted by id."""

@@ -53,7 +53,7 @@ def flux_kwargs(model: torch.nn.Module) -> dict:
 
 def config_graphs(out: Path) -> list[Path]:
     """The ONNX Runtime graphs config_NN.onnx (not their TensorRT twins config_NN.trt.onnx)."""
-    return sorted(p for p in (out / "onnx").glob("config_*.onnx") if not p.name.endswith(".trt.onnx"))
+    return [p for _, p in OutputLayout(out).onnx_graphs()]
 
 
 def wan_kwargs(model: torch.nn.Module) -> dict:
@@ -87,7 +87,7 @@ def golden(out: Path, make_kwargs=flux_kwargs) -> list[tuple[int, Certificate, i
     kwargs = make_kwargs(model)
     feeds = adapter.feeds(model.config, kwargs)
     results = []
-    for k, path in enumerate(p for _, p in OutputLayout(out).onnx_graphs()):
+    for k, path in enumerate(config_graphs(out)):
         bits = dict(zip(s.act_layers, s.configs[k], strict=True))
 
         def run_torch(bits: dict[str, int] = bits) -> np.ndarray:

@@ -139,7 +139,7 @@ def test_config_graphs_hold_no_weights(tmp_path: Path) -> None:
     export_onnx(OutputLayout(tmp_path), schedule, lambda _m: None)  # type: ignore[arg-type]
     weights = tmp_path / "onnx" / "weights.safetensors"
     layout = safetensors_layout(weights)
-    graphs = sorted(p for p in (tmp_path / "onnx").glob("config_*.onnx") if not p.name.endswith(".trt.onnx"))
+    graphs = [p for _, p in OutputLayout(tmp_path).onnx_graphs()]
     assert len(graphs) == 2
     for path in graphs:
         m = onnx.load(str(path), load_external_data=False)

@@ -23,22 +23,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from helpers.tensorrt import ROOT, TRT_ROOT
 
 from adatsq.plugins.onnx_op import DOMAIN, OP_TYPE, PLUGIN_FIELDS, PLUGIN_VERSION
 
-ROOT = Path(__file__).resolve().parents[3]
-# $TENSORRT_ROOT, else ../tensorrt beside the repository, else ../shared/tensorrt (where CI keeps shared files)
-TRT_ROOT = Path(
-    os.environ.get("TENSORRT_ROOT")
-    or next(
-        (
-            p
-            for p in (ROOT.parent / "tensorrt", ROOT.parent / "shared" / "tensorrt")
-            if (p / "include").is_dir()
-        ),
-        ROOT.parent / "tensorrt",
-    )
-)
 CUDA_HOME = Path(os.environ.get("CUDA_HOME", "/usr/local/cuda"))
 
 

@@ -19,21 +19,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers.tensorrt import ROOT, TRT_ROOT
 
-ROOT = Path(__file__).resolve().parents[3]
 CPP = ROOT / "runtime" / "cpp"
-# $TENSORRT_ROOT, else ../tensorrt beside the repository, else ../shared/tensorrt (where CI keeps shared files)
-TRT_ROOT = Path(
-    os.environ.get("TENSORRT_ROOT")
-    or next(
-        (
-            p
-            for p in (ROOT.parent / "tensorrt", ROOT.parent / "shared" / "tensorrt")
-            if (p / "include").is_dir()
-        ),
-        ROOT.parent / "tensorrt",
-    )
-)
 
 pytestmark = pytest.mark.skipif(
     shutil.which("cmake") is None or shutil.which("g++") is None,
