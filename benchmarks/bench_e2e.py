@@ -172,12 +172,12 @@ class Fp8RowwiseLinear(nn.Module):
 
 
 def to_fp8(case: Case, model: nn.Module) -> int:
-    from adatsq.passes.quant_linear import _set_submodule
+    from adatsq.passes.quant_linear import set_submodule
 
     names, _ = act_layers(case, model)
     modules = dict(model.named_modules())
     for n in names:
-        _set_submodule(model, n, Fp8RowwiseLinear(modules[n]))
+        set_submodule(model, n, Fp8RowwiseLinear(modules[n]))
         modules[n].weight = None  # the bf16 copy goes as soon as its FP8 one exists
     return len(names)
 

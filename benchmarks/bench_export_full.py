@@ -52,7 +52,7 @@ def build(
     from accelerate import init_empty_weights
 
     from adatsq.core.models.registry import family_of, get_spec
-    from adatsq.passes.quant_linear import QuantLinear, _set_submodule, rotation_blocks
+    from adatsq.passes.quant_linear import QuantLinear, rotation_blocks, set_submodule
     from adatsq.passes.weight_store import meta_tensors, save_weight_store
     from adatsq.plugins.formats import format_for_bits
     from adatsq.plugins.reference import effective_group
@@ -87,7 +87,7 @@ def build(
             *parts[0], bias, bits, spec.group_size, blocks is not None, k, act_quantized=name in act,
             blocks=blocks, more=parts[1:],
         )  # fmt: skip
-        _set_submodule(model, name, q)
+        set_submodule(model, name, q)
     for mod in model.modules():  # the kept layers: real random float32 tensors
         for pname, p in list(mod._parameters.items()):
             if p is not None and p.is_meta:

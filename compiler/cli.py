@@ -256,7 +256,8 @@ def _known_models() -> str:
     "rotation + GPTQ, uniform bits; smoothquant: smoothing + RTN weights, uniform bits; svdquant: smoothing + "
     "a rank-32 16-bit branch + RTN residual, uniform bits; vidit-q: smoothing then rotation, RTN weights, "
     "uniform bits; q-dit: per-layer group sizes + GPTQ, no rotation, uniform bits; ptq4dit: salience balancing "
-    "with Spearman-guided step weights + RTN weights, no rotation, uniform bits).",
+    "with Spearman-guided step weights + RTN weights, no rotation, uniform bits; clq: channel swap × block "
+    "Hadamard + cross-block calibration + per-layer weight clip search, RTN weights, uniform bits).",
 )
 @click.option(
     "--smoothing/--no-smoothing",
@@ -304,6 +305,29 @@ def _known_models() -> str:
     "--dac/--no-dac",
     default=default_of("dac"),
     help="D²Quant's deviation-aware mean-shift correction folded into the quantized layers' biases [off].",
+)
+@click.option(
+    "--obs/--no-obs",
+    default=default_of("obs"),
+    help="CLQ's orthogonal-based smoothing: channels swapped by outlier score, block Hadamard, x·G before "
+    "the op (needs --no-rotation) [off].",
+)
+@click.option(
+    "--obs-blocks",
+    type=int,
+    default=default_of("obs_blocks"),
+    help="Blocks of --obs's Hadamard (K/blocks wide where that is a Hadamard width) [2].",
+)
+@click.option(
+    "--cbc/--no-cbc",
+    default=default_of("cbc"),
+    help="Cross-block calibration: each block's Hessians from the quantized blocks' outputs (one replay per "
+    "block) [off].",
+)
+@click.option(
+    "--clip-search/--no-clip-search",
+    default=default_of("clip_search"),
+    help="A weight clip ratio per layer by its Hessian-weighted output error (needs --weights rtn) [off].",
 )
 @click.option(
     "--uniform-bits",
@@ -355,6 +379,10 @@ def main(
     group_candidates: tuple[float, ...],
     dsq: bool,
     dac: bool,
+    obs: bool,
+    obs_blocks: int,
+    cbc: bool,
+    clip_search: bool,
 ) -> None:
     """Compile MODEL (flux-dev, flux-schnell, z-image, wan2.1-1.3b, tiny-flux, tiny-wan, tiny-zimage) into
     per-timestep-configuration engines with an average of at most --target activation bits."""
@@ -422,6 +450,10 @@ def main(
             group_candidates=group_candidates,
             dsq=dsq,
             dac=dac,
+            obs=obs,
+            obs_blocks=obs_blocks,
+            cbc=cbc,
+            clip_search=clip_search,
         )
         # a --method preset fills the options it names, unless they were given (then they must agree)
         source = click.get_current_context().get_parameter_source

@@ -152,9 +152,11 @@ class CompileContext:
         lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         groups: dict[str, int] | None = None,
         biases: dict[str, torch.Tensor] | None = None,
+        obs: dict[str, torch.Tensor] | None = None,
     ) -> dict[str, LayerQuant]:
         """How each quantized layer is quantized (``groups``: Q-DiT's G of the layers that do not use the
-        model's; ``biases``: DAC's corrected biases; the rest as :meth:`quantized_copy`)."""
+        model's; ``biases``: DAC's corrected biases; ``obs``: CLQ's G of the layers whose codes are of
+        W·diag(s)·G; the rest as :meth:`quantized_copy`)."""
         inv = self.inventory
         out: dict[str, LayerQuant] = {}
         act = set(inv.act_layers)
@@ -172,6 +174,7 @@ class CompileContext:
                 smooth=(smooth or {}).get(name),
                 lowrank=(lowrank or {}).get(name),
                 bias=(biases or {}).get(name),
+                obs=(obs or {}).get(name),
             )
         return out
 
@@ -191,12 +194,13 @@ class CompileContext:
         lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         groups: dict[str, int] | None = None,
         biases: dict[str, torch.Tensor] | None = None,
+        obs: dict[str, torch.Tensor] | None = None,
     ) -> nn.Module:
         """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given;
         ``smooth``: SmoothQuant's s of the layers whose codes are of W·diag(s); ``lowrank``: SVDQuant's
         branch of the layers whose codes are of the residual); the model keeps its nn.Linear layers."""
         qmodel = self.copy_for_quantized_layers()
-        InsertQuantLinearPass(self.layer_quant(codes, smooth, lowrank, groups, biases))(qmodel)
+        InsertQuantLinearPass(self.layer_quant(codes, smooth, lowrank, groups, biases, obs))(qmodel)
         return qmodel
 
     # --- progress -------------------------------------------------------------------------------------------

@@ -46,7 +46,10 @@ WEIGHT_SCALES = ("absmax", "mse")
 #: (calib/group_alloc.py; its activations are dynamic per token already, contract 1), GPTQ weights without
 #: Fisher weighting, no rotation, uniform bits. ``ptq4dit``: PTQ4DiT's channel-wise salience balancing with
 #: Spearman-ρ-guided salience over the steps (calib/smoothing.ssc_salience) as the smoothing, round-to-nearest
-#: weights, no rotation, uniform bits.
+#: weights, no rotation, uniform bits. ``clq``: CLQ's orthogonal-based smoothing (calib/obs.py: channel swap ×
+#: block Hadamard, online as x·G, in place of the op's rotation), cross-block calibration (each block's inputs
+#: from the quantized blocks upstream) and its parameter search as a per-layer weight clip ratio
+#: (round-to-nearest), uniform bits.
 METHOD_PRESETS: dict[str, dict[str, object]] = {
     "adatsq": {},
     "rtn": {"weights": "rtn", "rotation": False, "uniform_bits": True},
@@ -68,6 +71,14 @@ METHOD_PRESETS: dict[str, dict[str, object]] = {
         "smoothing": True,
         "smooth_alpha": 0.5,
         "salience": "ssc",
+    },
+    "clq": {
+        "weights": "rtn",
+        "rotation": False,
+        "uniform_bits": True,
+        "obs": True,
+        "cbc": True,
+        "clip_search": True,
     },
 }
 METHODS = tuple(METHOD_PRESETS)
@@ -127,6 +138,14 @@ class CompileConfig(JsonConfig):
     dsq: bool = False
     #: D²Quant's deviation-aware mean-shift correction of the quantized layers' biases (calib/d2quant.py)
     dac: bool = False
+    #: CLQ's orthogonal-based smoothing x·G, G = P·diag(R_b, …) (calib/obs.py), with ``obs_blocks`` blocks
+    obs: bool = False
+    obs_blocks: int = 2
+    #: cross-block calibration: each transformer block's Hessians and statistics from the input that the
+    #: already-quantized blocks upstream produce (the quantize stage replays once per block)
+    cbc: bool = False
+    #: CLQ's parameter search as a weight clip ratio per layer (calib/obs.CLIP_RATIOS), round-to-nearest
+    clip_search: bool = False
     #: the method the options make up (:data:`METHOD_PRESETS`); ``CompileConfig.for_method`` fills them in
     method: str = "adatsq"
 
@@ -164,6 +183,19 @@ class CompileConfig(JsonConfig):
                 "--group-candidates must be positive multiples of the group size",
             ),
             (self.weights in WEIGHT_METHODS, f"--weights must be one of {WEIGHT_METHODS}"),
+            (self.obs_blocks >= 1, "--obs-blocks must be ≥ 1"),
+            (
+                not (self.obs and self.rotation),
+                "--obs is CLQ's rotation (x·G before the op); add --no-rotation",
+            ),
+            (
+                not (self.obs and (self.lowrank or self.dsq)),
+                "--obs rotates the input channels that --lowrank/--dsq work on; use one of them",
+            ),
+            (
+                not (self.clip_search and self.weights != "rtn"),
+                "--clip-search picks round-to-nearest weight scales; it needs --weights rtn",
+            ),
             (
                 not (self.uniform_bits and self.static_schedule),
                 "--uniform-bits is one configuration already; drop --static-schedule",

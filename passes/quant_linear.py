@@ -32,6 +32,7 @@ __all__ = [
     "rotates_input",
     "rotation_blocks",
     "set_activation_bits",
+    "set_submodule",
 ]
 
 
@@ -93,6 +94,7 @@ class QuantLinear(nn.Module):
         blocks: Sequence[int] | None = None,
         smooth: torch.Tensor | None = None,
         lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
+        obs: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         fmt = format_for_bits(w_bits)
@@ -114,6 +116,10 @@ class QuantLinear(nn.Module):
         # SmoothQuant's s (calib/smoothing.py): the input is scaled by 1/s online, the codes are of W·diag(s)
         inv = None if smooth is None else (1.0 / smooth.detach().double()).float().reshape(self.in_features)
         self.register_buffer("smooth_inv", inv)
+        # CLQ's orthogonal smoothing G = P·diag(R_b, …) (calib/obs.py): x̂·G·(Ŵ·G)ᵀ = x̂·Ŵᵀ, codes are of Ŵ·G
+        if obs is not None and tuple(obs.shape) != (self.in_features, self.in_features):
+            raise ValueError(f"obs {tuple(obs.shape)} is not [{self.in_features}, {self.in_features}]")
+        self.register_buffer("obs", None if obs is None else obs.detach().float().contiguous())
         # SVDQuant's branch (calib/lowrank.py): y += (x̂·L_down)·L_upᵀ, in the model's dtype; codes are of E
         down, up = (
             (None, None) if lowrank is None else (lowrank[0].detach().float(), lowrank[1].detach().float())
@@ -150,6 +156,7 @@ class QuantLinear(nn.Module):
         more: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
         smooth_inv: torch.Tensor | None = None,
         lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
+        obs: torch.Tensor | None = None,
     ) -> QuantLinear:
         """The module holding already packed codes (``fmt.pack`` bytes of an [N, width] code matrix per
         rotation block, as stored in weights.safetensors: ``packed``/``scale`` for block 0, ``more`` for the
@@ -187,6 +194,12 @@ class QuantLinear(nn.Module):
             if tuple(smooth_inv.shape) != (in_features,):
                 raise ValueError(f"smooth_inv {tuple(smooth_inv.shape)} does not fit K={in_features}")
             q.smooth_inv = smooth_inv
+        if obs is not None:
+            if tuple(obs.shape) != (in_features, in_features) or obs.dtype != torch.float32:
+                raise ValueError(
+                    f"obs {tuple(obs.shape)} {obs.dtype} is not [{in_features}, {in_features}] float32"
+                )
+            q.obs = obs
         if lowrank is not None:
             down, up = lowrank
             if (
@@ -248,6 +261,7 @@ class QuantLinear(nn.Module):
             f"group={self.group_size}, rotate={self.rotate_input}"
             + (f", blocks={self.blocks}" if len(self.blocks) > 1 else "")
             + (", smoothed" if self.smooth_inv is not None else "")
+            + (", obs" if self.obs is not None else "")
             + (f", rank={self.lowrank_down.shape[1]}" if self.lowrank_down is not None else "")
         )
 
@@ -256,6 +270,8 @@ class QuantLinear(nn.Module):
         args = (a_bits, self.w_bits, self.group_size, self.rotate_input)
         if self.smooth_inv is not None:  # x̂ = x·diag(s)⁻¹; x̂·(W·diag(s))ᵀ = x·Wᵀ
             x = x * self.smooth_inv.to(x.dtype)
+        if self.obs is not None:  # x̂·G (CLQ's orthogonal smoothing): x̂·G·(Ŵ·G)ᵀ = x̂·Ŵᵀ
+            x = x @ self.obs.to(x.dtype)
         if len(self.blocks) == 1:
             y = torch.ops.adatsq.qlinear(x, self.w_packed, self.w_scale, self.bias, *args)
         else:  # block-diagonal rotation: one op per block, the bias added by the last (y = Σ_b x_b·Ŵ_bᵀ + b)
@@ -290,6 +306,7 @@ class LayerQuant:
         smooth: torch.Tensor | None = None,
         lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
         bias: torch.Tensor | None = None,
+        obs: torch.Tensor | None = None,
     ) -> None:
         self.w_bits = w_bits
         self.act_quantized = act_quantized
@@ -306,6 +323,8 @@ class LayerQuant:
         self.lowrank = lowrank
         #: a bias replacing the linear's (D²Quant's mean-shift correction b − μ), or None: the linear's own
         self.bias = bias
+        #: CLQ's G (K×K, calib/obs.py) or None; given codes are then of W·diag(s)·G already
+        self.obs = obs
 
     def blocks(self, in_features: int) -> tuple[int, ...] | None:
         return rotation_blocks(in_features, self.act_quantized, self.group_size, self.rotation, self.split)
@@ -322,7 +341,7 @@ def block_buffer(name: str, block: int) -> str:
 QUANT_TENSOR = re.compile(r"(?P<layer>.+)\.(?P<kind>w_packed|w_scale)(?:_(?P<block>\d+))?")
 
 
-def _set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
+def set_submodule(model: nn.Module, name: str, module: nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     setattr(parent, child, module)
@@ -353,6 +372,7 @@ class InsertQuantLinearPass(Pass[nn.Module]):
             if lq.codes is None:
                 w = linear.weight.detach().double()
                 w = w * lq.smooth.double()[None, :] if lq.smooth is not None else w
+                w = w @ lq.obs.double().to(w.device) if lq.obs is not None else w
                 w = w - lq.lowrank[1].double() @ lq.lowrank[0].double().t() if lq.lowrank is not None else w
                 w = rotate_blocks(w, blocks) if rotate_input else w
                 codes, scale = quantize_weight_rtn(
@@ -371,8 +391,9 @@ class InsertQuantLinearPass(Pass[nn.Module]):
                 blocks=blocks,
                 smooth=lq.smooth,
                 lowrank=lq.lowrank,
+                obs=lq.obs,
             )
-            _set_submodule(target, name, q.to(linear.weight.device))
+            set_submodule(target, name, q.to(linear.weight.device))
         return PassResult(target, modified=bool(self.layers))
 
     def ensures(self, result: nn.Module) -> None:

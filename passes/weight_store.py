@@ -46,6 +46,7 @@ def layer_records(model: nn.Module) -> dict[str, dict[str, Any]]:
             "bias": m.bias is not None,
             "blocks": list(m.blocks),
             "smooth": m.smooth_inv is not None,
+            "obs": m.obs is not None,
             "rank": 0 if m.lowrank_down is None else int(m.lowrank_down.shape[1]),
         }
         for n, m in quant_linears(model).items()
@@ -98,7 +99,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
             raise PassConditionError(f"weight store names layers the model lacks: {missing[:3]}")
 
     def call(self, target: nn.Module) -> PassResult[nn.Module]:
-        from adatsq.passes.quant_linear import _set_submodule
+        from adatsq.passes.quant_linear import set_submodule
 
         for name, rec in self.layers.items():
             bias = self.tensors.get(f"{name}.bias") if rec["bias"] else None
@@ -122,6 +123,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
                 blocks=blocks,
                 more=more,
                 smooth_inv=self.tensors[f"{name}.smooth_inv"] if rec.get("smooth") else None,
+                obs=self.tensors[f"{name}.obs"] if rec.get("obs") else None,
                 lowrank=(self.tensors[f"{name}.lowrank_down"], self.tensors[f"{name}.lowrank_up"])
                 if rec.get("rank")
                 else None,
@@ -130,7 +132,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
                 raise PassConditionError(
                     f"{name}: {q.out_features} stored output features, the store records {rec['out_features']}"
                 )
-            _set_submodule(target, name, q)
+            set_submodule(target, name, q)
         missing, unexpected = target.load_state_dict(self.tensors, strict=False, assign=self.assign)
         if unexpected:
             raise PassConditionError(f"weight store holds tensors the model lacks: {unexpected[:3]}")
@@ -138,7 +140,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
             m
             for m in missing
             if not (
-                QUANT_TENSOR.fullmatch(m) or re.search(r"\.(bias|smooth_inv|lowrank_down|lowrank_up)$", m)
+                QUANT_TENSOR.fullmatch(m) or re.search(r"\.(bias|smooth_inv|obs|lowrank_down|lowrank_up)$", m)
             )
         ]
         if real_missing:

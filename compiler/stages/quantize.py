@@ -19,8 +19,10 @@ summed across ranks (calib/distributed); H is a plain sum, so the merge is exact
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import json
+import re
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,13 +35,20 @@ from adatsq.calib.gptq import fisher_alpha, gptq_quantize, uniform_alpha, weight
 from adatsq.calib.group_alloc import allocate_group_sizes, candidate_groups, layer_group_errors
 from adatsq.calib.hessian import HessianAccumulator
 from adatsq.calib.lowrank import lowrank_split
+from adatsq.calib.obs import clip_search, obs_block, obs_matrix, outlier_scores
 from adatsq.calib.smoothing import smooth_hessian, smoothing_scales, ssc_salience
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.stages.calibrate import calibrate_key
 from adatsq.core.atomic import atomic_write_text
 from adatsq.core.contract import UNQUANTIZED
+from adatsq.core.errors import CompileError
 from adatsq.core.hashing import stable_hash
-from adatsq.passes.quant_linear import rotation_blocks
+from adatsq.passes.quant_linear import (
+    InsertQuantLinearPass,
+    rotation_blocks,
+    set_activation_bits,
+    set_submodule,
+)
 from adatsq.passes.weight_store import save_weight_store
 from adatsq.plugins.hadamard import rotate_blocks
 from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
@@ -62,6 +71,9 @@ def quantize_key(ctx: CompileContext) -> dict[str, Any]:
         "salience": c.salience,
         "group_alloc": [c.group_alloc, list(c.group_candidates)],
         "d2quant": [c.dsq, c.dac],
+        "clq": [c.obs, c.obs_blocks, c.cbc, c.clip_search],
+        # cross-block calibration replays through the quantized blocks: their activation bits matter
+        "schedule": stable_hash(s.to_dict()) if c.cbc else None,
         "weight_bits": s.weight_bits,
         "group_size": s.group_size,
         "act_layers": list(s.act_layers),
@@ -79,6 +91,24 @@ def _chunks(names: list[str], widths: dict[str, int], budget_bytes: float, items
         chunks[-1].append(n)
         used += need
     return chunks
+
+
+#: ``transformer_blocks.3`` of ``transformer_blocks.3.attn.to_q``: the block a layer belongs to (cross-block
+#: calibration quantizes block by block); a layer outside every block is a block of its own
+BLOCK = re.compile(r"^(.*?blocks\.\d+)\.")
+
+
+def _block_chunks(
+    model: nn.Module, names: list[str], widths: dict[str, int], budget_bytes: float, itemsize: int
+) -> list[list[str]]:
+    """``names`` in the model's module order, one chunk per transformer block (split further by the memory
+    budget): each chunk's replay then sees every block before it quantized."""
+    order = {n: i for i, (n, _) in enumerate(model.named_modules())}
+    groups: dict[str, list[str]] = {}
+    for n in sorted(names, key=order.__getitem__):
+        m = BLOCK.match(n)
+        groups.setdefault(m.group(1) if m else n, []).append(n)
+    return [part for group in groups.values() for part in _chunks(group, widths, budget_bytes, itemsize)]
 
 
 def _hessian_dtype(device: torch.device) -> torch.dtype:
@@ -276,19 +306,30 @@ def _quantize_layer(
     bits: int,
     group: int,
     method: str,
+    obs: torch.Tensor | None = None,
+    clip: bool = False,
 ) -> _Quantized:
-    """Quantize W (already W·diag(s)) for x̂ = x·diag(s)⁻¹·R; ``h``: the replay's Hessian (of the raw x when
-    ``raw``, else of x·R already)."""
+    """Quantize W (already W·diag(s), and ·G with ``obs``) for x̂ = x·diag(s)⁻¹·G·R; ``h``: the replay's Hessian
+    (of the raw x when ``raw``, else of x·R already). ``clip``: the RTN codes by CLQ's clip search
+    (calib/obs.clip_search) instead of ``method``'s scales."""
     if raw:
         ones = torch.ones(w.shape[1], dtype=torch.float64, device=h.device)
-        h = _smoothed_rotated(h, (s if s is not None else ones).to(h.device), blocks)
+        h = smooth_hessian(h, (s if s is not None else ones).to(h.device))
+        if obs is not None:  # H of x̂·G: Gᵀ·H·G
+            g = obs.to(h)
+            h = g.t() @ h @ g
+        if blocks is not None:
+            h = _smoothed_rotated(h, ones.to(h.device), blocks)
     w_rot = rotate_blocks(w, blocks) if blocks is not None else w
-    rc, rs = quantize_weight_rtn(w_rot.float(), bits, group, method=method)
+    errors: dict[str, float] = {}
+    if clip:
+        rc, rs, ratio, tried = clip_search(w_rot, h, bits, group)
+        errors["clip_ratio"] = ratio
+    else:
+        rc, rs = quantize_weight_rtn(w_rot.float(), bits, group, method=method)
     gc, gs = gptq_quantize(w_rot.float(), h, bits, group, scale_method=method)
-    errors = {
-        "gptq": weighted_reconstruction_error(w_rot, dequantize_weight(gc, gs).double(), h),
-        "rtn": weighted_reconstruction_error(w_rot, dequantize_weight(rc, rs).double(), h),
-    }
+    errors["gptq"] = weighted_reconstruction_error(w_rot, dequantize_weight(gc, gs).double(), h)
+    errors["rtn"] = weighted_reconstruction_error(w_rot, dequantize_weight(rc, rs).double(), h)
     return _Quantized(w_rot, h, s, (rc, rs), (gc, gs), errors)
 
 
@@ -309,80 +350,163 @@ def run_quantize(ctx: CompileContext) -> None:
     codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
     errors: dict[str, dict[str, float]] = {}
     budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type) * 2**30
-    chunks = _chunks(names, widths, budget, _hessian_dtype(ctx.device).itemsize)
-    act = set(s.act_layers)
+    itemsize = _hessian_dtype(ctx.device).itemsize
+    chunks = (
+        _block_chunks(ctx.model, names, widths, budget, itemsize)
+        if c.cbc
+        else _chunks(names, widths, budget, itemsize)
+    )
+    if c.cbc and distributed.world_size() > 1:
+        raise CompileError(
+            "--cbc quantizes block after block and replays through the quantized ones in one process; "
+            "run it without torchrun"
+        )
     dsq_layers = {n for n in names if c.dsq and DOWN_PROJECTION.fullmatch(n)}
     smooth: dict[str, torch.Tensor] = {}  # x̂ = x·diag(s)⁻¹ per layer (--smoothing, --dsq)
     lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # SVDQuant's branch per layer (--lowrank)
     biases: dict[str, torch.Tensor] = {}  # DAC's corrected biases b − μ (--dac)
+    obs: dict[str, torch.Tensor] = {}  # CLQ's G per layer (--obs)
     dtype = _hessian_dtype(ctx.device)
-    for i, chunk in enumerate(chunks):
-        label = f"quantize {i + 1}/{len(chunks)}"
-        smoothed = [n for n in chunk if c.smoothing and n in act]
-        stats = _ReplayStats(
-            raw=set(smoothed) | (dsq_layers & set(chunk)),
-            absmax={n: torch.zeros(data.steps, widths[n], dtype=dtype, device=ctx.device) for n in smoothed},
-            sums={n: torch.zeros(widths[n], dtype=dtype, device=ctx.device) for n in chunk if c.dac},
-        )
-        with ctx.progress(f"{label}: Hessians (replay of the trajectories)", data.steps) as advance:
-            accs = _accumulate(ctx, chunk, rotated, alpha, col, samples, advance, stats)
-        if not distributed.is_main():  # the other ranks contributed their shard of the Hessians
-            continue
-        with ctx.progress(f"{label}: Fisher-weighted GPTQ", len(chunk)) as advance:
-            for n in chunk:
-                w = modules[n].weight.detach().double()
-                acc = accs.pop(n)
-                h = acc.matrix
-                bits, method, group = s.weight_bits[n], c.weight_scale, quant[n].group_size
-                sn: torch.Tensor | None = None  # x̂ = x·diag(sn)⁻¹, Ŵ = W·diag(sn): x̂·Ŵᵀ = x·Wᵀ
-                if n in stats.absmax:
-                    amax = stats.absmax[n]
-                    salience = ssc_salience(amax, w) if c.salience == "ssc" else amax.amax(dim=0)
-                    sn = smoothing_scales(salience, w, c.smooth_alpha).to(w.device)
-                    w = w * sn[None, :]
-                if c.lowrank and n in act:  # Ŵ = L_up·L_downᵀ + E: the branch in 16 bits, E quantized
-                    down, up, w = lowrank_split(w, min(c.lowrank, *w.shape))
-                    lowrank[n] = (down.float().cpu(), up.float().cpu())
-                blocks = rotated.get(n)
-                tried = [_quantize_layer(w, sn, h, n in stats.raw, blocks, bits, group, method)]
-                if n in dsq_layers:  # W ≈ Q(W·diag(η)⁻¹)·diag(η): x̂·diag(η), i.e. s ← s/η
-                    h_w = smooth_hessian(h, sn.to(h.device)) if sn is not None else h
-                    eta = dsq_scales(w, bits, group, blocks, method=method, hessian=h_w).to(w.device)
-                    s_dsq = 1.0 / eta if sn is None else sn / eta
-                    tried.append(
-                        _quantize_layer(w / eta[None, :], s_dsq, h, True, blocks, bits, group, method)
-                    )
-                # DSQ only where it lowers trace(D·H·Dᵀ) (invariant under x̂ = x·diag(s)⁻¹, Ŵ = W·diag(s))
-                use_dsq = len(tried) > 1 and tried[1].errors[c.weights] < tried[0].errors[c.weights]
-                q = tried[1] if use_dsq else tried[0]
-                del tried
-                w_rot, h = q.w_rot, q.hessian
-                if q.smooth is not None:
-                    smooth[n] = q.smooth.cpu()
-                errors[n] = dict(q.errors)
-                if n in dsq_layers:
-                    errors[n]["dsq"] = float(use_dsq)
-                codes[n] = q.gptq if c.weights == "gptq" else q.rtn
-                if n in stats.sums:  # DAC: b ← b − μ, μ = E[x̃]·(Ŵ − W̃)ᵀ where it is mostly a shift
-                    raw = n in stats.raw
-                    mean = stats.sums[n].double() / max(acc.total_weight, 1e-300)
-                    mean = _to_op_domain(mean, q.smooth if raw else None, blocks if raw else None)
-                    delta = dequantize_weight(*codes[n]).double().to(w_rot.device) - w_rot
-                    mu = dac_shift(mean, h, acc.total_weight, delta)
-                    bias = modules[n].bias
-                    base = bias.detach().double() if bias is not None else torch.zeros_like(mu)
-                    biases[n] = (base.to(mu.device) - mu).float().cpu()
-                    errors[n]["dac_channels"] = float((mu != 0).sum())
-                del h, w_rot, acc, q
-                advance(1)
-        del accs
+    with _cross_block(ctx, quant, enabled=c.cbc) as install:
+        for i, chunk in enumerate(chunks):
+            _quantize_chunk(
+                ctx, i, len(chunks), chunk, quant, rotated, alpha, col, samples, widths, dsq_layers, dtype,
+                codes, errors, smooth, lowrank, biases, obs,
+            )  # fmt: skip
+            install(chunk, codes, smooth, obs, biases)
     if not distributed.is_main():
         return
-    qmodel = ctx.quantized_copy(codes, smooth, lowrank, groups=groups, biases=biases)
+    qmodel = ctx.quantized_copy(codes, smooth, lowrank, groups=groups, biases=biases, obs=obs)
     del codes
     save_weight_store(ctx.out.weights, qmodel, {"adatsq.schedule_hash": stable_hash(s.to_dict())})
     atomic_write_text(ctx.out.root / "transformer_config.json", _transformer_config_json(ctx.model))
     atomic_write_text(ctx.out.cache / "gptq_errors.json", json.dumps(errors, indent=1, sort_keys=True) + "\n")
+
+
+@contextlib.contextmanager
+def _cross_block(ctx: CompileContext, quant: dict[str, Any], enabled: bool) -> Iterator[Callable[..., None]]:
+    """Cross-block calibration (``--cbc``): ``install(chunk, …)`` swaps the chunk's just-quantized layers into
+    the model (QuantLinear at each layer's fewest activation bits of the schedule), so the next chunks'
+    replays see their quantized output; the float layers are put back on exit, whatever happens."""
+    if not enabled:
+        yield lambda *_: None
+        return
+    modules = dict(ctx.model.named_modules())
+    originals: dict[str, nn.Module] = {}
+    bits = _min_act_bits(ctx)
+
+    def install(
+        chunk: list[str],
+        codes: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        smooth: dict[str, torch.Tensor],
+        obs: dict[str, torch.Tensor],
+        biases: dict[str, torch.Tensor],
+    ) -> None:
+        layers = {}
+        for n in chunk:
+            lq = copy.copy(quant[n])
+            lq.codes, lq.scale = codes[n]
+            lq.smooth, lq.obs, lq.bias = smooth.get(n), obs.get(n), biases.get(n)
+            layers[n] = lq
+            originals[n] = modules[n]
+        InsertQuantLinearPass(layers)(ctx.model)
+        set_activation_bits(ctx.model, {n: bits[n] for n in chunk if n in bits})
+
+    try:
+        yield install
+    finally:
+        for n, m in originals.items():
+            set_submodule(ctx.model, n, m)
+
+
+def _quantize_chunk(
+    ctx: CompileContext,
+    i: int,
+    n_chunks: int,
+    chunk: list[str],
+    quant: dict[str, Any],
+    rotated: dict[str, tuple[int, ...]],
+    alpha: torch.Tensor,
+    col: dict[str, int],
+    samples: list[int],
+    widths: dict[str, int],
+    dsq_layers: set[str],
+    dtype: torch.dtype,
+    codes: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    errors: dict[str, dict[str, float]],
+    smooth: dict[str, torch.Tensor],
+    lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    biases: dict[str, torch.Tensor],
+    obs: dict[str, torch.Tensor],
+) -> None:
+    """One chunk: the replay's Hessians and statistics, then each layer's codes (into ``codes`` and the other
+    per-layer dicts)."""
+    s, c, data = ctx.schedule, ctx.config, ctx.calibration
+    modules = dict(ctx.model.named_modules())
+    act = set(s.act_layers)
+    label = f"quantize {i + 1}/{n_chunks}"
+    smoothed = [n for n in chunk if (c.smoothing or c.obs) and n in act]
+    stats = _ReplayStats(
+        raw=set(smoothed) | (dsq_layers & set(chunk)),
+        absmax={n: torch.zeros(data.steps, widths[n], dtype=dtype, device=ctx.device) for n in smoothed},
+        sums={n: torch.zeros(widths[n], dtype=dtype, device=ctx.device) for n in chunk if c.dac},
+    )
+    with ctx.progress(f"{label}: Hessians (replay of the trajectories)", data.steps) as advance:
+        accs = _accumulate(ctx, chunk, rotated, alpha, col, samples, advance, stats)
+    if not distributed.is_main():  # the other ranks contributed their shard of the Hessians
+        return
+    with ctx.progress(f"{label}: Fisher-weighted GPTQ", len(chunk)) as advance:
+        for n in chunk:
+            w = modules[n].weight.detach().double()
+            acc = accs.pop(n)
+            h = acc.matrix
+            bits, method, group = s.weight_bits[n], c.weight_scale, quant[n].group_size
+            sn: torch.Tensor | None = None  # x̂ = x·diag(sn)⁻¹, Ŵ = W·diag(sn): x̂·Ŵᵀ = x·Wᵀ
+            if c.smoothing and n in stats.absmax:
+                amax = stats.absmax[n]
+                salience = ssc_salience(amax, w) if c.salience == "ssc" else amax.amax(dim=0)
+                sn = smoothing_scales(salience, w, c.smooth_alpha).to(w.device)
+                w = w * sn[None, :]
+            g: torch.Tensor | None = None  # CLQ's x̂·G, Ŵ·G (calib/obs.py)
+            if c.obs and n in stats.absmax:
+                scores = outlier_scores(stats.absmax[n].amax(dim=0), w)
+                g = obs_matrix(scores.cpu(), obs_block(widths[n], group, c.obs_blocks)).to(w.device)
+                w = w @ g
+                obs[n] = g.float().cpu()
+            if c.lowrank and n in act:  # Ŵ = L_up·L_downᵀ + E: the branch in 16 bits, E quantized
+                down, up, w = lowrank_split(w, min(c.lowrank, *w.shape))
+                lowrank[n] = (down.float().cpu(), up.float().cpu())
+            blocks = rotated.get(n)
+            tried = [_quantize_layer(w, sn, h, n in stats.raw, blocks, bits, group, method, g, c.clip_search)]
+            if n in dsq_layers:  # W ≈ Q(W·diag(η)⁻¹)·diag(η): x̂·diag(η), i.e. s ← s/η
+                h_w = smooth_hessian(h, sn.to(h.device)) if sn is not None else h
+                eta = dsq_scales(w, bits, group, blocks, method=method, hessian=h_w).to(w.device)
+                s_dsq = 1.0 / eta if sn is None else sn / eta
+                tried.append(_quantize_layer(w / eta[None, :], s_dsq, h, True, blocks, bits, group, method))
+            # DSQ only where it lowers trace(D·H·Dᵀ) (invariant under x̂ = x·diag(s)⁻¹, Ŵ = W·diag(s))
+            use_dsq = len(tried) > 1 and tried[1].errors[c.weights] < tried[0].errors[c.weights]
+            q = tried[1] if use_dsq else tried[0]
+            del tried
+            w_rot, h = q.w_rot, q.hessian
+            if q.smooth is not None:
+                smooth[n] = q.smooth.cpu()
+            errors[n] = dict(q.errors)
+            if n in dsq_layers:
+                errors[n]["dsq"] = float(use_dsq)
+            codes[n] = q.gptq if c.weights == "gptq" else q.rtn
+            if n in stats.sums:  # DAC: b ← b − μ, μ = E[x̃]·(Ŵ − W̃)ᵀ where it is mostly a shift
+                raw = n in stats.raw
+                mean = stats.sums[n].double() / max(acc.total_weight, 1e-300)
+                mean = _to_op_domain(mean, q.smooth if raw else None, blocks if raw else None)
+                delta = dequantize_weight(*codes[n]).double().to(w_rot.device) - w_rot
+                mu = dac_shift(mean, h, acc.total_weight, delta)
+                bias = modules[n].bias
+                base = bias.detach().double() if bias is not None else torch.zeros_like(mu)
+                biases[n] = (base.to(mu.device) - mu).float().cpu()
+                errors[n]["dac_channels"] = float((mu != 0).sum())
+            del h, w_rot, acc, q
+            advance(1)
+    del accs
 
 
 def _transformer_config_json(model: nn.Module) -> str:

@@ -1,6 +1,6 @@
 """--method presets (issue 15's baselines that are this pipeline with other settings): rtn and quarot, and
 uniform bits; every method at W8A8 stays within 2 % of full precision (tiny-flux, the CLI end to end); what
-q-dit, ptq4dit and D²Quant's --dsq/--dac put into the weight store."""
+q-dit, ptq4dit, clq and D²Quant's --dsq/--dac put into the weight store."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def _w8a8_error(out: Path) -> float:
 
 # AdaTSQ with D²Quant's --dsq --dac: test_cli_dsq_and_dac_on_adatsq_at_w8a8
 @pytest.mark.parametrize(
-    "method", ["adatsq", "rtn", "quarot", "smoothquant", "svdquant", "vidit-q", "q-dit", "ptq4dit"]
+    "method", ["adatsq", "rtn", "quarot", "smoothquant", "svdquant", "vidit-q", "q-dit", "ptq4dit", "clq"]
 )
 def test_every_method_at_w8a8_is_within_two_percent_of_fp(tmp_path: Path, method: str) -> None:
     out = tmp_path / "out"
@@ -190,3 +190,40 @@ def test_cli_dsq_and_dac_on_adatsq_at_w8a8(tmp_path: Path) -> None:
     assert moved and moved == {n for n, e in errors.items() if e["dac_channels"] > 0}
     err = _w8a8_error(out)
     assert err < 0.02**2, f"adatsq --dsq --dac W8A8: relative squared error {err:.2e}"
+
+
+def test_cli_clq_stores_g_searches_clips_and_calibrates_across_blocks(tmp_path: Path) -> None:
+    """--method clq: every activation-quantized layer holds an orthogonal G (and no online rotation), every layer
+    records its clip ratio, and cross-block calibration reaches the quantize stage: the first chunk (the first
+    layer in module order sees the float model either way) keeps its codes without --cbc, later blocks' codes
+    change."""
+    out = tmp_path / "out"
+    result = _compile(out, "--target", "4", "--method", "clq")
+    assert result.exit_code == 0, result.output
+    saved = json.loads((out / "compile_config.json").read_text())
+    assert (saved["obs"], saved["cbc"], saved["clip_search"], saved["rotation"], saved["weights"]) == (
+        True,
+        True,
+        True,
+        False,
+        "rtn",
+    )
+    schedule = load_schedule(out / "schedule.json")
+    q = quant_linears(load_quantized_model(out))
+    assert {n for n, m in q.items() if m.obs is not None} == set(schedule.act_layers)
+    for n in schedule.act_layers:
+        g = q[n].obs.double()
+        assert not q[n].rotate_input
+        torch.testing.assert_close(g @ g.t(), torch.eye(g.shape[0], dtype=torch.float64), rtol=0, atol=1e-6)
+    errors = json.loads((out / "cache" / "gptq_errors.json").read_text())
+    assert set(errors) == set(q) and all("clip_ratio" in e for e in errors.values())
+    assert any(e["clip_ratio"] < 1.0 for e in errors.values())
+    plain = tmp_path / "no-cbc"
+    same_without_cbc = ["--obs", "--clip-search", "--weights", "rtn", "--no-rotation", "--uniform-bits"]
+    assert _compile(plain, "--target", "4", *same_without_cbc).exit_code == 0
+    a, _, _ = load_weight_store(out / "weights.safetensors")
+    b, _, _ = load_weight_store(plain / "weights.safetensors")
+    order = [n for n, _ in load_quantized_model(out).named_modules() if n in q]
+    first, later = order[0], [n for n in order if n.startswith("single_transformer_blocks.")]
+    assert torch.equal(a[f"{first}.w_packed"], b[f"{first}.w_packed"])
+    assert any(not torch.equal(a[f"{n}.w_packed"], b[f"{n}.w_packed"]) for n in later)

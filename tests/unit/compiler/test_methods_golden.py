@@ -1,7 +1,8 @@
 """Issue 15's methods whose graphs differ from AdaTSQ's, exported and certified golden in ONNX Runtime
 (helpers/golden.py): q-dit (every QLinear node carries its layer's own group_size, not the model's) and
 D²Quant's --dsq (a Mul by <layer>.smooth_inv = η before the down-projections DSQ kept). ptq4dit's graphs are
-SmoothQuant's (a Mul per activation-quantized layer) and --dac changes bias values only."""
+SmoothQuant's (a Mul per activation-quantized layer) and --dac changes bias values only; clq puts a MatMul by
+<layer>.obs (its G) before each activation-quantized layer's QLinear."""
 
 from __future__ import annotations
 
@@ -31,7 +32,9 @@ def _export(out: Path, *args: str) -> None:
 # DequantizeLinear (passes/onnx/weight_only_dequant.py), which the TensorRT twin's weight inputs
 # (export/trt_graph.weights_to_inputs, in progress) do not accept yet: the report of issue 15's methods says so.
 @pytest.mark.parametrize(
-    "method", [["--method", "q-dit", "--group-candidates", "0.5,1"], ["--dsq"]], ids=["q-dit", "dsq"]
+    "method",
+    [["--method", "q-dit", "--group-candidates", "0.5,1"], ["--dsq"], ["--method", "clq"]],
+    ids=["q-dit", "dsq", "clq"],
 )
 def test_golden_flux_methods(tmp_path: Path, method: list[str]) -> None:
     out = tmp_path / "out"
@@ -53,7 +56,15 @@ def test_golden_flux_methods(tmp_path: Path, method: list[str]) -> None:
             and any(i.endswith(f"{layer}.smooth_inv") for i in before.input)
         )
         assert has_mul == (modules[layer].smooth_inv is not None), layer
-    if method[0] == "--method":
+        has_obs = (
+            before is not None
+            and before.op_type == "MatMul"
+            and any(i.endswith(f"{layer}.obs") for i in before.input)
+        )
+        assert has_obs == (modules[layer].obs is not None), layer
+    if method[-1] == "clq":
+        assert any(m.obs is not None for m in modules.values())
+    elif method[0] == "--method":
         assert len({m.group_size for m in modules.values()}) > 1
     else:
         assert any(m.smooth_inv is not None for m in modules.values())

@@ -1,0 +1,99 @@
+"""CLQ's orthogonal-based smoothing and clip search (calib/obs.py): G = P·diag(R_b, …) is orthogonal and gathers
+the outlier channels into the first block, x·G·(W·G)ᵀ = x·Wᵀ, the block width choice, OBS lowers the W4A4
+error of a layer with outlier channels against plain round-to-nearest, and the clip search returns the least
+Hessian-weighted error of its grid."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from adatsq.calib.obs import CLIP_RATIOS, clip_search, obs_block, obs_matrix, outlier_scores
+from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
+from adatsq.plugins.hadamard import rotation_matrix
+from adatsq.plugins.reference import dequantize_weight, qmax, quantize_weight_rtn
+
+K, N, M = 256, 64, 512
+
+
+def _outlier_layer(seed: int = 0) -> tuple[torch.Tensor, nn.Linear, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(M, K, generator=g)
+    outliers = torch.randperm(K, generator=g)[:6]
+    x[:, outliers] *= 40.0  # a few outlier channels, as in DiT activations
+    lin = nn.Linear(K, N, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.randn(N, K, generator=g) / K**0.5)
+    return x, lin, outliers
+
+
+def test_g_is_orthogonal_and_puts_the_outliers_in_the_first_block() -> None:
+    x, lin, outliers = _outlier_layer()
+    scores = outlier_scores(x.abs().amax(dim=0), lin.weight)
+    g = obs_matrix(scores, 128)
+    torch.testing.assert_close(g @ g.t(), torch.eye(K, dtype=torch.float64), rtol=0, atol=1e-12)
+    perm = torch.sort(scores, descending=True, stable=True).indices
+    assert set(perm[:6].tolist()) == set(outliers.tolist())
+    # x·G = [x[:, perm[:128]]·R_128, x[:, perm[128:]]·R_128]
+    r = rotation_matrix(128)
+    xd = x.double()
+    want = torch.cat([xd[:, perm[:128]] @ r, xd[:, perm[128:]] @ r], dim=1)
+    torch.testing.assert_close(xd @ g, want, rtol=0, atol=1e-9)
+    w = lin.weight.detach().double()
+    torch.testing.assert_close((xd @ g) @ (w @ g).t(), xd @ w.t(), rtol=0, atol=1e-9)
+
+
+def test_block_width() -> None:
+    assert obs_block(256, 128, 2) == 128
+    assert obs_block(192, 32, 2) == 96  # 96 = 12·8
+    assert obs_block(3072, 128, 2) == 1536
+    assert obs_block(768, 32, 4) == 192
+    assert obs_block(256, 128, 4) == 128  # 64 would split a group: the next width that holds whole groups
+    with pytest.raises(ValueError, match="no Hadamard block width"):
+        obs_block(7 * 11, 7, 1)
+    with pytest.raises(ValueError, match="does not divide"):
+        obs_matrix(torch.ones(10), 4)
+
+
+def _error(x: torch.Tensor, lin: nn.Linear, **kw: object) -> float:
+    model = nn.Sequential(nn.Linear(K, N, bias=False))
+    model[0].load_state_dict(lin.state_dict())
+    InsertQuantLinearPass({"0": LayerQuant(4, True, 128, **kw)})(model)  # type: ignore[arg-type]
+    model[0].a_bits = 4
+    with torch.no_grad():
+        y, ref = model(x), lin(x)
+    return float((y - ref).pow(2).sum() / ref.pow(2).sum())
+
+
+def test_obs_beats_rtn_on_outlier_channels_and_is_exact_at_16_bits() -> None:
+    x, lin, _ = _outlier_layer()
+    g = obs_matrix(outlier_scores(x.abs().amax(dim=0), lin.weight), obs_block(K, 128, 2))
+    rtn = _error(x, lin, rotation=False)
+    obs = _error(x, lin, rotation=False, obs=g)
+    print(f"W4A4 relative squared error: rtn {rtn:.3e}, clq obs {obs:.3e}")
+    assert obs < 0.7 * rtn
+    model = nn.Sequential(nn.Linear(K, N, bias=False))
+    model[0].load_state_dict(lin.state_dict())
+    InsertQuantLinearPass({"0": LayerQuant(8, True, 128, rotation=False, obs=g)})(model)
+    q = model[0]
+    assert q.obs is not None and q.obs.dtype == torch.float32 and q.obs.shape == (K, K)
+    with torch.no_grad():
+        y, ref = q(x), lin(x)
+    assert float((y - ref).pow(2).sum() / ref.pow(2).sum()) < 1e-4  # only the 8-bit weight rounding is left
+
+
+def test_clip_search_is_the_grid_minimum() -> None:
+    x, lin, _ = _outlier_layer(1)
+    w = lin.weight.detach().double()
+    h = x.double().t() @ x.double()
+    codes, scale, ratio, errors = clip_search(w, h, 3, 128)
+    assert set(errors) == {str(r) for r in CLIP_RATIOS}
+    assert errors[str(ratio)] == min(errors.values())
+    d = dequantize_weight(codes, scale).double() - w
+    assert float(torch.einsum("nk,kl,nl->", d, h, d)) == pytest.approx(errors[str(ratio)], rel=1e-12)
+    absmax = w.float().reshape(N, K // 128, 128).abs().amax(dim=-1)
+    c1, s1 = quantize_weight_rtn(w.float(), 3, 128, scale=(absmax / qmax(3)).to(torch.float16))
+    d1 = dequantize_weight(c1, s1).double() - w
+    assert float(torch.einsum("nk,kl,nl->", d1, h, d1)) == pytest.approx(errors["1.0"], rel=1e-12)
+    assert ratio < 1.0  # at 3 bits clipping pays on Gaussian weights
