@@ -534,9 +534,12 @@ class _GraphCache:
         self._pool: Any = None
 
     def invalidate(self) -> None:
+        # the dropped graphs were the pool's only users, so CUDA frees it with them: a capture into the old
+        # handle then fails in the caching allocator (``use_count > 0`` INTERNAL ASSERT, seen on the H100)
         self.graphs.clear()
         self.errors.clear()
         self.signature = None
+        self._pool = None
 
     def run(
         self,
