@@ -26,8 +26,14 @@ from __future__ import annotations
 
 import torch
 
+from adatsq.calib.gptq import weighted_reconstruction_error
 from adatsq.plugins.hadamard import is_supported_width, rotation_matrix
-from adatsq.plugins.reference import dequantize_weight, effective_group, qmax, quantize_weight_rtn
+from adatsq.plugins.reference import (
+    clipped_weight_scale,
+    dequantize_weight,
+    effective_group,
+    quantize_weight_rtn,
+)
 
 __all__ = ["CLIP_RATIOS", "clip_search", "obs_block", "obs_matrix", "outlier_scores"]
 
@@ -63,10 +69,10 @@ def obs_matrix(scores: torch.Tensor, block: int) -> torch.Tensor:
     if k % block:
         raise ValueError(f"block {block} does not divide K={k}")
     perm = torch.sort(scores.double().reshape(-1), descending=True, stable=True).indices
-    p = torch.zeros(k, k, dtype=torch.float64)
-    p[perm, torch.arange(k)] = 1.0
     h = torch.block_diag(*[rotation_matrix(block)] * (k // block))
-    return p @ h
+    g = torch.empty_like(h)
+    g[perm] = h  # (P·H)[perm[i]] = H[i], since P[perm[i], i] = 1
+    return g
 
 
 def clip_search(
@@ -75,19 +81,13 @@ def clip_search(
     """Round-to-nearest codes and float16 scales r·absmax/qmax of ``w`` (N×K, already in the op's domain) for
     the r of :data:`CLIP_RATIOS` with the least trace((Ŵ − W)·H·(Ŵ − W)ᵀ); returns codes, scales, r and the
     error of every r."""
-    n, k = w.shape
-    g = effective_group(k, group_size)
     w32 = w.float()
-    absmax = w32.reshape(n, k // g, g).abs().amax(dim=-1)
-    base = torch.where(absmax > 0, absmax / qmax(bits), torch.ones_like(absmax))
-    h = hessian.double().to(w.device)
     best: tuple[torch.Tensor, torch.Tensor, float, float] | None = None
     errors: dict[str, float] = {}
     for r in CLIP_RATIOS:
-        scale = (base * r).clamp(2.0**-14, 65504.0).to(torch.float16)
+        scale = clipped_weight_scale(w32, bits, group_size, r)
         codes, scale = quantize_weight_rtn(w32, bits, group_size, scale=scale)
-        d = dequantize_weight(codes, scale).double() - w.double()
-        err = float(torch.einsum("nk,kl,nl->", d, h, d))
+        err = weighted_reconstruction_error(w, dequantize_weight(codes, scale), hessian)
         errors[str(r)] = err
         if best is None or err < best[3]:
             best = (codes, scale, r, err)

@@ -189,8 +189,8 @@ class CompileConfig(JsonConfig):
                 "--obs is CLQ's rotation (x·G before the op); add --no-rotation",
             ),
             (
-                not (self.obs and (self.lowrank or self.dsq)),
-                "--obs rotates the input channels that --lowrank/--dsq work on; use one of them",
+                not (self.obs and (self.lowrank or self.dsq or self.dac)),
+                "--obs rotates the input channels that --lowrank/--dsq/--dac work on; use one of them",
             ),
             (
                 not (self.clip_search and self.weights != "rtn"),

@@ -28,7 +28,7 @@ import copy
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ OPSET = 21
 WEIGHTS_LINK = "weights.safetensors"
 
 
-def load_quantized_model(out_dir: Path) -> nn.Module:
+def load_quantized_model(out_dir: Path, tensors: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """The quantized transformer stored in ``out_dir`` (architecture from transformer_config.json, every
     value from weights.safetensors).
 
@@ -75,7 +75,8 @@ def load_quantized_model(out_dir: Path) -> nn.Module:
     real, so non-persistent ones (rotary tables) are computed as in a normal build; the weight-store pass
     then assigns the file's tensors (no copy) and fails if any tensor is left on meta. ``float()`` makes the
     unquantized parameters float32 (the CPU numerics); packed codes, float16 scales and float32 biases of the
-    QuantLinear modules are untouched (QuantLinear._apply)."""
+    QuantLinear modules are untouched (QuantLinear._apply). ``tensors``: the values to assign instead of the
+    file's (LoadQuantizedWeightsPass)."""
     import diffusers
     from accelerate import init_empty_weights
 
@@ -86,7 +87,7 @@ def load_quantized_model(out_dir: Path) -> nn.Module:
     cls = getattr(diffusers, cfg["_class_name"])
     with torch.random.fork_rng(), init_empty_weights(include_buffers=False):
         model = cls.from_config(cfg).eval()
-    LoadQuantizedWeightsPass(out_dir / "weights.safetensors", assign=True)(model)
+    LoadQuantizedWeightsPass(out_dir / "weights.safetensors", assign=True, tensors=tensors)(model)
     return model.float().eval()
 
 

@@ -88,8 +88,17 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
     the file's dtype), which is what a model built under ``accelerate.init_empty_weights(include_buffers=False)`` needs; the pass then
     checks that nothing is left on the meta device. ``assign=False`` copies into the existing tensors."""
 
-    def __init__(self, path: Path, assign: bool = False) -> None:
+    def __init__(
+        self, path: Path, assign: bool = False, tensors: Mapping[str, torch.Tensor] | None = None
+    ) -> None:
+        """``tensors``: the values to use instead of the file's (the layer records still come from the file),
+        e.g. device buffers already loaded; every tensor the file holds must be among them."""
         self.tensors, self.layers, self.metadata = load_weight_store(path)
+        if tensors is not None:
+            left = sorted(set(self.tensors) - set(tensors))
+            if left:
+                raise PassConditionError(f"no tensor given for the weight-store entries {left[:3]}")
+            self.tensors = dict(tensors)
         self.assign = assign
 
     def requires(self, target: nn.Module) -> None:

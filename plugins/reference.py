@@ -28,6 +28,7 @@ __all__ = [
     "quantize_activation",
     "quantize_weight_rtn",
     "weight_scale",
+    "clipped_weight_scale",
     "MSE_SHRINK",
     "SCALE_METHODS",
 ]
@@ -74,6 +75,19 @@ def _fp16_scale(scale: torch.Tensor) -> torch.Tensor:
     return scale.clamp(2.0**-14, 65504.0).to(torch.float16)
 
 
+def _absmax_base(wg: torch.Tensor, q: int) -> torch.Tensor:
+    """absmax/qmax per group of ``wg`` (N × groups × G, float32); 1 for an all-zero group."""
+    absmax = wg.abs().amax(dim=-1)
+    return torch.where(absmax > _TINY, absmax / q, torch.ones_like(absmax))
+
+
+def clipped_weight_scale(w_rot: torch.Tensor, bits: int, group_size: int, ratio: float) -> torch.Tensor:
+    """Float16 scales ratio·absmax/qmax per output channel and group (N×K/G); ratio 1 is ``absmax``'s."""
+    n, k = w_rot.shape
+    g = effective_group(k, group_size)
+    return _fp16_scale(_absmax_base(w_rot.float().reshape(n, k // g, g), qmax(bits)) * ratio)
+
+
 def weight_scale(w_rot: torch.Tensor, bits: int, group_size: int, method: str = "absmax") -> torch.Tensor:
     """Float16 scales per output channel and group (N×K/G) by ``method`` (:data:`SCALE_METHODS`)."""
     if method not in SCALE_METHODS:
@@ -81,9 +95,8 @@ def weight_scale(w_rot: torch.Tensor, bits: int, group_size: int, method: str = 
     n, k = w_rot.shape
     g = effective_group(k, group_size)
     wg = w_rot.float().reshape(n, k // g, g)
-    absmax = wg.abs().amax(dim=-1)
     q = qmax(bits)
-    base = torch.where(absmax > _TINY, absmax / q, torch.ones_like(absmax))
+    base = _absmax_base(wg, q)
     best = _fp16_scale(base)
     if method == "absmax":
         return best

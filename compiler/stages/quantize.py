@@ -219,9 +219,15 @@ def _accumulate(
     return accs
 
 
-def _smoothed_rotated(h: torch.Tensor, s: torch.Tensor, blocks: tuple[int, ...] | None) -> torch.Tensor:
-    """H of x̃ = x·diag(s)⁻¹·R from H of x: Rᵀ·diag(s)⁻¹·H·diag(s)⁻¹·R (R block-diagonal Hadamard, or none)."""
+def _smoothed_rotated(
+    h: torch.Tensor, s: torch.Tensor, blocks: tuple[int, ...] | None, obs: torch.Tensor | None = None
+) -> torch.Tensor:
+    """H of x̃ = x·diag(s)⁻¹·G·R from H of x: Rᵀ·Gᵀ·diag(s)⁻¹·H·diag(s)⁻¹·G·R (G: CLQ's, or none; R
+    block-diagonal Hadamard, or none)."""
     h = smooth_hessian(h, s)
+    if obs is not None:
+        g = obs.to(h)
+        h = g.t() @ h @ g
     if blocks is None:
         return h
     return rotate_blocks(rotate_blocks(h, blocks).t().contiguous(), blocks)  # (H·R)ᵀ·R = Rᵀ·H·R (H symmetric)
@@ -285,6 +291,33 @@ def _to_op_domain(v: torch.Tensor, s: torch.Tensor | None, blocks: tuple[int, ..
 
 
 @dataclasses.dataclass
+class _Outputs:
+    """What the stage produces per layer: codes (and scales) in the op's domain, the error record, and the
+    layer's extras when a method made them (SmoothQuant's s, SVDQuant's branch, DAC's bias, CLQ's G)."""
+
+    codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
+    errors: dict[str, dict[str, float]] = dataclasses.field(default_factory=dict)
+    smooth: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
+    biases: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    obs: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Replay:
+    """What every chunk's replay and quantization share (fixed for the stage)."""
+
+    quant: dict[str, Any]  # LayerQuant per layer
+    rotated: dict[str, tuple[int, ...]]
+    alpha: torch.Tensor
+    col: dict[str, int]
+    samples: list[int]
+    widths: dict[str, int]
+    dsq_layers: set[str]
+    dtype: torch.dtype
+
+
+@dataclasses.dataclass
 class _Quantized:
     """One layer quantized both ways: W̃ (the op's domain), its Hessian there, the RTN and GPTQ codes and
     their trace(D·H·Dᵀ) errors; ``smooth``: the s of x̂ = x·diag(s)⁻¹ the codes are for (None: no Mul)."""
@@ -314,16 +347,11 @@ def _quantize_layer(
     (calib/obs.clip_search) instead of ``method``'s scales."""
     if raw:
         ones = torch.ones(w.shape[1], dtype=torch.float64, device=h.device)
-        h = smooth_hessian(h, (s if s is not None else ones).to(h.device))
-        if obs is not None:  # H of x̂·G: Gᵀ·H·G
-            g = obs.to(h)
-            h = g.t() @ h @ g
-        if blocks is not None:
-            h = _smoothed_rotated(h, ones.to(h.device), blocks)
+        h = _smoothed_rotated(h, (s if s is not None else ones).to(h.device), blocks, obs)
     w_rot = rotate_blocks(w, blocks) if blocks is not None else w
     errors: dict[str, float] = {}
     if clip:
-        rc, rs, ratio, tried = clip_search(w_rot, h, bits, group)
+        rc, rs, ratio, _ = clip_search(w_rot, h, bits, group)
         errors["clip_ratio"] = ratio
     else:
         rc, rs = quantize_weight_rtn(w_rot.float(), bits, group, method=method)
@@ -347,8 +375,6 @@ def run_quantize(ctx: CompileContext) -> None:
     quant = ctx.layer_quant(groups=groups)
     rotated = {n: b for n in names if (b := quant[n].blocks(modules[n].in_features)) is not None}
     widths = {n: modules[n].in_features for n in names}
-    codes: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-    errors: dict[str, dict[str, float]] = {}
     budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type) * 2**30
     itemsize = _hessian_dtype(ctx.device).itemsize
     chunks = (
@@ -361,23 +387,28 @@ def run_quantize(ctx: CompileContext) -> None:
             "--cbc quantizes block after block and replays through the quantized ones in one process; "
             "run it without torchrun"
         )
-    dsq_layers = {n for n in names if c.dsq and DOWN_PROJECTION.fullmatch(n)}
-    smooth: dict[str, torch.Tensor] = {}  # x̂ = x·diag(s)⁻¹ per layer (--smoothing, --dsq)
-    lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}  # SVDQuant's branch per layer (--lowrank)
-    biases: dict[str, torch.Tensor] = {}  # DAC's corrected biases b − μ (--dac)
-    obs: dict[str, torch.Tensor] = {}  # CLQ's G per layer (--obs)
-    dtype = _hessian_dtype(ctx.device)
+    replay = _Replay(
+        quant,
+        rotated,
+        alpha,
+        col,
+        samples,
+        widths,
+        {n for n in names if c.dsq and DOWN_PROJECTION.fullmatch(n)},
+        _hessian_dtype(ctx.device),
+    )
+    out = _Outputs()
     with _cross_block(ctx, quant, enabled=c.cbc) as install:
         for i, chunk in enumerate(chunks):
-            _quantize_chunk(
-                ctx, i, len(chunks), chunk, quant, rotated, alpha, col, samples, widths, dsq_layers, dtype,
-                codes, errors, smooth, lowrank, biases, obs,
-            )  # fmt: skip
-            install(chunk, codes, smooth, obs, biases)
+            _quantize_chunk(ctx, f"quantize {i + 1}/{len(chunks)}", chunk, replay, out)
+            install(chunk, out)
     if not distributed.is_main():
         return
-    qmodel = ctx.quantized_copy(codes, smooth, lowrank, groups=groups, biases=biases, obs=obs)
-    del codes
+    qmodel = ctx.quantized_copy(
+        out.codes, out.smooth, out.lowrank, groups=groups, biases=out.biases, obs=out.obs
+    )
+    errors = out.errors
+    del out
     save_weight_store(ctx.out.weights, qmodel, {"adatsq.schedule_hash": stable_hash(s.to_dict())})
     atomic_write_text(ctx.out.root / "transformer_config.json", _transformer_config_json(ctx.model))
     atomic_write_text(ctx.out.cache / "gptq_errors.json", json.dumps(errors, indent=1, sort_keys=True) + "\n")
@@ -395,18 +426,12 @@ def _cross_block(ctx: CompileContext, quant: dict[str, Any], enabled: bool) -> I
     originals: dict[str, nn.Module] = {}
     bits = _min_act_bits(ctx)
 
-    def install(
-        chunk: list[str],
-        codes: dict[str, tuple[torch.Tensor, torch.Tensor]],
-        smooth: dict[str, torch.Tensor],
-        obs: dict[str, torch.Tensor],
-        biases: dict[str, torch.Tensor],
-    ) -> None:
+    def install(chunk: list[str], out: _Outputs) -> None:
         layers = {}
         for n in chunk:
             lq = copy.copy(quant[n])
-            lq.codes, lq.scale = codes[n]
-            lq.smooth, lq.obs, lq.bias = smooth.get(n), obs.get(n), biases.get(n)
+            lq.codes, lq.scale = out.codes[n]
+            lq.smooth, lq.obs, lq.bias = out.smooth.get(n), out.obs.get(n), out.biases.get(n)
             layers[n] = lq
             originals[n] = modules[n]
         InsertQuantLinearPass(layers)(ctx.model)
@@ -419,32 +444,15 @@ def _cross_block(ctx: CompileContext, quant: dict[str, Any], enabled: bool) -> I
             set_submodule(ctx.model, n, m)
 
 
-def _quantize_chunk(
-    ctx: CompileContext,
-    i: int,
-    n_chunks: int,
-    chunk: list[str],
-    quant: dict[str, Any],
-    rotated: dict[str, tuple[int, ...]],
-    alpha: torch.Tensor,
-    col: dict[str, int],
-    samples: list[int],
-    widths: dict[str, int],
-    dsq_layers: set[str],
-    dtype: torch.dtype,
-    codes: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    errors: dict[str, dict[str, float]],
-    smooth: dict[str, torch.Tensor],
-    lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]],
-    biases: dict[str, torch.Tensor],
-    obs: dict[str, torch.Tensor],
-) -> None:
-    """One chunk: the replay's Hessians and statistics, then each layer's codes (into ``codes`` and the other
-    per-layer dicts)."""
+def _quantize_chunk(ctx: CompileContext, label: str, chunk: list[str], r: _Replay, out: _Outputs) -> None:
+    """One chunk: the replay's Hessians and statistics, then each layer's codes and extras into ``out``."""
     s, c, data = ctx.schedule, ctx.config, ctx.calibration
     modules = dict(ctx.model.named_modules())
     act = set(s.act_layers)
-    label = f"quantize {i + 1}/{n_chunks}"
+    quant, widths, dsq_layers, dtype = r.quant, r.widths, r.dsq_layers, r.dtype
+    codes, errors, smooth, lowrank, biases, obs = (
+        out.codes, out.errors, out.smooth, out.lowrank, out.biases, out.obs
+    )  # fmt: skip
     smoothed = [n for n in chunk if (c.smoothing or c.obs) and n in act]
     stats = _ReplayStats(
         raw=set(smoothed) | (dsq_layers & set(chunk)),
@@ -452,7 +460,7 @@ def _quantize_chunk(
         sums={n: torch.zeros(widths[n], dtype=dtype, device=ctx.device) for n in chunk if c.dac},
     )
     with ctx.progress(f"{label}: Hessians (replay of the trajectories)", data.steps) as advance:
-        accs = _accumulate(ctx, chunk, rotated, alpha, col, samples, advance, stats)
+        accs = _accumulate(ctx, chunk, r.rotated, r.alpha, r.col, r.samples, advance, stats)
     if not distributed.is_main():  # the other ranks contributed their shard of the Hessians
         return
     with ctx.progress(f"{label}: Fisher-weighted GPTQ", len(chunk)) as advance:
@@ -476,7 +484,7 @@ def _quantize_chunk(
             if c.lowrank and n in act:  # Ŵ = L_up·L_downᵀ + E: the branch in 16 bits, E quantized
                 down, up, w = lowrank_split(w, min(c.lowrank, *w.shape))
                 lowrank[n] = (down.float().cpu(), up.float().cpu())
-            blocks = rotated.get(n)
+            blocks = r.rotated.get(n)
             tried = [_quantize_layer(w, sn, h, n in stats.raw, blocks, bits, group, method, g, c.clip_search)]
             if n in dsq_layers:  # W ≈ Q(W·diag(η)⁻¹)·diag(η): x̂·diag(η), i.e. s ← s/η
                 h_w = smooth_hessian(h, sn.to(h.device)) if sn is not None else h

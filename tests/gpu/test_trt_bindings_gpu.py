@@ -59,20 +59,13 @@ def fake_engines(root: Path, configs: list[int]) -> list[tb.EngineIO]:
 def model_from_bindings(root: Path, tensors: dict[str, torch.Tensor], device: str) -> torch.nn.Module:
     """The stored quantized model with every weight-store tensor taken from ``tensors`` (assigned, no copy);
     what the store holds beyond them is an error, so nothing silently falls back to the file."""
-    import diffusers
-    from accelerate import init_empty_weights
+    from adatsq.export.onnx_export import load_quantized_model
+    from adatsq.passes.weight_store import load_weight_store
 
-    from adatsq.passes.weight_store import LoadQuantizedWeightsPass
-
-    cfg = json.loads((root / "transformer_config.json").read_text())
-    with torch.random.fork_rng(), init_empty_weights(include_buffers=False):
-        model = getattr(diffusers, cfg["_class_name"]).from_config(cfg).eval()
-    store = LoadQuantizedWeightsPass(root / "weights.safetensors", assign=True)
-    left = sorted(set(store.tensors) - set(tensors))
+    stored, _, _ = load_weight_store(root / "weights.safetensors")
+    left = sorted(set(stored) - set(tensors))
     assert not left, f"weight-store tensors no engine input is bound to: {left[:3]}"
-    store.tensors = tensors
-    store(model)
-    return model.float().to(device).eval()
+    return load_quantized_model(root, tensors).to(device).eval()
 
 
 @pytest.fixture(scope="module")

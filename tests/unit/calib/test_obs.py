@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.outliers import K, N, outlier_layer, w4a4_error
 from torch import nn
 
 from adatsq.calib.obs import CLIP_RATIOS, clip_search, obs_block, obs_matrix, outlier_scores
@@ -14,22 +15,9 @@ from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
 from adatsq.plugins.hadamard import rotation_matrix
 from adatsq.plugins.reference import dequantize_weight, qmax, quantize_weight_rtn
 
-K, N, M = 256, 64, 512
-
-
-def _outlier_layer(seed: int = 0) -> tuple[torch.Tensor, nn.Linear, torch.Tensor]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(M, K, generator=g)
-    outliers = torch.randperm(K, generator=g)[:6]
-    x[:, outliers] *= 40.0  # a few outlier channels, as in DiT activations
-    lin = nn.Linear(K, N, bias=False)
-    with torch.no_grad():
-        lin.weight.copy_(torch.randn(N, K, generator=g) / K**0.5)
-    return x, lin, outliers
-
 
 def test_g_is_orthogonal_and_puts_the_outliers_in_the_first_block() -> None:
-    x, lin, outliers = _outlier_layer()
+    x, lin, outliers = outlier_layer()
     scores = outlier_scores(x.abs().amax(dim=0), lin.weight)
     g = obs_matrix(scores, 128)
     torch.testing.assert_close(g @ g.t(), torch.eye(K, dtype=torch.float64), rtol=0, atol=1e-12)
@@ -56,21 +44,11 @@ def test_block_width() -> None:
         obs_matrix(torch.ones(10), 4)
 
 
-def _error(x: torch.Tensor, lin: nn.Linear, **kw: object) -> float:
-    model = nn.Sequential(nn.Linear(K, N, bias=False))
-    model[0].load_state_dict(lin.state_dict())
-    InsertQuantLinearPass({"0": LayerQuant(4, True, 128, **kw)})(model)  # type: ignore[arg-type]
-    model[0].a_bits = 4
-    with torch.no_grad():
-        y, ref = model(x), lin(x)
-    return float((y - ref).pow(2).sum() / ref.pow(2).sum())
-
-
 def test_obs_beats_rtn_on_outlier_channels_and_is_exact_at_16_bits() -> None:
-    x, lin, _ = _outlier_layer()
+    x, lin, _ = outlier_layer()
     g = obs_matrix(outlier_scores(x.abs().amax(dim=0), lin.weight), obs_block(K, 128, 2))
-    rtn = _error(x, lin, rotation=False)
-    obs = _error(x, lin, rotation=False, obs=g)
+    rtn = w4a4_error(x, lin, rotation=False)
+    obs = w4a4_error(x, lin, rotation=False, obs=g)
     print(f"W4A4 relative squared error: rtn {rtn:.3e}, clq obs {obs:.3e}")
     assert obs < 0.7 * rtn
     model = nn.Sequential(nn.Linear(K, N, bias=False))
@@ -84,7 +62,7 @@ def test_obs_beats_rtn_on_outlier_channels_and_is_exact_at_16_bits() -> None:
 
 
 def test_clip_search_is_the_grid_minimum() -> None:
-    x, lin, _ = _outlier_layer(1)
+    x, lin, _ = outlier_layer(1)
     w = lin.weight.detach().double()
     h = x.double().t() @ x.double()
     codes, scale, ratio, errors = clip_search(w, h, 3, 128)

@@ -6,22 +6,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.outliers import K, M, N, outlier_layer, w4a4_error
 from torch import nn
 
 from adatsq.calib.smoothing import SMOOTH_RANGE, smooth_hessian, smoothing_scales, spearman_rho, ssc_salience
 from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant
-
-K, N, M = 256, 64, 512
-
-
-def _outlier_layer(seed: int = 0) -> tuple[torch.Tensor, nn.Linear]:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(M, K, generator=g)
-    x[:, torch.randperm(K, generator=g)[:6]] *= 40.0  # a few outlier channels, as in DiT activations
-    lin = nn.Linear(K, N, bias=False)
-    with torch.no_grad():
-        lin.weight.copy_(torch.randn(N, K, generator=g) / K**0.5)
-    return x, lin
 
 
 def test_scales_formula_and_guards() -> None:
@@ -40,30 +29,20 @@ def test_scales_formula_and_guards() -> None:
 
 
 def test_smoothed_hessian_is_that_of_the_smoothed_input() -> None:
-    x, _ = _outlier_layer()
+    x, _, _ = outlier_layer()
     s = torch.rand(K, dtype=torch.float64) + 0.5
     h = x.double().t() @ x.double()
     xs = x.double() / s
     torch.testing.assert_close(smooth_hessian(h, s), xs.t() @ xs, rtol=1e-12, atol=1e-9)
 
 
-def _error(x: torch.Tensor, lin: nn.Linear, **kw: object) -> float:
-    model = nn.Sequential(nn.Linear(K, N, bias=False))
-    model[0].load_state_dict(lin.state_dict())
-    InsertQuantLinearPass({"0": LayerQuant(4, True, 128, **kw)})(model)  # type: ignore[arg-type]
-    model[0].a_bits = 4
-    with torch.no_grad():
-        y, ref = model(x), lin(x)
-    return float((y - ref).pow(2).sum() / ref.pow(2).sum())
-
-
 def test_smoothing_and_rotation_beat_rtn_on_outlier_channels() -> None:
-    x, lin = _outlier_layer()
+    x, lin, _ = outlier_layer()
     s = smoothing_scales(x.abs().amax(dim=0), lin.weight)
-    rtn = _error(x, lin, rotation=False)
-    smooth = _error(x, lin, rotation=False, smooth=s)
-    rotated = _error(x, lin, rotation=True)
-    both = _error(
+    rtn = w4a4_error(x, lin, rotation=False)
+    smooth = w4a4_error(x, lin, rotation=False, smooth=s)
+    rotated = w4a4_error(x, lin, rotation=True)
+    both = w4a4_error(
         x, lin, rotation=True, smooth=s
     )  # ViDiT-Q's static (smoothing) + dynamic (rotation) balance
     print(
@@ -74,7 +53,7 @@ def test_smoothing_and_rotation_beat_rtn_on_outlier_channels() -> None:
 
 
 def test_smoothed_layer_is_exact_at_16_bits() -> None:
-    x, lin = _outlier_layer(1)
+    x, lin, _ = outlier_layer(1)
     s = smoothing_scales(x.abs().amax(dim=0), lin.weight)
     model = nn.Sequential(nn.Linear(K, N, bias=False))
     model[0].load_state_dict(lin.state_dict())
@@ -116,12 +95,12 @@ def test_ptq4dit_balancing_beats_rtn_on_outliers_that_move_over_the_steps() -> N
     """Outlier channels that differ between two steps: the SSC-weighted balancing s_j = √(s(X_j)/max|W_j|)
     lowers the W4A4 output error on both steps' tokens against plain round-to-nearest."""
     g = torch.Generator().manual_seed(5)
-    x0, lin = _outlier_layer(2)
+    x0, lin, _ = outlier_layer(2)
     x1 = torch.randn(M, K, generator=g)
     x1[:, torch.randperm(K, generator=g)[:6]] *= 25.0
     steps = torch.stack([x0.abs().amax(dim=0), x1.abs().amax(dim=0)])
     s = smoothing_scales(ssc_salience(steps, lin.weight), lin.weight, 0.5)
     x = torch.cat([x0, x1])
-    rtn, csb = _error(x, lin, rotation=False), _error(x, lin, rotation=False, smooth=s)
+    rtn, csb = w4a4_error(x, lin, rotation=False), w4a4_error(x, lin, rotation=False, smooth=s)
     print(f"W4A4 relative squared error: rtn {rtn:.3e}, ptq4dit (csb + ssc) {csb:.3e}")
     assert csb < 0.7 * rtn
