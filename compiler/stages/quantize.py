@@ -93,9 +93,10 @@ def _chunks(names: list[str], widths: dict[str, int], budget_bytes: float, items
     return chunks
 
 
-#: ``transformer_blocks.3`` of ``transformer_blocks.3.attn.to_q``: the block a layer belongs to (cross-block
-#: calibration quantizes block by block); a layer outside every block is a block of its own
-BLOCK = re.compile(r"^(.*?blocks\.\d+)\.")
+#: the block a layer belongs to (cross-block calibration quantizes block by block): its name up to the first
+#: ModuleList index, ``transformer_blocks.3`` of ``transformer_blocks.3.attn.to_q`` (Wan ``blocks.3``, Z-Image
+#: ``layers.3`` / ``noise_refiner.0``); a layer outside every block list is a block of its own
+BLOCK = re.compile(r"^(.*?\.\d+)\.")
 
 
 def _block_chunks(
