@@ -184,14 +184,25 @@ def export_base_graph(
     return finalize_exported_model(proto)
 
 
+def model_constants(model: nn.Module) -> frozenset[str]:
+    """Graph names of the model's non-persistent buffers: tables computed from its config (Wan's RoPE
+    frequencies), in no checkpoint and so not in the weight file; they stay inline in each graph."""
+    return frozenset(PREFIX + n for n in set(dict(model.named_buffers())) - set(model.state_dict()))
+
+
 def specialise(
-    base: onnx.ModelProto, bits: dict[str, int], weights: Path, location: str = WEIGHTS_LINK
+    base: onnx.ModelProto,
+    bits: dict[str, int],
+    weights: Path,
+    location: str = WEIGHTS_LINK,
+    constants: frozenset[str] = frozenset(),
 ) -> onnx.ModelProto:
-    """One configuration graph: a_bits per layer, parameters pointing into ``weights``, cleaned, checked."""
+    """One configuration graph: a_bits per layer, parameters pointing into ``weights``, cleaned, checked;
+    ``constants`` (:func:`model_constants`) stay inline."""
     model = copy.deepcopy(base)
     SetActivationBitsPass(bits, prefix=PREFIX)(model)
     WeightOnlyDequantPass()(model)
-    ExternalizeWeightsPass(weights, location=location, prefix=PREFIX)(model)
+    ExternalizeWeightsPass(weights, location=location, prefix=PREFIX, constants=constants)(model)
     CleanupPass()(model)
     model.producer_name = "adatsq"
     return model
@@ -302,8 +313,9 @@ def export_onnx(out: OutputLayout, schedule: Schedule, log: Callable[[str], None
     weights = place_weights(out.root)
     base = export_base_graph(model, family.name, latent_shape, spec.text_len, weights=weights)
     n = len(schedule.configs)
+    constants = model_constants(model)
     for k, cfg in enumerate(schedule.configs):
-        graph = specialise(base, dict(zip(schedule.act_layers, cfg)), weights)
+        graph = specialise(base, dict(zip(schedule.act_layers, cfg)), weights, constants=constants)
         atomic_write(out.onnx_graph(k), lambda p, g=graph: onnx.save_model(g, str(p)))
     for stale in sorted(out.onnx.glob("config_*.onnx")):
         k = config_id_of(stale)

@@ -1,6 +1,6 @@
 #!/bin/bash
 # detached (setsid): the whole device plan of this session, results in /tmp/res
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 source benchmarks/device/env.sh
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 R=/tmp/res; mkdir -p $R

@@ -22,9 +22,9 @@ from torch import nn
 
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.geneval.score import evaluate
+from adatsq.compiler.metrics import PathBits, PathsMetric, UnitBitsToLayers, score_paths
 from adatsq.core.models.base import run_sampler
 from adatsq.core.models.shapes.scenes import PromptSpec, evaluation_set
-from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 
 __all__ = ["TIE_BREAK", "geneval_metric", "geneval_prompts"]
 
@@ -38,10 +38,8 @@ def geneval_prompts(ctx: CompileContext) -> list[tuple[PromptSpec, str]]:
 
 
 def geneval_metric(
-    ctx: CompileContext,
-    qmodel: nn.Module,
-    unit_bits_to_layers: Callable[[CompileContext, Sequence[int]], dict[str, int]],
-) -> Callable[[Sequence[tuple[int, ...]]], float]:
+    ctx: CompileContext, qmodel: nn.Module, unit_bits_to_layers: UnitBitsToLayers
+) -> PathsMetric:
     """The metric of a path (module docstring); CompileContext refuses ``--metric geneval`` for a family
     whose samples are no shape scenes."""
     from adatsq.compiler.prompts import encoded
@@ -52,19 +50,14 @@ def geneval_metric(
     noise = ctx.family.sample_noise(ctx.spec, ctx.model, ctx.resolution, len(texts), generator)
     with torch.no_grad():
         reference = run_sampler(ctx.family, ctx.spec, ctx.model, noise, cond, ctx.steps).float()
-    modules = quant_linears(qmodel)
 
-    def metric(step_bits: Sequence[tuple[int, ...]]) -> float:
-        def before(i: int) -> None:
-            set_activation_bits(qmodel, unit_bits_to_layers(ctx, step_bits[i]), modules)
-
-        with torch.no_grad():
-            final = run_sampler(
-                ctx.family, ctx.spec, qmodel, noise, cond, ctx.steps, before_step=before
-            ).float()
-        images = ctx.family.decode_images(final)
-        accuracy = evaluate(images, list(specs), n_boot=0).total.accuracy
+    def score(final: torch.Tensor) -> float:
+        final = final.float()
+        accuracy = evaluate(ctx.family.decode_images(final), list(specs), n_boot=0).total.accuracy
         error = float((final - reference).pow(2).sum() / reference.pow(2).sum())
         return -accuracy + TIE_BREAK * error
+
+    def metric(paths: Sequence[PathBits], advance: Callable[[int], None]) -> list[float]:
+        return score_paths(ctx, qmodel, unit_bits_to_layers, noise, cond, paths, score, advance)
 
     return metric

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from adatsq.compiler.context import CompileContext
+from adatsq.compiler.metrics import PathBits, PathsMetric, score_paths
 from adatsq.compiler.prompts import conditioning
 from adatsq.compiler.search import (
     Candidate,
@@ -152,7 +153,7 @@ def _timestep(ctx: CompileContext, t: int) -> torch.Tensor:
     return ctx.family.scheduler_timestep(ctx.calibration.timesteps[t])
 
 
-def latent_metric(ctx: CompileContext, qmodel: nn.Module) -> Callable[[Sequence[tuple[int, ...]]], float]:
+def latent_metric(ctx: CompileContext, qmodel: nn.Module) -> PathsMetric:
     """End-to-end metric: relative error ‖x0_q − x0_fp‖² / ‖x0_fp‖² of the final latents over held-out seeds
     (not the calibration seeds), with the quantized model switching bit configurations per step."""
     c = ctx.config
@@ -160,16 +161,13 @@ def latent_metric(ctx: CompileContext, qmodel: nn.Module) -> Callable[[Sequence[
     cond, _ = conditioning(ctx, c.heldout_samples, c.calib_samples, generator)
     noise = ctx.family.sample_noise(ctx.spec, ctx.model, ctx.resolution, c.heldout_samples, generator)
     with torch.no_grad():
-        reference = run_sampler(ctx.family, ctx.spec, ctx.model, noise, cond, ctx.steps)
-    modules = quant_linears(qmodel)
+        reference = run_sampler(ctx.family, ctx.spec, ctx.model, noise, cond, ctx.steps).float()
 
-    def metric(step_bits: Sequence[tuple[int, ...]]) -> float:
-        def before(i: int) -> None:
-            set_activation_bits(qmodel, _unit_bits_to_layers(ctx, step_bits[i]), modules)
+    def score(final: torch.Tensor) -> float:
+        return float((final.float() - reference).pow(2).sum() / reference.pow(2).sum())
 
-        with torch.no_grad():
-            final = run_sampler(ctx.family, ctx.spec, qmodel, noise, cond, ctx.steps, before_step=before)
-        return float((final.float() - reference.float()).pow(2).sum() / reference.float().pow(2).sum())
+    def metric(paths: Sequence[PathBits], advance: Callable[[int], None]) -> list[float]:
+        return score_paths(ctx, qmodel, _unit_bits_to_layers, noise, cond, paths, score, advance)
 
     return metric
 
@@ -198,26 +196,18 @@ def run_search(ctx: CompileContext) -> None:
         budget=c.target * ctx.steps,
     )
     feasible = [p for p in paths if p.average_bits(ctx.steps) <= c.target + 1e-9]
-    todo = [p for p in feasible if _path_bits(p, step_cands) not in metrics]
-    metric_fn = _metric(ctx, qmodel) if todo else None
-
+    todo = list(dict.fromkeys(b for p in feasible if (b := _path_bits(p, step_cands)) not in metrics))
     with ctx.progress("search: end-to-end metric of feasible paths", len(feasible)) as advance:
-
-        def metric(path: Path) -> float:
-            bits = _path_bits(path, step_cands)
-            if bits not in metrics:
-                assert metric_fn is not None
-                metrics[bits] = metric_fn(bits)
-            advance(1)
-            return metrics[bits]
-
-        best, _evaluated = select_path(paths, ctx.steps, c.target, metric)
+        advance(len(feasible) - len(todo))
+        if todo:  # one sampling pass over the paths' trie: shared prefixes are sampled once
+            metrics.update(zip(todo, _metric(ctx, qmodel)(todo, advance), strict=True))
+    best, _evaluated = select_path(paths, ctx.steps, c.target, lambda p: metrics[_path_bits(p, step_cands)])
     atomic_write(cache, lambda p: torch.save({"key": fkey, "losses": losses, "metrics": metrics}, p))
     ctx.schedule = _build_schedule(ctx, best, paths, step_cands, metrics)
     save_schedule(ctx.out.schedule, ctx.schedule)
 
 
-def _metric(ctx: CompileContext, qmodel: nn.Module) -> Callable[[Sequence[tuple[int, ...]]], float]:
+def _metric(ctx: CompileContext, qmodel: nn.Module) -> PathsMetric:
     if ctx.config.metric == "clip":
         from adatsq.compiler.metrics import clip_metric
 

@@ -16,9 +16,10 @@ see :func:`adatsq.export.onnx_export.place_weights`.
 ModelProto exists: a model of > 2 GB of parameters can never be serialised inline, and this way the bytes are
 never copied out of the torch tensors. The pass then finds those initializers external already.
 
-Initializers not in the file (the Hadamard factors ``adatsq_hadamard_<n>`` and the exporter's small
-constants) stay inline; anything inline larger than ``max_inline_bytes`` is an error, so no parameter is
-ever duplicated into a graph silently.
+Initializers not in the file (the Hadamard factors ``adatsq_hadamard_<n>``, the exporter's small constants
+and the ``constants`` the caller names: tables the model computes from its config, such as Wan's RoPE
+frequencies, non-persistent buffers that no checkpoint holds) stay inline; anything else inline larger than
+``max_inline_bytes`` is an error, so no parameter is ever duplicated into a graph silently.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import json
 import struct
+from collections.abc import Collection
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -186,6 +188,7 @@ class ExternalizeWeightsPass(Pass[onnx.ModelProto]):
     ``location`` is what the graph records (relative to the graph's folder). ``verify`` compares the inline
     bytes with the file's before dropping them (reading only those tensors' byte ranges, one at a time);
     initializers already external, as :func:`externalize_ir_initializers` leaves them, are skipped.
+    ``constants``: initializer names allowed inline at any size (the model's computed tables, not parameters).
     """
 
     def __init__(
@@ -195,8 +198,10 @@ class ExternalizeWeightsPass(Pass[onnx.ModelProto]):
         prefix: str = "model.",
         verify: bool = True,
         max_inline_bytes: int = 64 * 1024,
+        constants: Collection[str] = (),
     ) -> None:
         self.weights = Path(weights)
+        self.constants = frozenset(constants)
         self.location = location
         self.prefix = prefix
         self.verify = verify
@@ -239,8 +244,8 @@ class ExternalizeWeightsPass(Pass[onnx.ModelProto]):
 
     def ensures(self, result: onnx.ModelProto) -> None:
         for t in result.graph.initializer:
-            if _is_external(t) or t.name.startswith("adatsq_hadamard_"):  # rotation factors stay inline
-                continue
+            if _is_external(t) or t.name.startswith("adatsq_hadamard_") or t.name in self.constants:
+                continue  # rotation factors and the model's computed tables stay inline
             size = len(_inline_bytes(t))
             if size > self.max_inline_bytes:
                 raise PassConditionError(

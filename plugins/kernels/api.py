@@ -9,7 +9,8 @@
   packed in memory. ``"sm90"``, ``"triton"`` (Triton, unpacking packed weights inside the GEMM) and
   ``"cuda"`` (the portable mma.sync GEMM of plugins/csrc/qgemm_mma.cu) force one.
 * :func:`weight_only_gemv`: a = 16 layers (one vector per sample) as a GEMV over the packed weights
-  (plugins/csrc/weight_only_gemv.cu).
+  (plugins/csrc/weight_only_gemv.cu); :func:`weight_only_gemm` for the ones that see more than
+  ``GEMV_MAX_TOKENS`` tokens (expanded codes, float32 GEMM).
 * :func:`qlinear_cuda`: the registered CUDA implementation of the op. The weight operand stays packed
   (int3/int4, expanded per call) unless ``ADATSQ_QLINEAR_WEIGHTS=expanded``, which expands once into a
   cache keyed by the packed tensor's storage (twice the memory of int4; for benchmarking).
@@ -43,6 +44,8 @@ __all__ = [
     "quantize_activations",
     "sm90_supported",
     "use_fp8",
+    "GEMV_MAX_TOKENS",
+    "weight_only_gemm",
     "weight_only_gemv",
     "weight_only_supported",
     "weight_scales_gmajor",
@@ -220,6 +223,23 @@ def qgemm(
     raise ValueError(f"unknown qgemm backend {backend!r}")
 
 
+#: tokens up to which a weight-only layer runs the GEMV (it reads the weights once per 8 tokens); above, the
+#: layers that see every token (Flux's x_embedder / context_embedder) run :func:`weight_only_gemm`
+GEMV_MAX_TOKENS = 8
+
+
+def weight_only_gemm(
+    x2: torch.Tensor, w_packed: torch.Tensor, w_bits: int, s_w: torch.Tensor, bias: torch.Tensor | None
+) -> torch.Tensor:
+    """y = x·(q_w ⊙ s_w)ᵀ + b for many tokens: the codes expanded on the device, q·s in float32 (exact) and one
+    float32 GEMM; M×N float32."""
+    n, groups = s_w.shape
+    k = x2.shape[1]
+    codes = w_packed.view(torch.int8) if w_bits == 8 else expand_weight(w_packed, w_bits, k, fp8=False)
+    w = (codes.float().view(n, groups, k // groups) * s_w.float().unsqueeze(-1)).view(n, k)
+    return torch.nn.functional.linear(x2.float(), w, None if bias is None else bias.float())
+
+
 def weight_only_supported(k: int, group_size: int, w_bits: int) -> bool:
     """Shapes of the weight-only (a = 16) kernel: K and G multiples of 8, G dividing K."""
     g = effective_group(k, group_size)
@@ -285,8 +305,13 @@ def qlinear_cuda(
     lead = x.shape[:-1]
     g = effective_group(k, group_size)
     if a_bits >= UNQUANTIZED and not rotate and weight_only_supported(k, group_size, w_bits):
+        x2 = x.reshape(-1, k)
+        if (
+            x2.shape[0] > GEMV_MAX_TOKENS
+        ):  # an embedder over the tokens: one float32 GEMM, not a GEMV per 8 rows
+            return weight_only_gemm(x2, w_packed, w_bits, w_scale, bias).to(x.dtype).reshape(*lead, n)
         out_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32
-        y = weight_only_gemv(x.reshape(-1, k), w_packed, w_bits, w_scale, bias, g, out_dtype)
+        y = weight_only_gemv(x2, w_packed, w_bits, w_scale, bias, g, out_dtype)
         return y.to(x.dtype).reshape(*lead, n)
     if a_bits >= UNQUANTIZED or not gpu_supported(k, group_size, rotate):
         # shapes the kernels do not take (or a rotated a = 16 layer): the reference, on the GPU

@@ -333,7 +333,7 @@ def test_cuda_graph_and_compile() -> None:
 
 @pytest.mark.parametrize("w_bits", [3, 4, 8])
 @pytest.mark.parametrize("k", [256, 3072, 1536, 15360])
-@pytest.mark.parametrize("m", [1, 2, 13])
+@pytest.mark.parametrize("m", [1, 2, 3, 13])  # the vectorized kernel at 1, 2, 4 and 8 tokens per block
 def test_weight_only_gemv_matches_float64(w_bits: int, k: int, m: int) -> None:
     _cuda()
     from adatsq.plugins.kernels.api import weight_only_gemv
@@ -352,6 +352,52 @@ def test_weight_only_gemv_matches_float64(w_bits: int, k: int, m: int) -> None:
     y16 = weight_only_gemv(x.cuda().bfloat16(), packed, w_bits, scale.cuda(), None, G, torch.bfloat16)
     ref16 = x.bfloat16().double() @ dequantize_weight(codes, scale).double().t()
     assert float((y16.double().cpu() - ref16).norm() / ref16.norm()) <= 1e-2
+
+
+@pytest.mark.parametrize("w_bits", [3, 4, 8])
+@pytest.mark.parametrize("m", [1, 3])
+def test_weight_only_gemv_generic_fallback_matches_float64(w_bits: int, m: int) -> None:
+    """K = 200, group 40: K % 32 != 0, so the generic kernel runs instead of the vectorized one."""
+    _cuda()
+    from adatsq.plugins.kernels.api import weight_only_gemv
+    from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
+
+    n, k, group = 200, 200, 40
+    codes, scale = quantize_weight_rtn(torch.randn(n, k), w_bits, group)
+    packed = format_for_bits(w_bits).pack(codes).cuda()
+    x = torch.randn(m, k)
+    x[0, 5] *= 100.0
+    bias = torch.randn(n)
+    ref = x.double() @ dequantize_weight(codes, scale).double().t() + bias.double()
+    y = weight_only_gemv(x.cuda(), packed, w_bits, scale.cuda(), bias.cuda(), group, torch.float32)
+    err = float((y.double().cpu() - ref).norm() / ref.norm())
+    assert err <= 1e-5, err
+    y16 = weight_only_gemv(x.cuda().bfloat16(), packed, w_bits, scale.cuda(), None, group, torch.bfloat16)
+    ref16 = x.bfloat16().double() @ dequantize_weight(codes, scale).double().t()
+    assert float((y16.double().cpu() - ref16).norm() / ref16.norm()) <= 1e-2
+
+
+@pytest.mark.parametrize("w_bits", [3, 4, 8])
+def test_weight_only_over_many_tokens_runs_one_gemm(w_bits: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An a = 16 layer over more than GEMV_MAX_TOKENS tokens (Flux's embedders) takes the float32 GEMM on the
+    expanded codes, not the GEMV, and equals the float64 reference."""
+    _cuda()
+    from adatsq.plugins.kernels import api
+    from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
+
+    monkeypatch.setattr(api, "weight_only_gemv", lambda *a, **kw: pytest.fail("the GEMV ran"))
+    k, n, m = 256, 96, api.GEMV_MAX_TOKENS + 40
+    codes, scale = quantize_weight_rtn(torch.randn(n, k), w_bits, G)
+    packed = format_for_bits(w_bits).pack(codes)
+    x = torch.randn(2, m // 2, k)
+    bias = torch.randn(n)
+    ref = x.double() @ dequantize_weight(codes, scale).double().t() + bias.double()
+    y = api.qlinear_cuda(x.cuda(), packed.cuda(), scale.cuda(), bias.cuda(), 16, w_bits, G, False)
+    assert y.shape == (2, m // 2, n) and y.dtype == torch.float32
+    assert float((y.double().cpu() - ref).norm() / ref.norm()) <= 1e-5
+    y16 = api.qlinear_cuda(x.cuda().bfloat16(), packed.cuda(), scale.cuda(), None, 16, w_bits, G, False)
+    ref16 = x.bfloat16().double() @ dequantize_weight(codes, scale).double().t()
+    assert y16.dtype == torch.bfloat16 and float((y16.double().cpu() - ref16).norm() / ref16.norm()) <= 1e-2
 
 
 def test_registered_op_a16_runs_the_gemv(monkeypatch: pytest.MonkeyPatch) -> None:

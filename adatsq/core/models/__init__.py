@@ -10,6 +10,7 @@ from adatsq.core.models.base import (
     Role,
     Unit,
     run_sampler,
+    sample_paths,
 )
 from adatsq.core.models.registry import (
     FAMILIES,
@@ -42,4 +43,5 @@ __all__ = [
     "load_text_encoders",
     "load_transformer",
     "run_sampler",
+    "sample_paths",
 ]

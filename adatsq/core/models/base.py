@@ -9,10 +9,11 @@ Fisher loss and the runner all work in that convention, so they are written once
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import enum
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,9 +29,11 @@ __all__ = [
     "LayerRuleError",
     "ModelSpec",
     "Role",
+    "Trajectory",
     "Unit",
     "placement",
     "run_sampler",
+    "sample_paths",
 ]
 
 
@@ -400,6 +403,45 @@ def timesteps_for(
     return scheduler, scheduler.timesteps.clone()
 
 
+class Trajectory:
+    """The family's sampling loop, one step at a time: ``latents ← scheduler.step(velocity(latents, t), t,
+    latents)`` from ``noise``, its scheduler set to ``steps`` (multistep schedulers keep their history in it).
+    :meth:`fork` copies the state (latents and scheduler), so two continuations of one prefix compute exactly
+    what two loops from the start would."""
+
+    def __init__(
+        self,
+        family: Family,
+        spec: ModelSpec,
+        model: nn.Module,
+        noise: torch.Tensor,
+        cond: Conditioning,
+        steps: int,
+    ) -> None:
+        self.family, self.spec, self.model, self.cond, self.steps = family, spec, model, cond, steps
+        self.scheduler, self.timesteps = timesteps_for(family, spec, steps, tuple(noise.shape[1:]))
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(0)
+        self.latents = noise.to(placement(model)[0], torch.float32, copy=True)
+        self.index = 0
+
+    def step(self, on_step: StepHook | None = None, before_step: Callable[[int], None] | None = None) -> None:
+        i, t = self.index, self.timesteps[self.index]
+        if before_step is not None:
+            before_step(i)
+        v = self.family.velocity(self.model, self.latents, t, self.cond, self.spec)
+        if on_step is not None:
+            on_step(i, t, self.latents, v)
+        self.latents = self.scheduler.step(v.float(), t, self.latents, return_dict=False)[0]
+        self.index += 1
+
+    def fork(self) -> Trajectory:
+        other = copy.copy(self)
+        other.scheduler = copy.deepcopy(self.scheduler)
+        other.latents = self.latents.clone()
+        return other
+
+
 def run_sampler(
     family: Family,
     spec: ModelSpec,
@@ -410,23 +452,60 @@ def run_sampler(
     on_step: StepHook | None = None,
     before_step: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
-    """The family's real sampling loop: ``latents ← scheduler.step(velocity(latents, t), t, latents)``.
+    """The family's real sampling loop (:class:`Trajectory` from start to end).
 
     ``before_step(i)`` runs before the model call of step ``i`` (the runner switches engines there);
     ``on_step(i, t, latents_in, velocity)`` sees what the model saw and returned.
     """
-    scheduler, timesteps = timesteps_for(family, spec, steps, tuple(noise.shape[1:]))
-    if hasattr(scheduler, "set_begin_index"):
-        scheduler.set_begin_index(0)
-    latents = noise.to(placement(model)[0], torch.float32, copy=True)
-    for i, t in enumerate(timesteps):
-        if before_step is not None:
-            before_step(i)
-        v = family.velocity(model, latents, t, cond, spec)
-        if on_step is not None:
-            on_step(i, t, latents, v)
-        latents = scheduler.step(v.float(), t, latents, return_dict=False)[0]
-    return latents
+    trajectory = Trajectory(family, spec, model, noise, cond, steps)
+    while trajectory.index < steps:
+        trajectory.step(on_step, before_step)
+    return trajectory.latents
+
+
+def sample_paths(
+    family: Family,
+    spec: ModelSpec,
+    model: nn.Module,
+    noise: torch.Tensor,
+    cond: Conditioning,
+    paths: Sequence[Sequence[Hashable]],
+    set_step: Callable[[Hashable], None],
+    on_final: Callable[[int, torch.Tensor], None],
+) -> int:
+    """``run_sampler`` once per path, a path being one configuration per step that ``set_step`` applies
+    before that step's model call, with every prefix that several paths share sampled once: the paths form
+    a trie walked depth first, and the trajectory is forked where they part. ``on_final(j, latents)`` gets
+    path ``j``'s final latents (the same values as its own loop from the start; equal paths share one
+    tensor, not to be modified). Returns the number of model steps taken (the trie's nodes)."""
+    if not paths:
+        return 0
+    steps = len(paths[0])
+    if steps < 1 or any(len(p) != steps for p in paths):
+        raise ValueError(
+            f"every path needs one configuration per step, got lengths {sorted({len(p) for p in paths})}"
+        )
+    taken = 0
+
+    def walk(trajectory: Trajectory, members: list[int]) -> None:
+        nonlocal taken
+        while trajectory.index < steps:
+            branches: dict[Hashable, list[int]] = {}
+            for j in members:
+                branches.setdefault(paths[j][trajectory.index], []).append(j)
+            if len(branches) > 1:
+                *first, last = branches.values()
+                for group in first:
+                    walk(trajectory.fork(), group)
+                members = last
+            set_step(paths[members[0]][trajectory.index])
+            trajectory.step()
+            taken += 1
+        for j in members:
+            on_final(j, trajectory.latents)
+
+    walk(Trajectory(family, spec, model, noise, cond, steps), list(range(len(paths))))
+    return taken
 
 
 def iter_linears(model: nn.Module, names: Sequence[str]) -> Iterator[tuple[str, nn.Module]]:
