@@ -25,6 +25,8 @@ Variants (each independent: its own build, its own error record, memory freed af
   runner's ``_GraphCache``), plus the cost of switching between the a3 and a4 graphs;
 * ``ours-a3-compile``: the all-A3 model under ``torch.compile`` (Inductor fusing the model's elementwise work
   around the custom op), timed compiled (``compiled_ms``) and as a CUDA graph of the compiled call (``ms``);
+* ``ours-a3-fused`` / ``ours-a3-fused-compile``: the same with each attention's q/k/v (and Flux's text q/k/v)
+  as one op (``passes.fuse_projections``: one activation quantization and one GEMM per attention);
 * ``ours-w3a3.1``: the schedule of an ``adatsq-compile MODEL --random-weights`` output directory
   (``--schedule-dir``, one or several comma-separated; the one whose schedule names the model is used) run as
   a full ``--loop-steps`` (50) step sampling loop through the runner's torch backend (bf16, CUDA graph per
@@ -73,7 +75,8 @@ from torch import nn
 # the directory of this script is on sys.path when it runs as ``python benchmarks/bench_e2e.py``
 
 VARIANTS = (
-    "bf16-eager", "bf16-compile", "fp8-compile", "ours-a3", "ours-a4", "ours-a8", "ours-a3-compile", "ours-w3a3.1"
+    "bf16-eager", "bf16-compile", "fp8-compile", "ours-a3", "ours-a4", "ours-a8", "ours-a3-compile", "ours-a3-fused",
+    "ours-a3-fused-compile", "ours-w3a3.1",
 )  # fmt: skip
 FULL_MODELS = ("flux-dev", "z-image", "wan2.1-1.3b")
 SMOKE_MODELS = {"flux-dev": "tiny-flux", "z-image": "tiny-zimage", "wan2.1-1.3b": "tiny-wan"}
@@ -269,6 +272,7 @@ def group_fp8(case: Case, settings: Settings, want: list[str], emit: Callable[[s
 
 
 def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[str, Record], None]) -> None:
+    from adatsq.passes.fuse_projections import FusedProjection, fuse_projections, use_fused
     from adatsq.passes.quant_linear import set_activation_bits
     from adatsq.runtime.runner import _GraphCache
 
@@ -285,11 +289,17 @@ def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[
     current = [0]
     steps: dict[int, Callable[[], torch.Tensor]] = {}
     for v in want:
-        if v == "ours-a3-compile":
-            compiled_ours(case, model, act, settings, base, emit)
+        fused = v.endswith("-fused") or v.endswith("-fused-compile")
+        if fused and not any(isinstance(m, FusedProjection) for m in model.modules()):
+            base["fused_ops"] = fuse_projections(
+                model
+            )  # q/k/v as one op per attention (passes/fuse_projections.py)
+        use_fused(model, fused)
+        if v.endswith("-compile"):
+            compiled_ours(case, model, act, settings, {**base, "fused": fused}, emit, v)
             continue
-        a = int(v.removeprefix("ours-a"))
-        rec: Record = {**base, "a_bits": a}
+        a = int(v.removeprefix("ours-a").removesuffix("-fused"))
+        rec: Record = {**base, "a_bits": a, "fused": fused}
         with variant(v, settings, rec, emit):
             set_activation_bits(model, dict.fromkeys(act, a))
             rec["eager_ms"] = round(time_ms(step_fn(case, model), settings), 4)
@@ -303,16 +313,18 @@ def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[
             def prepare(a: int = a) -> None:
                 set_activation_bits(model, dict.fromkeys(act, a))
 
-            def key(a: int = a) -> int:
-                return a
+            def key(a: int = a, fused: bool = fused) -> int:
+                return a + 100 * fused  # one graph per (bits, fused)
 
             fn = step_fn(
                 case, Wrapped(model, graphed(model, cache, key, prepare), settings.device, torch.bfloat16)
             )
-            steps[a] = fn
             current[0] = a
             measure(fn, settings, rec)
             rec["graph_errors"] = dict(cache.errors)
+            if fused:
+                continue
+            steps[a] = fn
             if len(steps) >= 2:
                 (a1, f1), (a2, f2) = list(steps.items())[:2]
                 rec["switch"] = {"between": [a1, a2], **switch_cost(f1, f2, settings)}
@@ -325,28 +337,26 @@ def compiled_ours(
     settings: Settings,
     base: Record,
     emit: Callable[[str, Record], None],
+    name: str = "ours-a3-compile",
 ) -> None:
-    """``ours-a3-compile``: the all-A3 model under ``torch.compile`` (Inductor fuses the model's own elementwise
+    """``ours-a3-compile`` (``ours-a3-fused-compile``: with the fused projections): the all-A3 model under ``torch.compile`` (Inductor fuses the model's own elementwise
     work — modulate, GELU, RoPE, residual adds — around the ``adatsq::qlinear`` custom op, which it calls as an
     opaque kernel), timed as compiled and as one CUDA graph of the compiled call (the runner's ``_GraphCache``)."""
     from adatsq.passes.quant_linear import set_activation_bits
     from adatsq.runtime.runner import _GraphCache
 
     if not cuda(settings):
-        emit(
-            "ours-a3-compile",
-            skipped("torch.compile on the CPU (--smoke): Inductor's C++ build is too slow here"),
-        )
+        emit(name, skipped("torch.compile on the CPU (--smoke): Inductor's C++ build is too slow here"))
         return
     rec: Record = {**base, "a_bits": 3}
-    with variant("ours-a3-compile", settings, rec, emit):
+    with variant(name, settings, rec, emit):
         set_activation_bits(model, dict.fromkeys(act, 3))
         compiled = torch.compile(model)
         rec["compiled_ms"] = round(
             time_ms(step_fn(case, Wrapped(model, compiled, settings.device, torch.bfloat16)), settings), 4
         )
         cache = _GraphCache()
-        graph_of_compiled = graphed(compiled, cache, lambda: 3, lambda: None)
+        graph_of_compiled = graphed(compiled, cache, lambda: 3 + 100 * bool(base.get("fused")), lambda: None)
         measure(
             step_fn(case, Wrapped(model, graph_of_compiled, settings.device, torch.bfloat16)), settings, rec
         )
@@ -462,7 +472,10 @@ def variant(
 GROUPS: tuple[tuple[tuple[str, ...], Callable[..., None]], ...] = (
     (("bf16-eager", "bf16-compile"), group_bf16),
     (("fp8-compile",), group_fp8),
-    (("ours-a3", "ours-a4", "ours-a8", "ours-a3-compile"), group_ours),
+    (
+        ("ours-a3", "ours-a4", "ours-a8", "ours-a3-compile", "ours-a3-fused", "ours-a3-fused-compile"),
+        group_ours,
+    ),
     (("ours-w3a3.1",), group_schedule),
 )
 

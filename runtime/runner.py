@@ -11,6 +11,8 @@ Backends
   numerics) is the model's compute dtype; inputs are cast to it and outputs back to float32. On CUDA each
   distinct configuration's transformer call is captured once as a CUDA graph (:class:`_GraphCache`) and
   replayed per step; ``graphs=False`` or ``ADATSQ_RUNNER_GRAPHS=0`` turns that off (eager calls).
+  ``fuse_projections=True`` runs each attention's q/k/v as one op (:mod:`adatsq.passes.fuse_projections`:
+  one activation quantization and one GEMM instead of three); off by default until it is measured on a GPU.
 * ``trt``: one deserialized TensorRT engine per configuration (``trt/config_NN.plan``, built from the
   weights-as-inputs graphs ``onnx/config_NN.trt.onnx``), the QLinear plugin library loaded first; the weights
   of ``weights.safetensors`` loaded once into device buffers bound to every engine's weight inputs, and one
@@ -73,6 +75,7 @@ class EngineRunner:
         verify: bool = True,
         graphs: bool | None = None,
         dtype: torch.dtype | None = None,
+        fuse_projections: bool = False,
     ) -> None:
         from adatsq.core.models.registry import family_of, get_spec
         from adatsq.core.schedule import load_schedule
@@ -111,6 +114,7 @@ class EngineRunner:
         self._trt: _TrtEngines | None = None
         self._adapter: Any = None
         self.dtype = dtype
+        self.fuse_projections = fuse_projections
         self.graphs = _graphs_enabled(graphs, backend, device)
         self._graph_cache = _GraphCache() if self.graphs else None
         self.check_engines()
@@ -159,8 +163,12 @@ class EngineRunner:
         if self._torch_model is None:
             from adatsq.export.onnx_export import load_quantized_model
 
-            model = load_quantized_model(self.root)
-            self._torch_model = _cast_model(model, self.dtype).to(self.device)
+            model = _cast_model(load_quantized_model(self.root), self.dtype).to(self.device)
+            if self.fuse_projections:  # on its device: the members' buffers stay views of the fused ones
+                from adatsq.passes.fuse_projections import fuse_projections
+
+                fuse_projections(model)
+            self._torch_model = model
         return self._torch_model
 
     def _engine(self, config: int) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
