@@ -13,7 +13,9 @@ its options change (search and/or quantize); each row's result is read before th
 Then the baselines (issue 15), ``method:NAME@target`` for every ``--method`` preset (compiler/settings.py
 METHOD_PRESETS), each compiled from scratch in its own folder, so its ``compile_s`` is that method's whole
 compile; the uniform-bit presets give W4A4 at target 4.0 and W3A3 at 3.1 (the largest width within it).
-Every row records its weight bytes (weights.safetensors) and its compile wall time.
+Every row records its weight bytes (weights.safetensors) and its compile wall time. Groups of rows that share
+no folder run in ``--jobs`` worker processes (on the CPU one per core, at most 2, a thread each: the tiny
+model's rows are bound by Python, not by arithmetic); each row's compile time is then its own worker's.
 
 Scoring: the evaluation prompts are ``evaluation_set(P, seed=EVAL_SEED)`` (P per GenEval category, eval-split
 sentences; a different seed from the search's own selection prompts, seed 1234), ``--seeds`` noise seeds
@@ -26,8 +28,11 @@ are kept unless ``--force``.
 from __future__ import annotations
 
 import argparse
+import concurrent.futures
 import dataclasses
 import json
+import multiprocessing
+import os
 import sys
 import time
 from pathlib import Path
@@ -181,6 +186,128 @@ def _score(
     return result
 
 
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One row: ``name`` (a ROWS ablation or a --method preset) compiled at ``target`` into ``out``."""
+
+    name: str
+    key: str
+    out: Path
+    extra: tuple[str, ...]
+    target: float
+
+
+def _groups(args: argparse.Namespace, methods: list[str]) -> list[list[Job]]:
+    """Rows in table order, grouped so that a group runs in one process: the ablations of a target share one
+    folder (the calibration computed once, each row re-running only the stages its options change), so they
+    are one group in order; each method compiles from scratch in its own folder (its compile_s is the whole
+    compile of that method) and is a group of its own."""
+    groups = []
+    for target in (float(t) for t in args.targets.split(",")):
+        groups.append(
+            [
+                Job(n, f"{n}@{target}", args.work / f"target_{target}", tuple(ROWS[n]), target)
+                for n in args.rows.split(",")
+                if n
+            ]
+        )
+        groups += [
+            [Job(m, f"method:{m}@{target}", args.work / f"method_{m}_{target}", ("--method", m), target)]
+            for m in methods
+        ]
+    return [g for g in groups if g]
+
+
+def _cost(group: list[Job]) -> float:
+    """A guess at a group's run time in rows (CLQ's block-by-block calibration counts as two)."""
+    return sum(2.0 if job.name == "clq" else 1.0 for job in group)
+
+
+_STATE: dict[str, Any] = {}
+
+
+def _setup(
+    checkpoint: Path,
+    s: Settings,
+    device: str,
+    grid_prompts: int,
+    threads: int,
+    given: tuple[torch.Tensor, np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """The evaluation inputs, the FP samples and the FP row, once per process; a worker gets the main
+    process's FP samples and reference features (``given``) instead of sampling them again."""
+    from adatsq.core.models.shapes.scenes import training_pairs
+
+    if threads:
+        torch.set_num_threads(threads)
+    spec, fam, fp_model, specs, texts, cond, noise = _inputs(checkpoint, s, device)
+    start = time.perf_counter()
+    if given is None:
+        ref_images, _ = training_pairs(EVAL_SEED, 1000)
+        reference = _pooled(fam.decode_images(ref_images))
+        fp = _sample(fam, spec, fp_model, noise, cond, s.steps)
+    else:
+        fp, reference = given
+    first: dict[str, int] = {}  # the grid's images: the first sample of each category, in category order
+    for i, x in enumerate(specs):
+        first.setdefault(x.category, i)
+    pick = list(first.values())[:grid_prompts]
+    fp_row = {
+        **_score(fam, fp, fp, specs, reference),
+        "bits": "W16A16",
+        "seconds": time.perf_counter() - start,
+    }
+    _STATE.update(
+        checkpoint=checkpoint, s=s, device=device, spec=spec, fam=fam, specs=specs, texts=texts, cond=cond,
+        noise=noise, reference=reference, fp=fp, pick=pick, fp_row=fp_row, fp_shown=fam.decode_images(fp[pick]),
+    )  # fmt: skip
+    return _STATE
+
+
+def _init_worker(
+    checkpoint: Path,
+    s: Settings,
+    device: str,
+    grid_prompts: int,
+    threads: int,
+    given: tuple[torch.Tensor, np.ndarray],
+) -> None:
+    _setup(checkpoint, s, device, grid_prompts, threads, given)
+
+
+def _run_group_in_worker(group: list[Job]) -> list[tuple[str, dict[str, Any], list[np.ndarray]]]:
+    return _run_group(group, _STATE)
+
+
+def _run_group(group: list[Job], st: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[np.ndarray]]]:
+    """Compile, sample and score each row of ``group`` in order: (key, row, the grid's images) per row."""
+    from adatsq.core.schedule import load_schedule
+    from adatsq.export.onnx_export import load_quantized_model
+
+    fam, s, device = st["fam"], st["s"], st["device"]
+    done = []
+    for job in group:
+        t0 = time.perf_counter()
+        _compile(job.out, job.target, st["checkpoint"], device, s, list(job.extra))
+        compile_s = time.perf_counter() - t0
+        schedule = load_schedule(job.out / "schedule.json")
+        qmodel = load_quantized_model(job.out).to(device)
+        final = _sample(fam, st["spec"], qmodel, st["noise"], st["cond"], s.steps, schedule)
+        row = {
+            **_score(fam, final, st["fp"], st["specs"], st["reference"]),
+            "target": job.target,
+            "achieved_bits": schedule.achieved_bits,
+            "weight_bits": sorted(set(schedule.weight_bits.values())),
+            "configs": len(schedule.configs),
+            "method": job.name if job.name in METHOD_PRESETS else "adatsq",
+            "compile_s": compile_s,
+            "weight_bytes": (job.out / "weights.safetensors").stat().st_size,
+            "seconds": time.perf_counter() - t0,
+        }
+        done.append((job.key, row, fam.decode_images(final[st["pick"]])))
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, default=None, help="shapes-flux checkpoint [the packaged one]")
@@ -196,6 +323,12 @@ def main(argv: list[str] | None = None) -> int:
         help="the baselines (--method presets), each at every target (uniform methods: W4A4 at 4.0, W3A3 at 3.1)",
     )
     ap.add_argument("--force", action="store_true")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=0,
+        help="worker processes for independent rows [on the CPU one per core, at most 2; on a GPU 1]",
+    )
     ap.add_argument("--grid", type=Path, default=None, help="PNG of FP vs each row computed in this run")
     ap.add_argument(
         "--grid-prompts", type=int, default=6, help="prompts in --grid (the first of each category)"
@@ -203,9 +336,6 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     from adatsq.core.models import get_spec
-    from adatsq.core.models.shapes.scenes import training_pairs
-    from adatsq.core.schedule import load_schedule
-    from adatsq.export.onnx_export import load_quantized_model
 
     s = QUICK if args.quick else FULL
     checkpoint = args.checkpoint or Path(get_spec("shapes-flux").hf_id)
@@ -215,65 +345,51 @@ def main(argv: list[str] | None = None) -> int:
     )
     rows = results.setdefault("rows", {})
 
-    spec, fam, fp_model, specs, texts, cond, noise = _inputs(checkpoint, s, args.device)
-    ref_images, _ = training_pairs(EVAL_SEED, 1000)
-    reference = _pooled(fam.decode_images(ref_images))
-    start = time.perf_counter()
-    fp = _sample(fam, spec, fp_model, noise, cond, s.steps)
-    # the grid's images: the first sample of each category, in category order
-    first = {}
-    for i, x in enumerate(specs):
-        first.setdefault(x.category, i)
-    pick = list(first.values())[: args.grid_prompts]
-    shown: dict[str, list[np.ndarray]] = {"fp": fam.decode_images(fp[pick])}
+    setup = (checkpoint, s, args.device, args.grid_prompts)
+    state = _setup(*setup, threads=0)
     if "fp" not in rows:
-        rows["fp"] = {
-            **_score(fam, fp, fp, specs, reference),
-            "bits": "W16A16",
-            "seconds": time.perf_counter() - start,
-        }
+        rows["fp"] = {**state["fp_row"]}
+    shown: dict[str, list[np.ndarray]] = {"fp": state["fp_shown"]}
     methods = [m for m in args.methods.split(",") if m]
     unknown = sorted(set(methods) - set(METHOD_PRESETS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHOD_PRESETS)}")
-    for target in (float(t) for t in args.targets.split(",")):
-        # the ablations share one folder (the calibration computed once); each method compiles from scratch in
-        # its own folder, so its compile_s is the whole compile of that method
-        jobs = [
-            (n, f"{n}@{target}", args.work / f"target_{target}", ROWS[n]) for n in args.rows.split(",") if n
-        ]
-        jobs += [
-            (m, f"method:{m}@{target}", args.work / f"method_{m}_{target}", ["--method", m]) for m in methods
-        ]
-        for name, key, out, extra in jobs:
-            if key in rows:
-                continue
-            t0 = time.perf_counter()
-            _compile(out, target, checkpoint, args.device, s, extra)
-            compile_s = time.perf_counter() - t0
-            schedule = load_schedule(out / "schedule.json")
-            qmodel = load_quantized_model(out).to(args.device)
-            final = _sample(fam, spec, qmodel, noise, cond, s.steps, schedule)
-            shown[key] = fam.decode_images(final[pick])
-            rows[key] = {
-                **_score(fam, final, fp, specs, reference),
-                "target": target,
-                "achieved_bits": schedule.achieved_bits,
-                "weight_bits": sorted(set(schedule.weight_bits.values())),
-                "configs": len(schedule.configs),
-                "method": name if name in METHOD_PRESETS else "adatsq",
-                "compile_s": compile_s,
-                "weight_bytes": (out / "weights.safetensors").stat().st_size,
-                "seconds": time.perf_counter() - t0,
-            }
-            args.out.parent.mkdir(parents=True, exist_ok=True)
-            args.out.write_text(json.dumps(results, indent=1) + "\n")
-            print(f"{key}: total {rows[key]['total']['accuracy']:.3f}", flush=True)
+    groups = _groups(args, methods)
+    order = ["fp", *(job.key for group in groups for job in group)]
+    todo = [[j for j in group if j.key not in rows] for group in groups]
+    todo = sorted((g for g in todo if g), key=_cost, reverse=True)  # the longest first, for the workers
+
+    def record(done: list[tuple[str, dict[str, Any], list[np.ndarray]]]) -> None:
+        for key, row, images in done:
+            rows[key] = row
+            shown[key] = images
+            print(f"{key}: total {row['total']['accuracy']:.3f}", flush=True)
+        results["rows"] = {k: rows[k] for k in order if k in rows} | {
+            k: v for k, v in rows.items() if k not in order
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+    jobs = args.jobs or (max(1, min(os.cpu_count() or 1, 2)) if args.device == "cpu" else 1)
+    if jobs == 1:
+        for group in todo:
+            record(_run_group(group, state))
+    else:  # independent groups in worker processes, a thread each (the CPU's cores; rows are Python-bound)
+        threads = max(1, (os.cpu_count() or 1) // jobs)
+        ctx = multiprocessing.get_context("spawn")
+        given = (state["fp"], state["reference"])
+        with concurrent.futures.ProcessPoolExecutor(
+            jobs, ctx, _init_worker, (*setup, threads, given)
+        ) as pool:
+            futures = [pool.submit(_run_group_in_worker, group) for group in todo]
+            for future in concurrent.futures.as_completed(futures):
+                record(future.result())
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
     if args.grid is not None:
         from adatsq.compiler.geneval import detect, score
 
+        specs, texts, pick = state["specs"], state["texts"], state["pick"]
         verdicts = {k: [score(specs[i], detect(img)) for i, img in zip(pick, v)] for k, v in shown.items()}
         write_grid(args.grid, shown, [texts[i] for i in pick], verdicts)
         print(f"wrote {args.grid} ({', '.join(shown)})")
