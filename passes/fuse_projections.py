@@ -118,8 +118,8 @@ def _groups(attn: nn.Module) -> list[tuple[str, tuple[str, ...]]] | None:
     cross = bool(getattr(attn, "is_cross_attention", False))
     wanted = []
     for fused, names in table:
-        if fused == "to_qkv" and cross or fused == "to_kv" and not cross:
-            continue
+        if (fused == "to_qkv" and cross) or (fused == "to_kv" and not cross):
+            continue  # Wan: self-attention fuses q/k/v, cross-attention only k/v
         mods = [getattr(attn, n, None) for n in names]
         if all(m is None for m in mods) and fused not in ("to_qkv", "to_kv"):
             continue  # no such projections here (Flux's single blocks, Wan without image conditioning)
