@@ -32,6 +32,9 @@ METRICS = ("latent", "clip", "geneval")
 #: the method and its ablations (the quality table of BENCHMARKS.md): weights by Fisher-weighted GPTQ or
 #: round-to-nearest; GPTQ's per-layer step weights α from the Fisher softmax or uniform (1/steps); the
 #: weight scales of plugins/reference.SCALE_METHODS
+#: GPU memory GPTQ needs beside the Hessian accumulators and the model (its float64 Cholesky and column loop
+#: of the widest layer, the replay's activations): 12.2 GiB measured for Flux-dev (K up to 15360) on the H200
+GPTQ_RESERVE_GB = 14.0
 WEIGHT_METHODS = ("gptq", "rtn")
 ALPHAS = ("fisher", "uniform")
 WEIGHT_SCALES = ("absmax", "mse")
@@ -284,13 +287,26 @@ class CompileConfig(JsonConfig):
         """Calibration samples the search's candidate costs use (the first ones); all by default."""
         return min(self.search_samples or self.calib_samples, self.calib_samples)
 
-    def resolved_hessian_memory_gb(self, device_type: str) -> float:
+    def resolved_hessian_memory_gb(self, device_type: str, free_gb: float | None = None) -> float:
         """The Hessian accumulators' budget per replay of the trajectories: 8 GB of float64 on the CPU,
         40 GB of float32 on the GPU (Flux-dev's 75 GB of float32 Hessians in two replays; with the 24 GB of
-        bf16 weights the peak stays under 80 GB)."""
+        bf16 weights the peak stays under 80 GB). ``free_gb``: the GPU memory the stage can still use; the
+        GPU budget is then at most that less ``GPTQ_RESERVE_GB``, so a smaller card takes more replays
+        instead of running out of memory."""
         if self.hessian_memory_gb is not None:
             return self.hessian_memory_gb
-        return 40.0 if device_type == "cuda" else 8.0
+        if device_type != "cuda":
+            return 8.0
+        if free_gb is None:
+            return 40.0
+        budget = min(40.0, free_gb - GPTQ_RESERVE_GB)
+        if budget < 1.0:
+            raise CompileError(
+                f"the GPU has {free_gb:.1f} GB free beside the model, too little for the Hessians and GPTQ "
+                f"(it needs {GPTQ_RESERVE_GB + 1:.0f} GB or more): free the GPU, set --hessian-memory, or "
+                "compile with --device cpu"
+            )
+        return budget
 
     def resolved_group_size(self, spec: ModelSpec) -> int:
         return self.group_size or spec.group_size

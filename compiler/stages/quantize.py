@@ -362,6 +362,16 @@ def _quantize_layer(
     return _Quantized(w_rot, h, s, (rc, rs), (gc, gs), errors)
 
 
+def _free_gpu_gb(device: torch.device) -> float | None:
+    """GiB the stage can still allocate on a CUDA ``device``: the driver's free memory plus what the caching
+    allocator holds unused; None off the GPU."""
+    if device.type != "cuda":
+        return None
+    free, _total = torch.cuda.mem_get_info(device)
+    cached = torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
+    return (free + cached) / 2**30
+
+
 def run_quantize(ctx: CompileContext) -> None:
     s = ctx.schedule
     data = ctx.calibration
@@ -376,7 +386,7 @@ def run_quantize(ctx: CompileContext) -> None:
     quant = ctx.layer_quant(groups=groups)
     rotated = {n: b for n in names if (b := quant[n].blocks(modules[n].in_features)) is not None}
     widths = {n: modules[n].in_features for n in names}
-    budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type) * 2**30
+    budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type, _free_gpu_gb(ctx.device)) * 2**30
     itemsize = _hessian_dtype(ctx.device).itemsize
     chunks = (
         _block_chunks(ctx.model, names, widths, budget, itemsize)

@@ -52,6 +52,22 @@ def test_gpu_budgets_have_their_own_defaults() -> None:
         CompileConfig(**BASE, hessian_memory_gb=0)
 
 
+def test_gpu_hessian_budget_fits_the_free_memory() -> None:
+    """On the GPU the default budget leaves GPTQ_RESERVE_GB beside the Hessians: an H200 or H100 with Flux-dev
+    loaded keeps the 40 GB, a smaller card gets less (more replays), too little is an error naming the fixes;
+    an explicit --hessian-memory is taken as given."""
+    from adatsq.compiler.settings import GPTQ_RESERVE_GB
+
+    c = CompileConfig(**BASE)
+    assert c.resolved_hessian_memory_gb("cuda", free_gb=114.0) == 40.0  # H200, Flux-dev's 24 GB resident
+    assert c.resolved_hessian_memory_gb("cuda", free_gb=54.6) == 40.0  # H100 80GB
+    assert c.resolved_hessian_memory_gb("cuda", free_gb=30.0) == pytest.approx(30.0 - GPTQ_RESERVE_GB)
+    assert c.resolved_hessian_memory_gb("cpu", free_gb=3.0) == 8.0  # the CPU ignores GPU memory
+    with pytest.raises(CompileError, match="--hessian-memory, or compile with --device cpu"):
+        c.resolved_hessian_memory_gb("cuda", free_gb=GPTQ_RESERVE_GB + 0.5)
+    assert CompileConfig(**BASE, hessian_memory_gb=2.5).resolved_hessian_memory_gb("cuda", free_gb=3.0) == 2.5
+
+
 def test_tiny_models_reject_random_weights() -> None:
     with pytest.raises(CompileError, match="has random weights already"):
         CompileContext(CompileConfig(**BASE, random_weights=True, device="cpu"))
