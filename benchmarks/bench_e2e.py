@@ -197,6 +197,11 @@ def quantize_ours(case: Case, model: nn.Module, settings: Settings) -> int:
     return len(act)
 
 
+def graph_key(a_bits: int, fused: bool) -> int:
+    """The ``_GraphCache`` configuration id of a model at ``a_bits`` with or without fused projections."""
+    return a_bits + 100 * fused
+
+
 def graphed(
     model: nn.Module, cache: Any, key: Callable[[], int], prepare: Callable[[], None]
 ) -> Callable[..., Any]:
@@ -289,11 +294,9 @@ def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[
     current = [0]
     steps: dict[int, Callable[[], torch.Tensor]] = {}
     for v in want:
-        fused = v.endswith("-fused") or v.endswith("-fused-compile")
+        fused = "-fused" in v
         if fused and not any(isinstance(m, FusedProjection) for m in model.modules()):
-            base["fused_ops"] = fuse_projections(
-                model
-            )  # q/k/v as one op per attention (passes/fuse_projections.py)
+            base["fused_ops"] = fuse_projections(model)  # q/k/v as one op per attention
         use_fused(model, fused)
         if v.endswith("-compile"):
             compiled_ours(case, model, act, settings, {**base, "fused": fused}, emit, v)
@@ -314,7 +317,7 @@ def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[
                 set_activation_bits(model, dict.fromkeys(act, a))
 
             def key(a: int = a, fused: bool = fused) -> int:
-                return a + 100 * fused  # one graph per (bits, fused)
+                return graph_key(a, fused)
 
             fn = step_fn(
                 case, Wrapped(model, graphed(model, cache, key, prepare), settings.device, torch.bfloat16)
@@ -339,9 +342,10 @@ def compiled_ours(
     emit: Callable[[str, Record], None],
     name: str = "ours-a3-compile",
 ) -> None:
-    """``ours-a3-compile`` (``ours-a3-fused-compile``: with the fused projections): the all-A3 model under ``torch.compile`` (Inductor fuses the model's own elementwise
-    work — modulate, GELU, RoPE, residual adds — around the ``adatsq::qlinear`` custom op, which it calls as an
-    opaque kernel), timed as compiled and as one CUDA graph of the compiled call (the runner's ``_GraphCache``)."""
+    """``name``, ``ours-a3-compile`` or ``ours-a3-fused-compile`` (with the fused projections): the all-A3
+    model under ``torch.compile`` (Inductor fuses the model's own elementwise work — modulate, GELU, RoPE,
+    residual adds — around the ``adatsq::qlinear`` custom op, which it calls as an opaque kernel), timed as
+    compiled and as one CUDA graph of the compiled call (the runner's ``_GraphCache``)."""
     from adatsq.passes.quant_linear import set_activation_bits
     from adatsq.runtime.runner import _GraphCache
 
@@ -356,7 +360,9 @@ def compiled_ours(
             time_ms(step_fn(case, Wrapped(model, compiled, settings.device, torch.bfloat16)), settings), 4
         )
         cache = _GraphCache()
-        graph_of_compiled = graphed(compiled, cache, lambda: 3 + 100 * bool(base.get("fused")), lambda: None)
+        graph_of_compiled = graphed(
+            compiled, cache, lambda: graph_key(3, bool(base.get("fused"))), lambda: None
+        )
         measure(
             step_fn(case, Wrapped(model, graph_of_compiled, settings.device, torch.bfloat16)), settings, rec
         )

@@ -32,12 +32,12 @@ METRICS = ("latent", "clip", "geneval")
 #: the method and its ablations (the quality table of BENCHMARKS.md): weights by Fisher-weighted GPTQ or
 #: round-to-nearest; GPTQ's per-layer step weights α from the Fisher softmax or uniform (1/steps); the
 #: weight scales of plugins/reference.SCALE_METHODS
-#: GPU memory GPTQ needs beside the Hessian accumulators and the model (its float64 Cholesky and column loop
-#: of the widest layer, the replay's activations): 12.2 GiB measured for Flux-dev (K up to 15360) on the H200
-GPTQ_RESERVE_GB = 14.0
 WEIGHT_METHODS = ("gptq", "rtn")
 ALPHAS = ("fisher", "uniform")
 WEIGHT_SCALES = ("absmax", "mse")
+#: GPU memory GPTQ needs beside the Hessian accumulators and the model (its float64 Cholesky and column loop
+#: of the widest layer, the replay's activations): 12.2 GiB measured for Flux-dev (K up to 15360) on the H200
+GPTQ_RESERVE_GB = 14.0
 #: ``--method``: a named method is a preset of the options below (the baselines of the paper's Table 1 that are
 #: this pipeline with other settings). ``rtn``: per-group round-to-nearest weights, no rotation, uniform bits.
 #: ``quarot``: Hadamard rotation and GPTQ weights (no Fisher weighting), uniform bits. ``smoothquant``:

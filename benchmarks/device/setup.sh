@@ -4,7 +4,7 @@
 #   python3 -m pip wheel --no-deps --no-build-isolation --no-index -w .devrun . && cp -r ../tensorrt .devrun/
 # The call (carry [".whl", ".devrun"]): `source benchmarks/device/setup.sh`, then start a chain detached, so it
 # outlives the call and the next call (within the 30 s the machine stays warm) only waits for it:
-#   (setsid nohup bash benchmarks/device/chain_2026-12-06.sh > /tmp/chain.out 2>&1 < /dev/null &)
+#   (setsid nohup bash benchmarks/device/chain_next.sh > /tmp/chain.out 2>&1 < /dev/null &)
 #   bash benchmarks/device/wait.sh SECONDS      # then $OUT/res.tgz holds /tmp/res (logs, JSON)
 # source from the repo root: wheels into /tmp/site, the project into /tmp/adq, the kernel library into /tmp/kb
 set -e

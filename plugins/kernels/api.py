@@ -32,9 +32,10 @@ import torch
 from adatsq.core.contract import UNQUANTIZED
 from adatsq.plugins.hadamard import hadamard_factors, paley_base
 from adatsq.plugins.kernels import cuda_lib
-from adatsq.plugins.reference import effective_group, qlinear_reference_packed
+from adatsq.plugins.reference import dequantize_weight, effective_group, qlinear_reference_packed
 
 __all__ = [
+    "GEMV_MAX_TOKENS",
     "derived",
     "expand_weight",
     "gpu_supported",
@@ -44,7 +45,6 @@ __all__ = [
     "quantize_activations",
     "sm90_supported",
     "use_fp8",
-    "GEMV_MAX_TOKENS",
     "weight_only_gemm",
     "weight_only_gemv",
     "weight_only_supported",
@@ -233,10 +233,11 @@ def weight_only_gemm(
 ) -> torch.Tensor:
     """y = x·(q_w ⊙ s_w)ᵀ + b for many tokens: the codes expanded on the device, q·s in float32 (exact) and one
     float32 GEMM; M×N float32."""
-    n, groups = s_w.shape
-    k = x2.shape[1]
-    codes = w_packed.view(torch.int8) if w_bits == 8 else expand_weight(w_packed, w_bits, k, fp8=False)
-    w = (codes.float().view(n, groups, k // groups) * s_w.float().unsqueeze(-1)).view(n, k)
+    # int8 codes are stored as they are (one byte each); int3/int4 are expanded on the device
+    codes = (
+        w_packed.view(torch.int8) if w_bits == 8 else expand_weight(w_packed, w_bits, x2.shape[1], fp8=False)
+    )
+    w = dequantize_weight(codes, s_w)
     return torch.nn.functional.linear(x2.float(), w, None if bias is None else bias.float())
 
 
@@ -306,9 +307,7 @@ def qlinear_cuda(
     g = effective_group(k, group_size)
     if a_bits >= UNQUANTIZED and not rotate and weight_only_supported(k, group_size, w_bits):
         x2 = x.reshape(-1, k)
-        if (
-            x2.shape[0] > GEMV_MAX_TOKENS
-        ):  # an embedder over the tokens: one float32 GEMM, not a GEMV per 8 rows
+        if x2.shape[0] > GEMV_MAX_TOKENS:  # an embedder over the tokens: one GEMM, not a GEMV per 8 rows
             return weight_only_gemm(x2, w_packed, w_bits, w_scale, bias).to(x.dtype).reshape(*lead, n)
         out_dtype = torch.bfloat16 if x.dtype == torch.bfloat16 else torch.float32
         y = weight_only_gemv(x2, w_packed, w_bits, w_scale, bias, g, out_dtype)

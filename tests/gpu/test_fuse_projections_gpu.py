@@ -9,25 +9,11 @@ for bit. The launches of the fused activation kernel are counted with torch.prof
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
+from helpers.gpu_fixture import FIXTURE, require_gpu_fixture
 
 pytestmark = pytest.mark.gpu
-
-FIXTURE = Path(
-    os.environ.get("ADATSQ_GPU_FIXTURE", Path(__file__).parents[2] / "gpu_fixture" / "medium-flux")
-)
-
-
-def _require() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    if not (FIXTURE / "schedule.json").exists():
-        pytest.skip(f"no compiled GPU fixture at {FIXTURE}")
-    pytest.importorskip("diffusers")
 
 
 def _quantize_launches(fn) -> int:  # noqa: ANN001
@@ -41,7 +27,7 @@ def _quantize_launches(fn) -> int:  # noqa: ANN001
 
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
 def test_fused_generation_equals_unfused(dtype: torch.dtype | None) -> None:
-    _require()
+    require_gpu_fixture()
     from adatsq.passes.fuse_projections import FusedProjection
     from adatsq.runtime.runner import EngineRunner
 

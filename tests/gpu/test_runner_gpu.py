@@ -18,21 +18,16 @@ latents are compared within a few single-flip effects (helpers.ties.free_run_bou
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers.gpu_fixture import FIXTURE, require_gpu_fixture
 from helpers.runs import BackendReference, StepCall, record_backend_calls
 from helpers.ties import certify_outputs, free_run_bound, rel
 
 pytestmark = pytest.mark.gpu
-
-FIXTURE = Path(
-    os.environ.get("ADATSQ_GPU_FIXTURE", Path(__file__).parents[2] / "gpu_fixture" / "medium-flux")
-)
 
 
 @contextlib.contextmanager
@@ -78,11 +73,7 @@ def _gpu_call(gpu, call: StepCall) -> tuple[np.ndarray, dict[str, tuple[np.ndarr
 
 
 def test_runner_torch_backend_uses_kernels(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    if not (FIXTURE / "schedule.json").exists():
-        pytest.skip(f"no compiled GPU fixture at {FIXTURE}")
-    pytest.importorskip("diffusers")
+    require_gpu_fixture()
     from adatsq.passes.quant_linear import quant_linears
     from adatsq.plugins.kernels import api
     from adatsq.runtime.runner import EngineRunner

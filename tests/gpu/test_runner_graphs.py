@@ -10,31 +10,17 @@ which graph ran). A new batch size invalidates the graphs and recaptures.
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
 import torch
+from helpers.gpu_fixture import FIXTURE, require_gpu_fixture
 from helpers.runs import record_backend_calls
 
 pytestmark = pytest.mark.gpu
 
-FIXTURE = Path(
-    os.environ.get("ADATSQ_GPU_FIXTURE", Path(__file__).parents[2] / "gpu_fixture" / "medium-flux")
-)
-
-
-def _require() -> None:
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
-    if not (FIXTURE / "schedule.json").exists():
-        pytest.skip(f"no compiled GPU fixture at {FIXTURE}")
-    pytest.importorskip("diffusers")
-
 
 @pytest.mark.parametrize("dtype", [None, torch.bfloat16])
 def test_graph_replay_equals_eager_per_configuration(dtype: torch.dtype | None) -> None:
-    _require()
+    require_gpu_fixture()
     from adatsq.runtime.runner import EngineRunner
 
     eager = EngineRunner(FIXTURE, backend="torch", device="cuda", graphs=False, dtype=dtype)
@@ -73,7 +59,7 @@ def test_graph_replay_equals_eager_per_configuration(dtype: torch.dtype | None) 
 
 def test_graphed_generate_equals_eager_generate() -> None:
     """The whole engine-switching loop (``generate``) with graphs gives the eager loop's latents exactly."""
-    _require()
+    require_gpu_fixture()
     from adatsq.runtime.runner import EngineRunner
 
     x_eager = EngineRunner(FIXTURE, backend="torch", device="cuda", graphs=False).generate(seed=2, n=1)

@@ -18,23 +18,19 @@ What TensorRT itself does with the addresses (``set_tensor_address``, ``set_devi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import onnx
 import pytest
 import torch
+from helpers.gpu_fixture import FIXTURE
 from helpers.runs import record_backend_calls
 
 from adatsq.core.layout import OutputLayout
 from adatsq.runtime import trt_bindings as tb
 
 pytestmark = pytest.mark.gpu
-
-FIXTURE = Path(
-    os.environ.get("ADATSQ_GPU_FIXTURE", Path(__file__).parents[2] / "gpu_fixture" / "medium-flux")
-)
 
 
 def _dims(t: onnx.TypeProto) -> tuple[int, ...]:

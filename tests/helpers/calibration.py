@@ -1,4 +1,4 @@
-"""Inputs of a tiny-flux calibration: the model and seeded synthetic conditioning and noise."""
+"""Inputs of a tiny model's sampling or calibration: the model and seeded synthetic conditioning and noise."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ from typing import Any
 import torch
 
 
-def tiny_flux_inputs(samples: int) -> tuple[Any, Any, torch.nn.Module, Any, torch.Tensor]:
-    """(spec, family, model, cond, noise) of tiny-flux with ``samples`` samples from generator seed 0."""
+def tiny_inputs(samples: int, name: str = "tiny-flux") -> tuple[Any, Any, torch.nn.Module, Any, torch.Tensor]:
+    """(spec, family, model, cond, noise) of the tiny model ``name`` with ``samples`` samples from generator
+    seed 0."""
     from adatsq.core.models import family_of, get_spec, load_transformer
 
-    spec = get_spec("tiny-flux")
+    spec = get_spec(name)
     fam = family_of(spec)
     model = load_transformer(spec)
     g = torch.Generator().manual_seed(0)

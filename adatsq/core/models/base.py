@@ -418,7 +418,7 @@ class Trajectory:
         cond: Conditioning,
         steps: int,
     ) -> None:
-        self.family, self.spec, self.model, self.cond, self.steps = family, spec, model, cond, steps
+        self.family, self.spec, self.model, self.cond = family, spec, model, cond
         self.scheduler, self.timesteps = timesteps_for(family, spec, steps, tuple(noise.shape[1:]))
         if hasattr(self.scheduler, "set_begin_index"):
             self.scheduler.set_begin_index(0)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.multiprocessing as mp
-from helpers.calibration import tiny_flux_inputs
+from helpers.calibration import tiny_inputs
 
 from adatsq.calib import distributed
 
@@ -39,7 +39,7 @@ def test_single_process_helpers_are_no_ops(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def _tiny_flux():
-    return tiny_flux_inputs(SAMPLES)
+    return tiny_inputs(SAMPLES)
 
 
 def _calibrate(tiny, checkpoints=None, on_sample=None):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from helpers.calibration import tiny_flux_inputs
+from helpers.calibration import tiny_inputs
 
 from adatsq.calib.calibrate import CalibrationData, SampleCheckpoints, calibrate
 
@@ -21,7 +21,7 @@ class Interrupted(Exception):
 
 @pytest.fixture(scope="module")
 def tiny_flux():
-    return tiny_flux_inputs(SAMPLES)
+    return tiny_inputs(SAMPLES)
 
 
 def _run(tiny_flux, checkpoints=None, on_sample=None, progress=None) -> CalibrationData:

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from helpers.calibration import tiny_inputs
 
-from adatsq.core.models import family_of, get_spec, load_transformer, run_sampler, sample_paths
+from adatsq.core.models import run_sampler, sample_paths
 
 PATHS = [  # one configuration per step; shared prefixes of 3, 1 and 0 steps, and a repeated path
     (0, 0, 0, 1, 1),
@@ -21,12 +22,7 @@ TRIE_NODES = 5 + 2 + 4 + 5  # distinct prefixes
 
 @pytest.mark.parametrize("name", ["tiny-flux", "tiny-wan"])
 def test_equals_one_loop_per_path_and_samples_each_prefix_once(name: str) -> None:
-    spec = get_spec(name)
-    fam = family_of(spec)
-    model = load_transformer(spec)
-    g = torch.Generator().manual_seed(0)
-    cond = fam.synthetic_conditioning(spec, model, 2, g)
-    noise = fam.sample_noise(spec, model, spec.resolution, 2, g)
+    spec, fam, model, cond, noise = tiny_inputs(2, name)
     config = {"c": 0}
     calls = []
     # the configuration scales the model's output, so paths that part give different samples
@@ -60,12 +56,7 @@ def _scaled(out: object, k: float) -> object:
 
 
 def test_rejects_paths_of_unequal_length() -> None:
-    spec = get_spec("tiny-flux")
-    fam = family_of(spec)
-    model = load_transformer(spec)
-    g = torch.Generator().manual_seed(0)
-    cond = fam.synthetic_conditioning(spec, model, 1, g)
-    noise = fam.sample_noise(spec, model, spec.resolution, 1, g)
+    spec, fam, model, cond, noise = tiny_inputs(1)
     with pytest.raises(ValueError, match="one configuration per step"):
         sample_paths(fam, spec, model, noise, cond, [(0, 0), (0,)], lambda _c: None, lambda _j, _x: None)
     assert sample_paths(fam, spec, model, noise, cond, [], lambda _c: None, lambda _j, _x: None) == 0
