@@ -55,9 +55,9 @@ def quantize_activation(x_rot: torch.Tensor, bits: int, group_size: int) -> tupl
     g = effective_group(k, group_size)
     q = qmax(bits)
     xg = x_rot.float().reshape(*x_rot.shape[:-1], k // g, g)
-    absmax = xg.abs().amax(dim=-1)
+    absmax = torch.maximum(xg.amax(dim=-1), xg.amin(dim=-1).neg_())  # max|x| without an |x| copy
     scale = torch.where(absmax > _TINY, absmax / q, torch.ones_like(absmax))
-    codes = torch.clamp(torch.round(xg / scale.unsqueeze(-1)), -q - 1, q)
+    codes = (xg / scale.unsqueeze(-1)).round_().clamp_(-q - 1, q)
     return codes.reshape(x_rot.shape), scale
 
 
@@ -168,8 +168,10 @@ def qlinear_reference(
         qw = w_codes.float().reshape(n, groups, g)
         sw = w_scale.float()
         y = torch.zeros(x2.shape[0], n, dtype=torch.float32, device=x2.device)
-        for j in range(groups):
-            y += (qx[:, j, :] @ qw[:, j, :].t()) * sx[:, j : j + 1] * sw[:, j].unsqueeze(0)
+        part = torch.empty_like(y)  # one product buffer, scaled in place: no temporaries per group
+        for j in range(groups):  # y += ((q_x,j·q_w,jᵀ) ⊙ s_x,j) ⊙ s_w,jᵀ in group order
+            torch.mm(qx[:, j, :], qw[:, j, :].t(), out=part)
+            y += part.mul_(sx[:, j : j + 1]).mul_(sw[:, j].unsqueeze(0))
     if bias is not None:
         y = y + bias.float()
     return y.reshape(*lead, n)

@@ -20,6 +20,7 @@ from adatsq.compiler.context import CompileContext
 from adatsq.compiler.metrics import PathBits, PathsMetric, score_paths
 from adatsq.compiler.prompts import conditioning
 from adatsq.compiler.search import (
+    BUDGET_TOL,
     Candidate,
     Path,
     generate_candidates,
@@ -94,7 +95,7 @@ def _generated_candidates(ctx: CompileContext) -> list[list[Candidate]]:
     col = {n: j for j, n in enumerate(data.layers)}
     sizes = inv.unit_sizes()
     if ctx.config.uniform_bits:  # one width everywhere: the largest within the target
-        width = max(b for b in QUANTIZED_ACT_BITS if b <= ctx.config.target + 1e-9)
+        width = max(b for b in QUANTIZED_ACT_BITS if b <= ctx.config.target + BUDGET_TOL)
         return [[Candidate((width,) * len(inv.units))] for _ in range(ctx.steps)]
     cap = ctx.config.target * ctx.steps - (ctx.steps - 1) * min(QUANTIZED_ACT_BITS)
     per_step: list[list[Candidate]] = []
@@ -113,7 +114,10 @@ def _generated_candidates(ctx: CompileContext) -> list[list[Candidate]]:
     if not ctx.config.static_schedule:
         return per_step
     pool = {
-        c.bits: c for cands in per_step for c in cands if c.average_bits(sizes) <= ctx.config.target + 1e-9
+        c.bits: c
+        for cands in per_step
+        for c in cands
+        if c.average_bits(sizes) <= ctx.config.target + BUDGET_TOL
     }
     return [list(pool.values()) for _ in range(ctx.steps)]
 
@@ -195,13 +199,19 @@ def run_search(ctx: CompileContext) -> None:
         max_engines=1 if c.static_schedule or c.uniform_bits else c.max_engines,
         budget=c.target * ctx.steps,
     )
-    feasible = [p for p in paths if p.average_bits(ctx.steps) <= c.target + 1e-9]
-    todo = list(dict.fromkeys(b for p in feasible if (b := _path_bits(p, step_cands)) not in metrics))
-    with ctx.progress("search: end-to-end metric of feasible paths", len(feasible)) as advance:
-        advance(len(feasible) - len(todo))
-        if todo:  # one sampling pass over the paths' trie: shared prefixes are sampled once
-            metrics.update(zip(todo, _metric(ctx, qmodel)(todo, advance), strict=True))
-    best, _evaluated = select_path(paths, ctx.steps, c.target, lambda p: metrics[_path_bits(p, step_cands)])
+    feasible = [p for p in paths if p.average_bits(ctx.steps) <= c.target + BUDGET_TOL]
+    distinct = set(_path_bits(p, step_cands) for p in feasible)
+    if len(distinct) == 1:  # one schedule within the target (e.g. uniform bits): nothing for a metric to pick
+        best, _evaluated = select_path(paths, ctx.steps, c.target, lambda p: 0.0)
+    else:
+        todo = list(dict.fromkeys(b for p in feasible if (b := _path_bits(p, step_cands)) not in metrics))
+        with ctx.progress("search: end-to-end metric of feasible paths", len(feasible)) as advance:
+            advance(len(feasible) - len(todo))
+            if todo:  # one sampling pass over the paths' trie: shared prefixes are sampled once
+                metrics.update(zip(todo, _metric(ctx, qmodel)(todo, advance), strict=True))
+        best, _evaluated = select_path(
+            paths, ctx.steps, c.target, lambda p: metrics[_path_bits(p, step_cands)]
+        )
     atomic_write(cache, lambda p: torch.save({"key": fkey, "losses": losses, "metrics": metrics}, p))
     ctx.schedule = _build_schedule(ctx, best, paths, step_cands, metrics)
     save_schedule(ctx.out.schedule, ctx.schedule)

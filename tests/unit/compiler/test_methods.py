@@ -66,6 +66,8 @@ def test_cli_rtn_preset(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     schedule = load_schedule(out / "schedule.json")
     assert schedule.configs == (tuple(3 for _ in schedule.act_layers),)  # uniform: the largest width ≤ 3.1
+    # one schedule within the target: the end-to-end metric has nothing to pick, so it is not sampled
+    assert [p.selected for p in schedule.pareto] == [True] and schedule.pareto[0].metric is None
     assert schedule.search["method"] == "rtn" and schedule.search["weights"] == "rtn"
     _, layers, _ = load_weight_store(out / "weights.safetensors")
     assert not any(rec["rotate"] for rec in layers.values())

@@ -1,6 +1,7 @@
-"""fuse_projections: one qlinear call per attention's q/k/v (and Flux's text q/k/v, Wan's cross-attention k/v)
-on tiny Flux and Wan, equal to the unfused model (the CPU reference op), with the members' buffers views of
-the fused ones, bits still switched through the members, and unfusable attentions left alone."""
+"""fuse_projections: one qlinear call per attention's q/k/v (and Flux's text q/k/v, Wan's cross-attention k/v;
+Flux's single blocks q/k/v and proj_mlp together) on tiny Flux and Wan, equal to the unfused model (the CPU
+reference op), with the members' buffers views of the fused ones, bits still switched through the members,
+and unfusable attentions left alone."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 
 from adatsq.core.models import family_of, get_spec, load_transformer
-from adatsq.passes.fuse_projections import FusedProjection, fuse_projections
+from adatsq.passes.fuse_projections import FusedProjection, SharedInput, fuse_projections, use_fused
 from adatsq.passes.quant_linear import InsertQuantLinearPass, LayerQuant, quant_linears, set_activation_bits
 
 
@@ -40,14 +41,22 @@ def _velocity(fam, spec, model, cond, x):  # noqa: ANN001, ANN202
 
 
 @pytest.mark.parametrize(
-    ("name", "expected"), [("tiny-flux", {"to_qkv", "to_added_qkv"}), ("tiny-wan", {"to_qkv", "to_kv"})]
+    ("name", "expected"),
+    [("tiny-flux", {"to_qkv", "to_added_qkv", "shared_input.fused"}), ("tiny-wan", {"to_qkv", "to_kv"})],
 )
 def test_fused_equals_unfused_and_shares_the_weights(name: str, expected: set[str]) -> None:
     model, fam, spec = _quantized(name)
     fused = copy.deepcopy(model)
     count = fuse_projections(fused)
-    kinds = {n.rsplit(".", 1)[-1] for n, m in fused.named_modules() if isinstance(m, FusedProjection)}
+    kinds = {  # the fused op's attribute (a single block's: shared_input.fused)
+        n.removeprefix(n.rsplit(".", 2)[0] + ".")
+        if n.endswith(".shared_input.fused")
+        else n.rsplit(".", 1)[-1]
+        for n, m in fused.named_modules()
+        if isinstance(m, FusedProjection)
+    }
     assert count > 0 and kinds == expected
+    assert sorted(quant_linears(fused)) == sorted(quant_linears(model))  # every linear keeps its name
     for m in fused.modules():
         if isinstance(m, FusedProjection):
             base = m.w_packed.untyped_storage().data_ptr()
@@ -61,8 +70,8 @@ def test_fused_equals_unfused_and_shares_the_weights(name: str, expected: set[st
     hook = torch.nn.modules.module.register_module_forward_pre_hook(
         lambda mod, _a: (
             calls.append("fused" if isinstance(mod, FusedProjection) else "member")
-            if isinstance(mod, FusedProjection) or id(mod) in members
-            else None
+            if isinstance(mod, FusedProjection) or (id(mod) in members and "forward" not in vars(mod))
+            else None  # a member whose forward is routed to a SharedInput runs the fused op
         )
     )
     try:
@@ -93,3 +102,61 @@ def test_an_attention_with_a_smoothed_member_stays_unfused() -> None:
     assert n > 0 and not getattr(owner, "fused_projections", False) and not hasattr(owner, "to_qkv")
     with pytest.raises(ValueError, match="cannot fuse"):
         FusedProjection([owner.to_q, owner.to_k])
+
+
+def _call_counter(model: torch.nn.Module) -> list[int]:
+    """Calls of the single blocks' fused ops (one per block per forward when the input is shared)."""
+    calls = [0]
+    for m in model.modules():
+        if isinstance(m, SharedInput):
+            m.fused.register_forward_pre_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
+    return calls
+
+
+def test_single_blocks_share_one_op_for_qkv_and_proj_mlp() -> None:
+    """x·[W_q; W_k; W_v; W_mlp]ᵀ once per single block: one op call per block per forward, each caller its own
+    columns (exact), and use_fused(model, False) gives back the block's own linears."""
+    model, fam, spec = _quantized("tiny-flux")
+    fused = copy.deepcopy(model)
+    fuse_projections(fused)
+    blocks = list(fused.single_transformer_blocks)
+    assert all(isinstance(b.shared_input, SharedInput) for b in blocks)
+    for b in blocks:
+        assert b.shared_input.fused.members[-1] is b.proj_mlp  # the linear stays, named as before
+        assert b.shared_input.split == 3 * b.attn.to_q.out_features
+    calls = _call_counter(fused)
+    g = torch.Generator().manual_seed(2)
+    cond = fam.synthetic_conditioning(spec, model, 1, g)
+    x = fam.sample_noise(spec, model, spec.resolution, 1, g)
+    set_activation_bits(model, dict.fromkeys(quant_linears(model), 3))
+    set_activation_bits(fused, dict.fromkeys(quant_linears(fused), 3))
+    ref = _velocity(fam, spec, model, cond, x)
+    assert torch.equal(_velocity(fam, spec, fused, cond, x), ref)
+    assert calls[0] == len(blocks)
+    use_fused(fused, False)
+    assert all("forward" not in vars(b.proj_mlp) and not b.attn.fused_projections for b in blocks)
+    assert torch.equal(_velocity(fam, spec, fused, cond, x), ref) and calls[0] == len(blocks)
+    use_fused(fused, True)
+    compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)  # traced as one graph: no break
+    with torch.no_grad():
+        assert torch.equal(fam.velocity(compiled, x, torch.tensor(500.0), cond, spec), ref)
+
+
+def test_a_shared_part_recomputes_for_another_or_modified_input() -> None:
+    """The kept columns go only to the other caller with the very tensor they were computed from."""
+    model, _fam, _spec = _quantized("tiny-flux")
+    fuse_projections(model)
+    shared = model.single_transformer_blocks[0].shared_input
+    head, tail = shared.parts
+    x = torch.randn(1, 5, shared.fused.in_features)
+    full = shared.fused(x)
+    q, mlp = full[..., : shared.split], full[..., shared.split :]
+    assert torch.equal(tail(x), mlp) and torch.equal(head(x), q)  # the second call takes the kept columns
+    other = x.clone()
+    assert torch.equal(tail(x), mlp) and torch.equal(
+        head(other), q
+    )  # an equal tensor, not the same: computed
+    tail(x)
+    x.mul_(2)  # modified in place after the call: its kept columns are stale
+    assert torch.equal(head(x), shared.fused(x)[..., : shared.split])
+    assert torch.equal(head(x), shared.fused(x)[..., : shared.split])  # the same part twice: computed again

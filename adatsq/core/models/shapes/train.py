@@ -1,7 +1,7 @@
 """Train ``shapes-flux``: rectified flow on rendered 32×32 shapes, the text encoder jointly.
 
     python -m adatsq.core.models.shapes.train --out DIR [--device cuda] [--steps N] [--batch B] [--seed S]
-        [--minutes M] [--export FOLDER]
+        [--minutes M] [--export FOLDER] [--init-from CHECKPOINT]
 
 Objective (Flux's convention, so the project's ``run_sampler`` samples the trained model as it is): for an
 image x₀ ∈ [-1, 1]^{3×32×32}, noise ε ~ N(0, I) and σ ∈ (0, 1],
@@ -20,7 +20,10 @@ nothing else draws random numbers (no dropout), so a run is deterministic on a f
 (``DIR/state.pt``) continues the very same sequence. AdamW, linear warm-up then cosine decay to 10 % over
 ``--steps``, gradient clipping at 1, bf16 autocast on CUDA, an EMA of the weights (decay 0.999) that is what
 the checkpoint holds. ``--minutes`` stops cleanly at a wall budget (state and checkpoint saved), so separate
-short runs continue one training.
+short runs continue one training. ``--init-from CHECKPOINT`` continues a run whose ``state.pt`` is gone (e.g.
+left on another machine) from its checkpoint: the EMA weights become both the weights and their EMA, a new
+AdamW warms up again from that checkpoint's last step (``TrainConfig.start``) and the cosine runs to the new
+``--steps``; the data sequence goes on from that step, and the record keeps the earlier runs and loss curve.
 
 ``DIR`` receives ``state.pt`` (resume), ``train_record.json`` (command, seeds, config, loss curve, wall time,
 versions, device) and ``checkpoint/`` (``model_index.json``, ``transformer/`` in float16 by ``save_pretrained``,
@@ -88,16 +91,22 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema: float = 0.999
     sigma: str = "logit_normal"
+    start: int = 0  # the first step: > 0 when the run continues a checkpoint (--init-from)
 
     def __post_init__(self) -> None:
         if self.sigma not in ("logit_normal", "uniform"):
             raise ValueError(f"sigma sampling must be logit_normal or uniform, got {self.sigma!r}")
+        if not 0 <= self.start < self.steps:
+            raise ValueError(f"the first step {self.start} must lie in [0, steps = {self.steps})")
 
     def lr_factor(self, step: int) -> float:
-        """Linear warm-up over ``warmup`` steps, then cosine from 1 to ``min_lr_ratio`` at ``steps``."""
+        """Linear warm-up over ``warmup`` steps from ``start``, then cosine from 1 to ``min_lr_ratio`` at
+        ``steps`` (a continued run warms up again: its optimizer moments start from zero)."""
+        step -= self.start
         if step < self.warmup:
             return (step + 1) / self.warmup
-        progress = min(1.0, (step - self.warmup) / max(1, self.steps - self.warmup))
+        span = self.steps - self.start
+        progress = min(1.0, (step - self.warmup) / max(1, span - self.warmup))
         return self.min_lr_ratio + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -247,6 +256,36 @@ def _record(
     }
 
 
+def _earlier_run(folder: Path, config: TrainConfig) -> dict[str, Any]:
+    """The record of the checkpoint ``folder`` continues, checked against ``config``: the same optimisation
+    apart from the schedule's length and start, which must be that run's last step."""
+    path = Path(folder) / RECORD
+    if not path.is_file():
+        raise FileNotFoundError(f"--init-from {folder}: no {RECORD} (a checkpoint folder this script wrote)")
+    rec = json.loads(path.read_text())
+    if rec["step"] != config.start:
+        raise ValueError(
+            f"--init-from {folder} ends at step {rec['step']}; this run must start there, not {config.start}"
+        )
+    mine = {k: v for k, v in dataclasses.asdict(config).items() if k not in ("steps", "start")}
+    theirs = {k: v for k, v in rec["config"].items() if k not in ("steps", "start")}
+    if mine != theirs:
+        raise ValueError(f"--init-from {folder} was trained with {theirs}, not {mine}")
+    return rec
+
+
+def _load_checkpoint_weights(folder: Path, transformer: nn.Module, encoder: ShapesTextEncoder) -> None:
+    """The checkpoint's weights (float16 transformer, float32 encoder) into the float32 training models."""
+    from safetensors.torch import load_file
+
+    weights = load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    transformer.load_state_dict({k: v.float() for k, v in weights.items()})
+    saved = ShapesTextEncoder.load(folder / "text_encoder")
+    if saved.config.to_json() != encoder.config.to_json():
+        raise ValueError(f"{folder}/text_encoder has another configuration or vocabulary than this run's")
+    encoder.load_state_dict(saved.state_dict())
+
+
 def train(
     out: Path,
     config: TrainConfig,
@@ -258,11 +297,17 @@ def train(
     export: Path | None = None,
     command: Sequence[str] = (),
     transformer_config: dict[str, Any] | None = None,
+    init_from: Path | None = None,
 ) -> dict[str, Any]:
     """Train (or resume from ``out/state.pt``) up to ``config.steps`` or ``minutes``; returns the record.
 
     ``transformer_config`` replaces the registry's architecture (tests train a smaller one; the registry loads
-    whatever ``checkpoint/transformer/config.json`` says)."""
+    whatever ``checkpoint/transformer/config.json`` says). ``init_from``: a checkpoint folder of an earlier
+    run (its EMA weights) to continue from, at ``config.start`` = that run's last step, with a new optimizer;
+    its record's runs and loss curve head this run's record."""
+    earlier = _earlier_run(init_from, config) if init_from is not None else None
+    if earlier is not None and transformer_config is None:
+        transformer_config = earlier["transformer_config"]
     transformer_config = dict(TRANSFORMER_CONFIG if transformer_config is None else transformer_config)
     started = time.monotonic()
     out = Path(out)
@@ -284,6 +329,10 @@ def train(
                 f"{out / STATE} holds a transformer of another config: {state['transformer_config']}"
             )
         encoder_cfg = TextEncoderConfig.from_json(state["text_encoder_config"])
+    elif init_from is not None:  # the earlier run's vocabulary, as its checkpoint stores it
+        encoder_cfg = TextEncoderConfig.from_json(
+            json.loads((Path(init_from) / "text_encoder" / "config.json").read_text())
+        )
     else:
         encoder_cfg = TextEncoderConfig(shapes_vocabulary(), text_len=TEXT_LEN)
 
@@ -304,7 +353,14 @@ def train(
     ]
     opt = torch.optim.AdamW(groups, betas=(0.9, 0.99), eps=1e-8)
     base_lrs = [g["lr"] for g in groups]
-    step, losses, runs, wall_before = 0, [], [], 0.0
+    step, losses, runs, wall_before = config.start, [], [], 0.0
+    if state is None and earlier is not None:
+        if earlier["transformer_config"] != transformer_config:
+            raise ValueError(f"--init-from {init_from} holds a transformer of another config")
+        _load_checkpoint_weights(Path(init_from), transformer, encoder)
+        ema_t.load_state_dict(transformer.state_dict())
+        ema_e.load_state_dict(encoder.state_dict())
+        losses, runs, wall_before = earlier["loss"], earlier["runs"], earlier["wall_s"]
     if state is not None:
         transformer.load_state_dict(state["transformer"])
         encoder.load_state_dict(state["text_encoder"])
@@ -314,6 +370,7 @@ def train(
         step, losses, runs, wall_before = state["step"], state["loss"], state["runs"], state["wall_s"]
     run = {
         "command": list(command),
+        **({"init_from": str(init_from)} if init_from is not None and state is None else {}),
         "start_step": step,
         "device": str(dev) if dev.type != "cuda" else f"cuda ({torch.cuda.get_device_name(dev)})",
     }
@@ -425,7 +482,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--save-every", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=None, help="data workers (default: CUDA 8, CPU 0)")
     parser.add_argument("--export", type=Path, default=None, help="also write the checkpoint to this folder")
+    parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        help="continue an earlier run from its checkpoint folder (EMA weights, a new optimizer, a new warm-up; "
+        "its record's runs and loss curve head this one's): --steps is then the new total",
+    )
     args = parser.parse_args(argv)
+    start = json.loads((args.init_from / RECORD).read_text())["step"] if args.init_from else 0
     config = TrainConfig(
         seed=args.seed,
         steps=args.steps,
@@ -434,6 +499,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         text_lr=args.lr,
         warmup=args.warmup,
         sigma=args.sigma,
+        start=start,
     )
     workers = (
         args.workers
@@ -459,6 +525,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers=workers,
         export=args.export,
         command=command,
+        init_from=args.init_from,
     )
     last = rec["loss"][-1][1] if rec["loss"] else float("nan")
     print(f"step {rec['step']}/{config.steps}, last loss {last:.4f}, wall {rec['wall_s']:.0f}s -> {args.out}")

@@ -73,3 +73,42 @@ def test_cli_stops_at_the_wall_budget(tmp_path, monkeypatch) -> None:
     rec = json.loads((tmp_path / "train_record.json").read_text())
     assert rec["step"] == 0 and rec["runs"][0]["command"][-2:] == ["--minutes", "0"]
     assert (tmp_path / "checkpoint" / "model_index.json").is_file()
+
+
+def test_a_run_continues_a_checkpoint_with_init_from(tmp_path) -> None:
+    """--init-from: the checkpoint's EMA weights, the data sequence and the loss curve go on from its last
+    step, a new warm-up from there; a checkpoint of another optimisation or step is refused."""
+    from safetensors.torch import load_file
+
+    first = train(
+        tmp_path / "a", TrainConfig(steps=2, batch=2, warmup=4), log_every=1, transformer_config=SMALL
+    )
+    ckpt = tmp_path / "a" / "checkpoint"
+    cfg = TrainConfig(steps=4, batch=2, warmup=4, start=2)
+    assert cfg.lr_factor(2) == 0.25 and TrainConfig(steps=4, batch=2, warmup=4).lr_factor(2) == 0.75
+    same = train(tmp_path / "b0", cfg, minutes=0, transformer_config=SMALL, init_from=ckpt)
+    assert same["step"] == 2  # no step taken: the checkpoint written again is the loaded one, bit for bit
+    for part, name in (("transformer", "diffusion_pytorch_model"), ("text_encoder", "model")):
+        a = load_file(str(ckpt / part / f"{name}.safetensors"))
+        b = load_file(str(tmp_path / "b0" / "checkpoint" / part / f"{name}.safetensors"))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    rec = train(tmp_path / "b", cfg, log_every=1, transformer_config=SMALL, init_from=ckpt)
+    assert rec["step"] == 4 and [s for s, _ in rec["loss"]] == [1, 2, 3, 4]
+    assert rec["loss"][:2] == first["loss"] and rec["runs"][:1] == first["runs"]
+    assert rec["runs"][1]["start_step"] == 2 and rec["runs"][1]["init_from"] == str(ckpt)
+    with pytest.raises(ValueError, match="must start there"):
+        train(tmp_path / "c", TrainConfig(steps=4, batch=2, warmup=4, start=1), init_from=ckpt)
+    with pytest.raises(ValueError, match="was trained with"):
+        train(tmp_path / "d", TrainConfig(steps=4, batch=2, warmup=4, start=2, lr=1e-3), init_from=ckpt)
+
+
+def test_cli_init_from_starts_at_the_checkpoints_step(tmp_path, monkeypatch) -> None:
+    import adatsq.core.models.shapes.train as train_mod
+
+    monkeypatch.setattr(train_mod, "TRANSFORMER_CONFIG", SMALL)
+    common = ["--batch", "1", "--warmup", "4", "--log-every", "1"]
+    assert main(["--out", str(tmp_path / "a"), "--steps", "1", *common]) == 0
+    ckpt = tmp_path / "a" / "checkpoint"
+    assert main(["--out", str(tmp_path / "b"), "--steps", "2", "--init-from", str(ckpt), *common]) == 0
+    rec = json.loads((tmp_path / "b" / "train_record.json").read_text())
+    assert rec["config"]["start"] == 1 and rec["step"] == 2 and [s for s, _ in rec["loss"]] == [1, 2]
