@@ -26,8 +26,8 @@ Variants (each independent: its own build, its own error record, memory freed af
 * ``ours-a3-compile``: the all-A3 model under ``torch.compile`` (Inductor fusing the model's elementwise work
   around the custom op), timed compiled (``compiled_ms``) and as a CUDA graph of the compiled call (``ms``);
 * ``ours-a3-fused`` / ``ours-a3-fused-compile``: the same with each attention's q/k/v (and Flux's text q/k/v;
-  in the single blocks q/k/v with proj_mlp, which reads the same tensor) as one op
-  (``passes.fuse_projections``: one activation quantization and one GEMM per attention);
+  Flux's single blocks' q/k/v with proj_mlp, Z-Image's q/k/v and w1/w3: linears that read one tensor) as one
+  op (``passes.fuse_projections``: one activation quantization and one GEMM per group);
 * ``ours-w3a3.1``: the schedule of an ``adatsq-compile MODEL --random-weights`` output directory
   (``--schedule-dir``, one or several comma-separated; the one whose schedule names the model is used) run as
   a full ``--loop-steps`` (50) step sampling loop through the runner's torch backend (bf16, CUDA graph per

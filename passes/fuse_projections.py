@@ -15,15 +15,17 @@ every projection the fused processor calls can be: Flux reads ``to_added_qkv`` w
 skips the text projections, so a Flux attention fuses its image and text projections together or not at all.
 Fuse after the model is on its device: ``Module.to`` copies buffers and would part the views.
 
-Blocks where another projection reads the attention's input (``SHARED_INPUT``: Flux's single blocks, whose
-``proj_mlp`` and q/k/v all read ``norm_hidden_states`` and form one schedule unit) get one op for all four,
-x·[W_q; W_k; W_v; W_mlp]ᵀ = [q | k | v | mlp]: :class:`SharedInput` computes every column at the first of the
-two calls and hands the other caller its columns when it calls with that very tensor (the same object, not
-modified in place since), so x is rotated and quantized once per block.
+Linears that a block calls one after another on the very same tensor, through processors without a fused
+path (``SHARED_INPUT``: Flux's single blocks, whose ``proj_mlp`` and q/k/v all read ``norm_hidden_states``;
+Z-Image's q/k/v and its SwiGLU's w1/w3), become one op too, x·[W_1; …; W_n]ᵀ = [x·W_1ᵀ | … | x·W_nᵀ]: each
+linear's forward is routed to a :class:`SharedInput`, which computes every column at the group's first call
+and hands each later caller its columns when it passes that very tensor (the same object, not modified in
+place since), so x is rotated and quantized once per group. The linears keep their names and modules.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -37,7 +39,6 @@ __all__ = [
     "SHARED_INPUT",
     "FusedProjection",
     "SharedInput",
-    "SharedPart",
     "fuse_projections",
     "use_fused",
 ]
@@ -55,10 +56,18 @@ FUSABLE: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
     ),
 }
 
-#: diffusers blocks → (their attention, the block's projection that reads the attention's input). Checked
-#: against diffusers 0.42: FluxSingleTransformerBlock.forward computes ``proj_mlp(norm_hidden_states)``, then
-#: ``attn(hidden_states=norm_hidden_states)``, whose fused processor calls ``to_qkv`` on that tensor.
-SHARED_INPUT: dict[str, tuple[str, str]] = {"FluxSingleTransformerBlock": ("attn", "proj_mlp")}
+#: diffusers blocks → groups of their linears (attribute paths) that the block's forward and processors call,
+#: in some order, on one and the same tensor (checked against diffusers 0.42): Flux's single block computes
+#: ``proj_mlp(norm_hidden_states)`` and then ``attn(hidden_states=norm_hidden_states)``, whose unfused processor
+#: calls ``to_q``, ``to_k`` and ``to_v`` on it; Z-Image's ``ZSingleStreamAttnProcessor`` calls ``to_q``, ``to_k``,
+#: ``to_v`` on ``hidden_states`` and its ``FeedForward`` computes ``w2(silu(w1(x)) · w3(x))``.
+SHARED_INPUT: dict[str, tuple[tuple[str, ...], ...]] = {
+    "FluxSingleTransformerBlock": (("attn.to_q", "attn.to_k", "attn.to_v", "proj_mlp"),),
+    "ZImageTransformerBlock": (
+        ("attention.to_q", "attention.to_k", "attention.to_v"),
+        ("feed_forward.w1", "feed_forward.w3"),
+    ),
+}
 
 
 class FusedProjection(nn.Module):
@@ -106,67 +115,62 @@ class FusedProjection(nn.Module):
 
 
 class _Kept:
-    """The columns one caller of a :class:`SharedInput` has not fetched yet, and the input they are of."""
+    """The columns of a :class:`SharedInput` call its other members have not fetched yet, and the input."""
 
     def __init__(self) -> None:
         self.x: torch.Tensor | None = None
         self.version = -1
-        self.part = -1
-        self.y: torch.Tensor | None = None
+        self.parts: dict[int, torch.Tensor] = {}
 
 
 class SharedInput(nn.Module):
-    """One op for two callers of one input: part 0 is the first ``split`` output columns of ``fused``, part 1
-    the rest. A call computes both parts and keeps the other one, which the other part's next call takes if
-    it passes the same tensor, unchanged (its version counter; under torch.compile the traced data flow
-    decides); any other call computes its own. Each caller gets exactly its columns of the fused op.
+    """One op for linears called one after another on one tensor: member i's call of ``forward`` is routed to
+    ``part(x, i)``. A call computes every member's columns and keeps the others', which each other member's
+    next call takes if it passes the same tensor, unchanged (its version counter; under torch.compile the
+    traced data flow decides); any other call computes its own. Each member gets exactly its columns of the
+    fused op, which are its own contract-1 result."""
 
-    Registered on the block as ``shared_input``; ``parts`` are the callers' modules (not registered, so the
-    module tree has no cycle): part 0 is the attention's ``to_qkv``, part 1 runs as the block's own linear's
-    ``forward``, so that linear keeps its name and the schedule still sets its bits."""
-
-    def __init__(self, fused: FusedProjection, split: int) -> None:
+    def __init__(self, members: Sequence[QuantLinear]) -> None:
         super().__init__()
-        if not 0 < split < fused.out_features:
-            raise ValueError(f"split {split} outside the fused op's {fused.out_features} columns")
-        self.fused = fused
-        self.split = split
-        self.parts = (SharedPart(self, 0), SharedPart(self, 1))
+        self.fused = FusedProjection(members)
+        bounds = [0]
+        for m in members:
+            bounds.append(bounds[-1] + m.out_features)
+        self.bounds = tuple(bounds)
         self._kept = _Kept()
+
+    @property
+    def members(self) -> tuple[QuantLinear, ...]:
+        return self.fused.members
 
     def part(self, x: torch.Tensor, which: int) -> torch.Tensor:
         kept = self._kept
-        same = kept.x is x and kept.part == which
+        same = kept.x is x and which in kept.parts
         if same and not torch.compiler.is_compiling():
             same = kept.version == x._version
-        y = kept.y
-        kept.x, kept.y, kept.part = None, None, -1
-        if same and y is not None:
+        if same:
+            y = kept.parts.pop(which)
+            if not kept.parts:
+                kept.x = None
             return y
         out = self.fused(x)
-        parts = (out[..., : self.split], out[..., self.split :])
-        kept.x, kept.part, kept.y = x, 1 - which, parts[1 - which]
+        parts = [out[..., a:b] for a, b in zip(self.bounds, self.bounds[1:])]
+        kept.x, kept.parts = x, {j: y for j, y in enumerate(parts) if j != which}
         if not torch.compiler.is_compiling():
             kept.version = x._version
         return parts[which]
 
-    def extra_repr(self) -> str:
-        return f"split={self.split}"
-
-
-class SharedPart(nn.Module):
-    """Caller ``which`` of a :class:`SharedInput` (which it holds without registering it)."""
-
-    def __init__(self, shared: SharedInput, which: int) -> None:
-        super().__init__()
-        object.__setattr__(self, "_shared", shared)
-        self.which = which
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._shared.part(x, self.which)
+    def route(self, on: bool) -> None:
+        """Each member's forward as its part of this op (on), or the member's own forward again (off)."""
+        for i, m in enumerate(self.members):
+            if on:  # an instance attribute, so no submodule: the member keeps its name and its module
+                object.__setattr__(m, "forward", functools.partial(self.part, which=i))
+            else:
+                m.__dict__.pop("forward", None)
+        self._kept = _Kept()
 
     def extra_repr(self) -> str:
-        return f"part={self.which}"
+        return f"members={len(self.members)}"
 
 
 def unfusable(members: Sequence[nn.Module | None]) -> str | None:
@@ -212,44 +216,42 @@ def _groups(attn: nn.Module) -> list[tuple[str, tuple[str, ...]]] | None:
     return wanted
 
 
-def _share_input(block: nn.Module) -> bool:
-    """Fuse the attention's q/k/v with the block's other projection of the same input (``SHARED_INPUT``) as
-    one :class:`SharedInput`; False (nothing changed) when the block is not listed or they cannot be one op."""
-    names = SHARED_INPUT.get(type(block).__name__)
-    if names is None:
-        return False
-    attn, other = getattr(block, names[0], None), getattr(block, names[1], None)
-    groups = None if attn is None else _groups(attn)
-    if groups is None or [g for g, _ in groups] != ["to_qkv"]:
-        return False  # Flux's single blocks have q/k/v only (no text projections)
-    members = [getattr(attn, n) for n in groups[0][1]]
-    if unfusable([*members, other]):
-        return False
-    block.shared_input = SharedInput(FusedProjection([*members, other]), sum(m.out_features for m in members))
-    attn.to_qkv = block.shared_input.parts[0]
-    attn.fused_projections = True
-    _route(block.shared_input, True)
-    return True
+def _share_inputs(block: nn.Module) -> list[SharedInput]:
+    """The ``SHARED_INPUT`` groups of ``block`` that can be one op, each a :class:`SharedInput` (routed,
+    registered on the block as ``shared_inputs``); a group with a member that cannot be fused stays as it is."""
+    done = []
+    for paths in SHARED_INPUT.get(type(block).__name__, ()):
+        members = [_submodule(block, p) for p in paths]
+        if unfusable(members):
+            continue
+        shared = SharedInput(members)  # type: ignore[arg-type]
+        shared.route(True)
+        done.append(shared)
+    if done:
+        block.shared_inputs = nn.ModuleList(done)
+    return done
 
 
-def _route(shared: SharedInput, on: bool) -> None:
-    """Part 1 of ``shared`` as its linear's forward (on), or that linear's own forward again (off)."""
-    linear = shared.fused.members[-1]
-    if on:
-        object.__setattr__(linear, "forward", shared.parts[1].forward)  # an instance attribute: no submodule
-    else:
-        linear.__dict__.pop("forward", None)
+def _submodule(module: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return module.get_submodule(path)
+    except AttributeError:
+        return None
 
 
 def fuse_projections(model: nn.Module) -> int:
-    """Fuse every attention of ``model`` that can be (module docstring); returns the number of fused ops."""
+    """Fuse every routed group and every attention of ``model`` that can be (module docstring); returns the
+    number of fused ops."""
     count = 0
+    routed: set[int] = set()
     for block in list(model.modules()):
-        count += _share_input(block)
+        for shared in _share_inputs(block):
+            routed.update(id(m) for m in shared.members)
+            count += 1
     for attn in list(model.modules()):
         groups = _groups(attn)
-        if not groups:
-            continue
+        if not groups or any(id(getattr(attn, n, None)) in routed for _, names in groups for n in names):
+            continue  # its projections are routed to a SharedInput already
         for fused, names in groups:
             setattr(attn, fused, FusedProjection([getattr(attn, n) for n in names]))
             count += 1
@@ -258,14 +260,15 @@ def fuse_projections(model: nn.Module) -> int:
 
 
 def use_fused(model: nn.Module, on: bool) -> int:
-    """Switch the fused attentions of ``model`` between their fused ops and their members (both stay valid:
-    the members' buffers are the fused ones' rows); returns the number switched."""
+    """Switch the fused attentions and routed groups of ``model`` between their fused ops and their members
+    (both stay valid: the members' buffers are the fused ones' rows); returns the number switched."""
     n = 0
     for mod in list(model.modules()):
         if isinstance(mod, SharedInput):
-            _route(mod, on)
+            mod.route(on)
+            n += 1
         elif hasattr(mod, "fused_projections") and any(
-            isinstance(c, FusedProjection | SharedPart) for c in mod.children()
+            isinstance(c, FusedProjection) for c in mod.children()
         ):
             mod.fused_projections = on
             n += 1

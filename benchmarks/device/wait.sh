@@ -10,5 +10,5 @@ while [ ! -f /tmp/res/DONE ] && [ $(date +%s) -lt $end ]; do
   if [ $(( $(date +%s) - last )) -ge 60 ]; then pack; last=$(date +%s); fi
   sleep 5
 done
-cat /tmp/res/chain.log; tail -3 /tmp/res/*.log | tail -40; nvidia-smi --query-gpu=memory.used --format=csv
+cat /tmp/res/chain.log; tail -n 3 /tmp/res/*.log | tail -40; nvidia-smi --query-gpu=memory.used --format=csv
 pack

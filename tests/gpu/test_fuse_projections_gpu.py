@@ -1,5 +1,5 @@
 """Fused attention projections on the GPU kernels: the runner's torch backend with ``fuse_projections=True``
-(each attention's q/k/v one op; in the single blocks q/k/v and proj_mlp) generates what the unfused one does,
+(each attention's q/k/v one op; Flux's single blocks' q/k/v with proj_mlp) generates what the unfused one does,
 with fewer activation-quantization launches.
 
 Fixture: ``gpu_fixture/medium-flux`` (``make gpu-fixture``). Each column of a fused op is its member's: the

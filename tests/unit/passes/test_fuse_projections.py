@@ -1,6 +1,6 @@
 """fuse_projections: one qlinear call per attention's q/k/v (and Flux's text q/k/v, Wan's cross-attention k/v;
-Flux's single blocks q/k/v and proj_mlp together) on tiny Flux and Wan, equal to the unfused model (the CPU
-reference op), with the members' buffers views of the fused ones, bits still switched through the members,
+Flux's single blocks q/k/v and proj_mlp together, Z-Image's q/k/v and w1/w3) on tiny Flux, Wan and Z-Image,
+equal to the unfused model (the CPU reference op), with the members' buffers views of the fused ones, bits still switched through the members,
 and unfusable attentions left alone."""
 
 from __future__ import annotations
@@ -42,16 +42,18 @@ def _velocity(fam, spec, model, cond, x):  # noqa: ANN001, ANN202
 
 @pytest.mark.parametrize(
     ("name", "expected"),
-    [("tiny-flux", {"to_qkv", "to_added_qkv", "shared_input.fused"}), ("tiny-wan", {"to_qkv", "to_kv"})],
+    [
+        ("tiny-flux", {"to_qkv", "to_added_qkv", "shared_inputs"}),
+        ("tiny-wan", {"to_qkv", "to_kv"}),
+        ("tiny-zimage", {"shared_inputs"}),
+    ],
 )
 def test_fused_equals_unfused_and_shares_the_weights(name: str, expected: set[str]) -> None:
     model, fam, spec = _quantized(name)
     fused = copy.deepcopy(model)
     count = fuse_projections(fused)
-    kinds = {  # the fused op's attribute (a single block's: shared_input.fused)
-        n.removeprefix(n.rsplit(".", 2)[0] + ".")
-        if n.endswith(".shared_input.fused")
-        else n.rsplit(".", 1)[-1]
+    kinds = {  # the fused op's attribute (a routed group's: shared_inputs)
+        "shared_inputs" if ".shared_inputs." in n else n.rsplit(".", 1)[-1]
         for n, m in fused.named_modules()
         if isinstance(m, FusedProjection)
     }
@@ -105,7 +107,7 @@ def test_an_attention_with_a_smoothed_member_stays_unfused() -> None:
 
 
 def _call_counter(model: torch.nn.Module) -> list[int]:
-    """Calls of the single blocks' fused ops (one per block per forward when the input is shared)."""
+    """Calls of the routed groups' fused ops (one per group per forward when the input is shared)."""
     calls = [0]
     for m in model.modules():
         if isinstance(m, SharedInput):
@@ -113,17 +115,19 @@ def _call_counter(model: torch.nn.Module) -> list[int]:
     return calls
 
 
-def test_single_blocks_share_one_op_for_qkv_and_proj_mlp() -> None:
-    """x·[W_q; W_k; W_v; W_mlp]ᵀ once per single block: one op call per block per forward, each caller its own
-    columns (exact), and use_fused(model, False) gives back the block's own linears."""
-    model, fam, spec = _quantized("tiny-flux")
+@pytest.mark.parametrize(("name", "groups_per_block"), [("tiny-flux", 1), ("tiny-zimage", 2)])
+def test_routed_groups_run_one_op_per_group(name: str, groups_per_block: int) -> None:
+    """Flux's single blocks (q/k/v + proj_mlp) and Z-Image's blocks (q/k/v; w1/w3): one op call per group per
+    forward, each linear its own columns (exact) under its own name, and use_fused(model, False) gives back
+    the linears' own forwards."""
+    model, fam, spec = _quantized(name)
     fused = copy.deepcopy(model)
     fuse_projections(fused)
-    blocks = list(fused.single_transformer_blocks)
-    assert all(isinstance(b.shared_input, SharedInput) for b in blocks)
-    for b in blocks:
-        assert b.shared_input.fused.members[-1] is b.proj_mlp  # the linear stays, named as before
-        assert b.shared_input.split == 3 * b.attn.to_q.out_features
+    shared = [m for m in fused.modules() if isinstance(m, SharedInput)]
+    owners = [m for m in fused.modules() if hasattr(m, "shared_inputs")]
+    assert shared and len(shared) == groups_per_block * len(owners)
+    names = {id(m): n for n, m in quant_linears(fused).items()}
+    assert all(id(q) in names and "forward" in vars(q) for s in shared for q in s.members)  # routed, named
     calls = _call_counter(fused)
     g = torch.Generator().manual_seed(2)
     cond = fam.synthetic_conditioning(spec, model, 1, g)
@@ -132,31 +136,32 @@ def test_single_blocks_share_one_op_for_qkv_and_proj_mlp() -> None:
     set_activation_bits(fused, dict.fromkeys(quant_linears(fused), 3))
     ref = _velocity(fam, spec, model, cond, x)
     assert torch.equal(_velocity(fam, spec, fused, cond, x), ref)
-    assert calls[0] == len(blocks)
+    assert calls[0] == len(shared)
     use_fused(fused, False)
-    assert all("forward" not in vars(b.proj_mlp) and not b.attn.fused_projections for b in blocks)
-    assert torch.equal(_velocity(fam, spec, fused, cond, x), ref) and calls[0] == len(blocks)
+    assert not any("forward" in vars(q) for s in shared for q in s.members)
+    assert torch.equal(_velocity(fam, spec, fused, cond, x), ref) and calls[0] == len(shared)
     use_fused(fused, True)
     compiled = torch.compile(fused, backend="aot_eager", fullgraph=True)  # traced as one graph: no break
     with torch.no_grad():
         assert torch.equal(fam.velocity(compiled, x, torch.tensor(500.0), cond, spec), ref)
 
 
-def test_a_shared_part_recomputes_for_another_or_modified_input() -> None:
-    """The kept columns go only to the other caller with the very tensor they were computed from."""
+def test_a_routed_member_recomputes_for_another_or_modified_input() -> None:
+    """Kept columns go only to another member, with the very tensor they were computed from."""
     model, _fam, _spec = _quantized("tiny-flux")
     fuse_projections(model)
-    shared = model.single_transformer_blocks[0].shared_input
-    head, tail = shared.parts
+    shared = next(m for m in model.modules() if isinstance(m, SharedInput))
+    q, k, v, mlp = shared.members
     x = torch.randn(1, 5, shared.fused.in_features)
     full = shared.fused(x)
-    q, mlp = full[..., : shared.split], full[..., shared.split :]
-    assert torch.equal(tail(x), mlp) and torch.equal(head(x), q)  # the second call takes the kept columns
+    cols = [full[..., a:b] for a, b in zip(shared.bounds, shared.bounds[1:])]
+    assert all(torch.equal(m(x), c) for m, c in zip((mlp, q, k, v), (cols[3], *cols[:3])))  # any order
     other = x.clone()
-    assert torch.equal(tail(x), mlp) and torch.equal(
-        head(other), q
-    )  # an equal tensor, not the same: computed
-    tail(x)
+    assert torch.equal(mlp(x), cols[3]) and torch.equal(q(other), cols[0])  # equal, not the same: computed
+    assert torch.equal(k(other), cols[1])  # ... and kept for other's members
+    mlp(x)
     x.mul_(2)  # modified in place after the call: its kept columns are stale
-    assert torch.equal(head(x), shared.fused(x)[..., : shared.split])
-    assert torch.equal(head(x), shared.fused(x)[..., : shared.split])  # the same part twice: computed again
+    assert torch.equal(q(x), shared.fused(x)[..., : shared.bounds[1]])
+    assert torch.equal(
+        q(x), shared.fused(x)[..., : shared.bounds[1]]
+    )  # the same member twice: computed again
