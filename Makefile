@@ -63,8 +63,8 @@ quality:  ## the quality table on the CPU (quick settings): shapes-flux at 4.0 a
 	$(PY) benchmarks/quality.py --quick --out benchmarks/results/quality_quick.json
 
 demo-quality:  ## shapes-flux at 3.1 bits: FP and quantized samples side by side with the detector's verdicts
-	$(PY) benchmarks/quality.py --quick --targets 3.1 --rows adatsq --out /tmp/adatsq-demo-quality.json --force \
-		--grid engines/shapes-flux-quality.png
+	$(PY) benchmarks/quality.py --quick --targets 3.1 --rows adatsq --methods "" --out /tmp/adatsq-demo-quality.json \
+		--force --grid engines/shapes-flux-quality.png
 
 quality-full:  ## the full quality table on the GPU
 	$(PY) benchmarks/quality.py --device cuda --out benchmarks/results/quality.json

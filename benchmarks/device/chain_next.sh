@@ -23,5 +23,7 @@ cp /tmp/run/fd.json $R/ 2>/dev/null; for f in report.md schedule.json manifest.j
 ls -la /tmp/run/fd /tmp/run/fd/onnx > $R/fd_ls.txt 2>&1; rm -rf /tmp/run/fd
 # 4. bench_e2e with the fused projections (issue 13), ~7 min
 python3 benchmarks/bench_e2e.py --models flux-dev --variants bf16-compile,fp8-compile,ours-a3,ours-a3-fused,ours-a3-compile,ours-a3-fused-compile --out $R/bench_e2e.json --time-budget 420 > $R/bench_e2e.log 2>&1; log "bench_e2e rc=$?"
+# 5. Z-Image's fused groups (q/k/v, w1/w3; none before this session), ~3 min
+python3 benchmarks/bench_e2e.py --models z-image --variants bf16-compile,ours-a3,ours-a3-fused --out $R/bench_e2e_zimage.json --time-budget 180 > $R/bench_e2e_zimage.log 2>&1; log "bench_e2e z-image rc=$?"
 log "done"
 touch $R/DONE
