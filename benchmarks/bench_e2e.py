@@ -297,7 +297,7 @@ def group_ours(case: Case, settings: Settings, want: list[str], emit: Callable[[
     for v in want:
         fused = "-fused" in v
         if fused and not any(isinstance(m, FusedProjection) for m in model.modules()):
-            base["fused_ops"] = fuse_projections(model)  # q/k/v as one op per attention
+            base["fused_ops"] = fuse_projections(model)  # one op per group of linears reading one tensor
         use_fused(model, fused)
         if v.endswith("-compile"):
             compiled_ours(case, model, act, settings, {**base, "fused": fused}, emit, v)

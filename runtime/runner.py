@@ -13,8 +13,7 @@ Backends
   replayed per step; ``graphs=False`` or ``ADATSQ_RUNNER_GRAPHS=0`` turns that off (eager calls).
   ``fuse_projections=True`` runs each attention's q/k/v as one op (:mod:`adatsq.passes.fuse_projections`:
   one activation quantization and one GEMM instead of three; Flux's single blocks' q/k/v with proj_mlp and
-  Z-Image's q/k/v and w1/w3 likewise);
-  off by default until it is measured on a GPU.
+  Z-Image's q/k/v and w1/w3 likewise); off by default until it is measured on a GPU.
 * ``trt``: one deserialized TensorRT engine per configuration (``trt/config_NN.plan``, built from the
   weights-as-inputs graphs ``onnx/config_NN.trt.onnx``), the QLinear plugin library loaded first; the weights
   of ``weights.safetensors`` loaded once into device buffers bound to every engine's weight inputs, and one

@@ -200,18 +200,20 @@ def run_search(ctx: CompileContext) -> None:
         budget=c.target * ctx.steps,
     )
     feasible = [p for p in paths if p.average_bits(ctx.steps) <= c.target + BUDGET_TOL]
-    distinct = set(_path_bits(p, step_cands) for p in feasible)
-    if len(distinct) == 1:  # one schedule within the target (e.g. uniform bits): nothing for a metric to pick
-        best, _evaluated = select_path(paths, ctx.steps, c.target, lambda p: 0.0)
-    else:
+    # one schedule within the target (e.g. uniform bits) leaves nothing for the metric to pick: not sampled
+    choice = len({_path_bits(p, step_cands) for p in feasible}) > 1
+    if choice:
         todo = list(dict.fromkeys(b for p in feasible if (b := _path_bits(p, step_cands)) not in metrics))
         with ctx.progress("search: end-to-end metric of feasible paths", len(feasible)) as advance:
             advance(len(feasible) - len(todo))
             if todo:  # one sampling pass over the paths' trie: shared prefixes are sampled once
                 metrics.update(zip(todo, _metric(ctx, qmodel)(todo, advance), strict=True))
-        best, _evaluated = select_path(
-            paths, ctx.steps, c.target, lambda p: metrics[_path_bits(p, step_cands)]
-        )
+    best, _evaluated = select_path(
+        paths,
+        ctx.steps,
+        c.target,
+        (lambda p: metrics[_path_bits(p, step_cands)]) if choice else (lambda p: 0.0),
+    )
     atomic_write(cache, lambda p: torch.save({"key": fkey, "losses": losses, "metrics": metrics}, p))
     ctx.schedule = _build_schedule(ctx, best, paths, step_cands, metrics)
     save_schedule(ctx.out.schedule, ctx.schedule)

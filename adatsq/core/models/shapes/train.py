@@ -274,18 +274,6 @@ def _earlier_run(folder: Path, config: TrainConfig) -> dict[str, Any]:
     return rec
 
 
-def _load_checkpoint_weights(folder: Path, transformer: nn.Module, encoder: ShapesTextEncoder) -> None:
-    """The checkpoint's weights (float16 transformer, float32 encoder) into the float32 training models."""
-    from safetensors.torch import load_file
-
-    weights = load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
-    transformer.load_state_dict({k: v.float() for k, v in weights.items()})
-    saved = ShapesTextEncoder.load(folder / "text_encoder")
-    if saved.config.to_json() != encoder.config.to_json():
-        raise ValueError(f"{folder}/text_encoder has another configuration or vocabulary than this run's")
-    encoder.load_state_dict(saved.state_dict())
-
-
 def train(
     out: Path,
     config: TrainConfig,
@@ -305,6 +293,8 @@ def train(
     whatever ``checkpoint/transformer/config.json`` says). ``init_from``: a checkpoint folder of an earlier
     run (its EMA weights) to continue from, at ``config.start`` = that run's last step, with a new optimizer;
     its record's runs and loss curve head this run's record."""
+    from adatsq.core.models.registry import load_text_encoders, load_transformer  # as _spec: lazily
+
     earlier = _earlier_run(init_from, config) if init_from is not None else None
     if earlier is not None and transformer_config is None:
         transformer_config = earlier["transformer_config"]
@@ -315,6 +305,7 @@ def train(
     dev = torch.device(device)
     family = ShapesFluxFamily()
     spec = _spec()
+
     state = (
         torch.load(out / STATE, map_location="cpu", weights_only=False) if (out / STATE).is_file() else None
     )
@@ -329,10 +320,9 @@ def train(
                 f"{out / STATE} holds a transformer of another config: {state['transformer_config']}"
             )
         encoder_cfg = TextEncoderConfig.from_json(state["text_encoder_config"])
-    elif init_from is not None:  # the earlier run's vocabulary, as its checkpoint stores it
-        encoder_cfg = TextEncoderConfig.from_json(
-            json.loads((Path(init_from) / "text_encoder" / "config.json").read_text())
-        )
+    elif init_from is not None:  # the earlier run's encoder, with the vocabulary its checkpoint stores
+        initial_encoder = load_text_encoders(spec, init_from)
+        encoder_cfg = initial_encoder.config
     else:
         encoder_cfg = TextEncoderConfig(shapes_vocabulary(), text_len=TEXT_LEN)
 
@@ -357,7 +347,9 @@ def train(
     if state is None and earlier is not None:
         if earlier["transformer_config"] != transformer_config:
             raise ValueError(f"--init-from {init_from} holds a transformer of another config")
-        _load_checkpoint_weights(Path(init_from), transformer, encoder)
+        # the checkpoint's float16 transformer and float32 encoder into the float32 training models
+        transformer.load_state_dict(load_transformer(spec, init_from).state_dict())
+        encoder.load_state_dict(initial_encoder.state_dict())
         ema_t.load_state_dict(transformer.state_dict())
         ema_e.load_state_dict(encoder.state_dict())
         losses, runs, wall_before = earlier["loss"], earlier["runs"], earlier["wall_s"]
