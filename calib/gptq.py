@@ -27,6 +27,19 @@ from adatsq.plugins.reference import effective_group, qmax, weight_scale
 __all__ = ["fisher_alpha", "gptq_quantize", "uniform_alpha", "weighted_reconstruction_error"]
 
 _MAX_DAMP_RETRIES = 8
+#: K×K float64 buffers live at once at gptq_quantize's peak: the symmetrised H and two of the Cholesky chain
+#: H + λI → L → H⁻¹ → U (:func:`_upper_cholesky_of_inverse`)
+GPTQ_PEAK_KK = 3
+
+
+def gptq_peak_bytes(n: int, k: int) -> int:
+    """GPU bytes quantizing one N×K layer takes at its peak: GPTQ's float64 K×K buffers, the layer's float32
+    Hessian the caller holds, and the N×K working copies (W in float64 and float32, W·R, the codes); the
+    quantize stage keeps this much beside the Hessian accumulators (``tests/gpu/test_gptq_gpu.py``
+    checks it against the allocator's peak)."""
+    return 8 * k * k * GPTQ_PEAK_KK + 4 * k * k + 40 * n * k
+
+
 #: replay GPTQ's column loop as a CUDA graph on the GPU (:func:`_graphed_blocks`); False: the eager loop
 CUDA_GRAPHS = True
 
@@ -52,19 +65,26 @@ def _upper_cholesky_of_inverse(h: torch.Tensor, percdamp: float) -> torch.Tensor
 
     λ starts at ``percdamp`` and grows tenfold (with a warning) while a Cholesky factorisation fails.
     """
-    k = h.shape[0]
     mean_diag = float(torch.diagonal(h).mean())
     mean_diag = mean_diag if mean_diag > 0 else 1.0
-    eye = torch.eye(k, dtype=h.dtype, device=h.device)
     damp = percdamp
     for attempt in range(_MAX_DAMP_RETRIES):
-        hd = h + (damp * mean_diag) * eye
+        # H + λ·I with λ added on the diagonal only (no K×K identity); hd → L → H⁻¹ → U, each freed once
+        # the next exists, so at most two K×K float64 buffers live beside ``h`` (GPTQ_PEAK_KK)
+        hd = h.clone()
+        hd.diagonal().add_(damp * mean_diag)
         lower, info = torch.linalg.cholesky_ex(hd)
+        del hd
         if int(info) == 0:
             hinv = torch.cholesky_inverse(lower)
+            del lower
             upper, info = torch.linalg.cholesky_ex(hinv, upper=True)
+            del hinv
             if int(info) == 0 and bool(torch.isfinite(upper).all()):
                 return upper
+            del upper
+        else:
+            del lower
         new_damp = max(damp * 10.0, 1e-6)
         warnings.warn(
             f"gptq: Cholesky failed with relative damping {damp:g} (attempt {attempt + 1}); retrying with "
@@ -147,7 +167,8 @@ def gptq_quantize(
     device = w.device
 
     h = hessian.detach().to(device=device, dtype=torch.float64)
-    h = 0.5 * (h + h.t())
+    h = h + h.t()  # (H + Hᵀ)·0.5 in place: two K×K float64 buffers at the peak, not three
+    h.mul_(0.5)
     weight = w.detach().to(torch.float32).clone()
 
     dead = torch.diagonal(h) <= 0

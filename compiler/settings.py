@@ -36,7 +36,9 @@ WEIGHT_METHODS = ("gptq", "rtn")
 ALPHAS = ("fisher", "uniform")
 WEIGHT_SCALES = ("absmax", "mse")
 #: GPU memory GPTQ needs beside the Hessian accumulators and the model (its float64 Cholesky and column loop
-#: of the widest layer, the replay's activations): 12.2 GiB measured for Flux-dev (K up to 15360) on the H200
+#: of the widest layer, the replay's activations): 12.2 GiB measured for Flux-dev (K up to 15360) on the H200,
+#: before the Cholesky chain freed its buffers as it went; the stage takes more for a wider layer
+#: (calib/gptq.gptq_peak_bytes). The layers' codes leave the GPU as they are made, so they take none of it.
 GPTQ_RESERVE_GB = 14.0
 #: ``--method``: a named method is a preset of the options below (the baselines of the paper's Table 1 that are
 #: this pipeline with other settings). ``rtn``: per-group round-to-nearest weights, no rotation, uniform bits.
@@ -287,23 +289,26 @@ class CompileConfig(JsonConfig):
         """Calibration samples the search's candidate costs use (the first ones); all by default."""
         return min(self.search_samples or self.calib_samples, self.calib_samples)
 
-    def resolved_hessian_memory_gb(self, device_type: str, free_gb: float | None = None) -> float:
+    def resolved_hessian_memory_gb(
+        self, device_type: str, free_gb: float | None = None, reserve_gb: float = GPTQ_RESERVE_GB
+    ) -> float:
         """The Hessian accumulators' budget per replay of the trajectories: 8 GB of float64 on the CPU,
         40 GB of float32 on the GPU (Flux-dev's 75 GB of float32 Hessians in two replays; with the 24 GB of
         bf16 weights the peak stays under 80 GB). ``free_gb``: the GPU memory the stage can still use; the
-        GPU budget is then at most that less ``GPTQ_RESERVE_GB``, so a smaller card takes more replays
-        instead of running out of memory."""
+        GPU budget is then at most that less ``reserve_gb`` (what GPTQ of the widest layer needs beside the
+        accumulators, at least ``GPTQ_RESERVE_GB``), so a smaller card takes more replays instead of running
+        out of memory."""
         if self.hessian_memory_gb is not None:
             return self.hessian_memory_gb
         if device_type != "cuda":
             return 8.0
         if free_gb is None:
             return 40.0
-        budget = min(40.0, free_gb - GPTQ_RESERVE_GB)
+        budget = min(40.0, free_gb - reserve_gb)
         if budget < 1.0:
             raise CompileError(
                 f"the GPU has {free_gb:.1f} GB free beside the model, too little for the Hessians and GPTQ "
-                f"(it needs {GPTQ_RESERVE_GB + 1:.0f} GB or more): free the GPU, set --hessian-memory, or "
+                f"(it needs {reserve_gb + 1:.0f} GB or more): free the GPU, set --hessian-memory, or "
                 "compile with --device cpu"
             )
         return budget

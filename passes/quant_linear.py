@@ -378,8 +378,8 @@ class InsertQuantLinearPass(Pass[nn.Module]):
                 codes, scale = quantize_weight_rtn(
                     w.float(), lq.w_bits, lq.group_size, method=lq.scale_method
                 )
-            else:
-                codes, scale = lq.codes, lq.scale
+            else:  # packed where the layer lives (the quantize stage keeps GPTQ's codes on the host)
+                codes, scale = lq.codes.to(linear.weight.device), lq.scale.to(linear.weight.device)
             q = QuantLinear(
                 codes,
                 scale,

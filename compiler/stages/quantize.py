@@ -31,13 +31,20 @@ from torch import nn
 
 from adatsq.calib import distributed
 from adatsq.calib.d2quant import DOWN_PROJECTION, dac_shift, dsq_scales
-from adatsq.calib.gptq import fisher_alpha, gptq_quantize, uniform_alpha, weighted_reconstruction_error
+from adatsq.calib.gptq import (
+    fisher_alpha,
+    gptq_peak_bytes,
+    gptq_quantize,
+    uniform_alpha,
+    weighted_reconstruction_error,
+)
 from adatsq.calib.group_alloc import allocate_group_sizes, candidate_groups, layer_group_errors
 from adatsq.calib.hessian import HessianAccumulator
 from adatsq.calib.lowrank import lowrank_split
 from adatsq.calib.obs import clip_search, obs_block, obs_matrix, outlier_scores
 from adatsq.calib.smoothing import smooth_hessian, smoothing_scales, ssc_salience
 from adatsq.compiler.context import CompileContext
+from adatsq.compiler.settings import GPTQ_RESERVE_GB
 from adatsq.compiler.stages.calibrate import calibrate_key
 from adatsq.core.atomic import atomic_write_text
 from adatsq.core.contract import UNQUANTIZED
@@ -372,6 +379,13 @@ def _free_gpu_gb(device: torch.device) -> float | None:
     return (free + cached) / 2**30
 
 
+def gptq_reserve_gb(shapes: list[tuple[int, int]]) -> float:
+    """GB the stage keeps free beside the Hessian accumulators for GPTQ of the widest of the (N, K) layers:
+    GPTQ_RESERVE_GB, or gptq_peak_bytes of that layer plus a quarter and 2 GB where that is more."""
+    widest = max(gptq_peak_bytes(n, k) for n, k in shapes)
+    return max(GPTQ_RESERVE_GB, 1.25 * widest / 2**30 + 2.0)
+
+
 def run_quantize(ctx: CompileContext) -> None:
     s = ctx.schedule
     data = ctx.calibration
@@ -386,7 +400,8 @@ def run_quantize(ctx: CompileContext) -> None:
     quant = ctx.layer_quant(groups=groups)
     rotated = {n: b for n in names if (b := quant[n].blocks(modules[n].in_features)) is not None}
     widths = {n: modules[n].in_features for n in names}
-    budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type, _free_gpu_gb(ctx.device)) * 2**30
+    reserve = gptq_reserve_gb([(modules[n].out_features, widths[n]) for n in names])
+    budget = ctx.config.resolved_hessian_memory_gb(ctx.device.type, _free_gpu_gb(ctx.device), reserve) * 2**30
     itemsize = _hessian_dtype(ctx.device).itemsize
     chunks = (
         _block_chunks(ctx.model, names, widths, budget, itemsize)
@@ -523,6 +538,9 @@ def _quantize_chunk(ctx: CompileContext, label: str, chunk: list[str], r: _Repla
                 base = bias.detach().double() if bias is not None else torch.zeros_like(mu)
                 biases[n] = (base.to(mu.device) - mu).float().cpu()
                 errors[n]["dac_channels"] = float((mu != 0).sum())
+            # the codes wait on the host (11 GB of int8 for Flux-dev, none of it in the GPU's budget)
+            layer_codes, layer_scales = codes[n]
+            codes[n] = (layer_codes.cpu(), layer_scales.cpu())
             del h, w_rot, acc, q
             advance(1)
     del accs

@@ -66,6 +66,24 @@ def test_gpu_hessian_budget_fits_the_free_memory() -> None:
     with pytest.raises(CompileError, match="--hessian-memory, or compile with --device cpu"):
         c.resolved_hessian_memory_gb("cuda", free_gb=GPTQ_RESERVE_GB + 0.5)
     assert CompileConfig(**BASE, hessian_memory_gb=2.5).resolved_hessian_memory_gb("cuda", free_gb=3.0) == 2.5
+    assert c.resolved_hessian_memory_gb("cuda", free_gb=54.6, reserve_gb=20.0) == pytest.approx(34.6)
+    with pytest.raises(CompileError, match="it needs 21 GB or more"):
+        c.resolved_hessian_memory_gb("cuda", free_gb=20.5, reserve_gb=20.0)
+
+
+def test_gptq_reserve_grows_with_the_widest_layer() -> None:
+    """Flux-dev's widest layer (proj_out, 3072×15360) fits the fixed reserve; a wider one raises it by its
+    GPTQ peak (three float64 K×K buffers at K = 32768 are 24 GiB)."""
+    from adatsq.calib.gptq import gptq_peak_bytes
+    from adatsq.compiler.settings import GPTQ_RESERVE_GB
+    from adatsq.compiler.stages.quantize import gptq_reserve_gb
+
+    flux = [(3072, 3072), (12288, 3072), (3072, 12288), (3072, 15360)]
+    assert gptq_reserve_gb(flux) == GPTQ_RESERVE_GB
+    assert gptq_peak_bytes(3072, 15360) / 2**30 < GPTQ_RESERVE_GB - 2.0
+    wide = gptq_reserve_gb([*flux, (4096, 32768)])
+    assert wide == pytest.approx(1.25 * gptq_peak_bytes(4096, 32768) / 2**30 + 2.0)
+    assert wide > 24 * 1.25
 
 
 def test_tiny_models_reject_random_weights() -> None:
