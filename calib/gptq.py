@@ -167,7 +167,7 @@ def gptq_quantize(
     device = w.device
 
     h = hessian.detach().to(device=device, dtype=torch.float64)
-    h = h + h.t()  # (H + Hᵀ)·0.5 in place: two K×K float64 buffers at the peak, not three
+    h = h + h.t()  # H ← (H + Hᵀ)·0.5, the halving in place: two K×K float64 buffers at the peak, not three
     h.mul_(0.5)
     weight = w.detach().to(torch.float32).clone()
 

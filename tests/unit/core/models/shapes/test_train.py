@@ -78,7 +78,9 @@ def test_cli_stops_at_the_wall_budget(tmp_path, monkeypatch) -> None:
 def test_a_run_continues_a_checkpoint_with_init_from(tmp_path) -> None:
     """--init-from: the checkpoint's EMA weights, the data sequence and the loss curve go on from its last
     step, a new warm-up from there; a checkpoint of another optimisation or step is refused."""
+    from diffusers.utils import SAFETENSORS_WEIGHTS_NAME
     from safetensors.torch import load_file
+    from transformers.utils import SAFE_WEIGHTS_NAME
 
     first = train(
         tmp_path / "a", TrainConfig(steps=2, batch=2, warmup=4), log_every=1, transformer_config=SMALL
@@ -88,9 +90,9 @@ def test_a_run_continues_a_checkpoint_with_init_from(tmp_path) -> None:
     assert cfg.lr_factor(2) == 0.25 and TrainConfig(steps=4, batch=2, warmup=4).lr_factor(2) == 0.75
     same = train(tmp_path / "b0", cfg, minutes=0, transformer_config=SMALL, init_from=ckpt)
     assert same["step"] == 2  # no step taken: the checkpoint written again is the loaded one, bit for bit
-    for part, name in (("transformer", "diffusion_pytorch_model"), ("text_encoder", "model")):
-        a = load_file(str(ckpt / part / f"{name}.safetensors"))
-        b = load_file(str(tmp_path / "b0" / "checkpoint" / part / f"{name}.safetensors"))
+    for part, name in (("transformer", SAFETENSORS_WEIGHTS_NAME), ("text_encoder", SAFE_WEIGHTS_NAME)):
+        a = load_file(str(ckpt / part / name))
+        b = load_file(str(tmp_path / "b0" / "checkpoint" / part / name))
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     rec = train(tmp_path / "b", cfg, log_every=1, transformer_config=SMALL, init_from=ckpt)
     assert rec["step"] == 4 and [s for s, _ in rec["loss"]] == [1, 2, 3, 4]
