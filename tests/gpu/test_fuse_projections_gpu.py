@@ -32,7 +32,9 @@ def test_fused_generation_equals_unfused(dtype: torch.dtype | None) -> None:
     from adatsq.passes.fuse_projections import FusedProjection
     from adatsq.runtime.runner import EngineRunner
 
-    plain = EngineRunner(FIXTURE, backend="torch", device="cuda", graphs=False, dtype=dtype)
+    plain = EngineRunner(
+        FIXTURE, backend="torch", device="cuda", graphs=False, dtype=dtype, fuse_projections=False
+    )
     fused = EngineRunner(
         FIXTURE, backend="torch", device="cuda", graphs=False, dtype=dtype, fuse_projections=True
     )

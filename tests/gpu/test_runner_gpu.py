@@ -95,7 +95,8 @@ def test_runner_torch_backend_uses_kernels(monkeypatch: pytest.MonkeyPatch) -> N
 
     # eager: a CUDA graph replays its kernels without calling Python, so only eager calls can be counted (the
     # graphed runner equals this eager one: tests/gpu/test_runner_graphs.py)
-    gpu = EngineRunner(FIXTURE, backend="torch", device="cuda", graphs=False)
+    # unfused (fuse_projections=False): one quantize + GEMM per layer, each layer's codes traced on its own
+    gpu = EngineRunner(FIXTURE, backend="torch", device="cuda", graphs=False, fuse_projections=False)
     s = gpu.schedule
     recorded = record_backend_calls(gpu)
     x_gpu = gpu.generate(seed=0, n=2)

@@ -34,7 +34,7 @@ from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 from adatsq.plugins import onnx_op
 from adatsq.runtime.runner import EngineRunner
 from helpers.ort_session import ort_session
-from helpers.ties import Certificate, TieFlip, certify_outputs
+from helpers.ties import Certificate, TieFlip, certify_outputs, traced_modules
 
 __all__ = [
     "BackendReference",
@@ -211,7 +211,7 @@ class BackendReference:
     def __init__(self, out: Path, config_of: Callable[[int], int] | None = None) -> None:
         self.runner = EngineRunner(out, backend="torch")
         self.schedule = self.runner.schedule
-        self.modules: dict[str, nn.Module] = dict(quant_linears(self.runner.torch_model))
+        self.modules: dict[str, nn.Module] = traced_modules(self.runner.torch_model)  # fused ops too
         self.config_of = config_of
 
     def runner_for(self, call: StepCall) -> Callable[[], np.ndarray]:

@@ -60,6 +60,7 @@ __all__ = [
     "rel",
     "tie_distance",
     "tie_window",
+    "traced_modules",
 ]
 
 
@@ -171,13 +172,27 @@ class QuantizerTrace:
     recorded in ``layers`` (execution order) and, for the layers in ``overrides`` (name → (flat indices,
     codes)), those codes are replaced before the product: the reference with another implementation's
     codes at certified flips. A layer whose quantizer runs twice in one forward is an error (the
-    comparison with a graph's per-node values assumes one call per layer)."""
+    comparison with a graph's per-node values assumes one call per layer).
+
+    A fused op of ``passes.fuse_projections`` (a module with ``members``) in ``modules`` quantizes its input
+    once for all of its members, x·[W_1; …; W_n]ᵀ = [x·W_1ᵀ | … | x·W_nᵀ]: its call is recorded under the
+    name of each member that ``modules`` also names (one input, one set of codes and bits, as the unfused
+    members' separate calls on that x give), so the trace of a fused model has the per-layer records of the
+    unfused model and of the exported graph. An override of a member applies to the fused call (members read
+    one input, so certification overrides them together)."""
 
     modules: Mapping[str, nn.Module]
     overrides: Mapping[str, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     layers: dict[str, LayerTrace] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        names = {id(m): n for n, m in self.modules.items()}
+        # a fused op's name → its members' names (column order): its one quantizer call stands for theirs
+        self._members: dict[str, tuple[str, ...]] = {
+            n: tuple(names[id(m)] for m in members if id(m) in names)
+            for n, mod in self.modules.items()
+            if (members := getattr(mod, "members", None)) is not None
+        }
         self._current: str | None = None
         self._inputs: dict[str, torch.Tensor] = {}
         self._forwards: dict[str, int] = {}
@@ -189,6 +204,12 @@ class QuantizerTrace:
         if name is None:
             return codes, scale
         assert self._forwards[name] == 1, f"{name}: its activation quantizer ran in two forwards"
+        members = self._members.get(name, ())
+        if members:  # recorded as the first overridden member (or the first), then copied to the others
+            fused, name = name, next((m for m in members if m in self.overrides), members[0])
+            for m in members:
+                assert m not in self.layers, f"{fused}: its member {m} was quantized on its own too"
+                self._inputs.setdefault(m, self._inputs[fused])
         # a layer with several rotation blocks quantizes block by block, left to right, in one forward: the
         # trace holds the whole width (the blocks' codes side by side), as the graph's taps are joined
         x = self._inputs[name]
@@ -208,6 +229,8 @@ class QuantizerTrace:
             assert name not in self.layers, f"{name}: its activation quantizer ran twice in one forward"
             self.layers[name] = LayerTrace(x, codes, ratios, bits)
         self._column[name] = c0 + w
+        for m in members:  # a fused op (single-block members): each member's record is the fused call's
+            self.layers[m] = self.layers[name]
         return codes, scale
 
     @contextlib.contextmanager
@@ -243,6 +266,16 @@ class QuantizerTrace:
 
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
+
+
+def traced_modules(model: nn.Module) -> dict[str, nn.Module]:
+    """The modules of ``model`` a :class:`QuantizerTrace` hooks: every QuantLinear, and every fused op of
+    ``passes.fuse_projections`` (recorded under its members' names), by name."""
+    from adatsq.passes.fuse_projections import FusedProjection
+    from adatsq.passes.quant_linear import quant_linears
+
+    fused = {n: m for n, m in model.named_modules() if isinstance(m, FusedProjection)}
+    return {**quant_linears(model), **fused}
 
 
 # ------------------------------------------------------------------------------------ certification

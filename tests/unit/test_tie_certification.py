@@ -151,3 +151,62 @@ def test_check_code_flips_window_scales_with_qmax() -> None:
     far = torch.tensor([[2.5 - 2 * tie_window(4, 2)]])
     with pytest.raises(AssertionError, match="not a tie flip"):
         check_code_flips(ref[:, :1], far, got[:, :1], 4, "4-bit")
+
+
+class _SharedToy(nn.Module):
+    """``a1`` and ``a2`` read one x, then ``b`` reads both; ``fuse()`` makes a1/a2 one FusedProjection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(2)
+        self.a1, self.a2 = (
+            QuantLinear(*quantize_weight_rtn(torch.randn(K, K, generator=g), 4, K), None, 4, K, False, 4)
+            for _ in range(2)
+        )
+        self.b = QuantLinear(
+            *quantize_weight_rtn(torch.randn(16, 2 * K, generator=g), 4, K), None, 4, K, False, 4
+        )
+        self.fused: nn.Module | None = None
+
+    def fuse(self) -> _SharedToy:
+        from adatsq.passes.fuse_projections import FusedProjection
+
+        self.fused = FusedProjection([self.a1, self.a2])
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.fused(x) if self.fused is not None else torch.cat([self.a1(x), self.a2(x)], -1)
+        return self.b(torch.relu(h))
+
+
+def test_a_fused_op_is_traced_under_its_members() -> None:
+    """A fused op's one quantizer call is recorded under each member's name: the same records (input,
+    codes, bits) as the unfused members' calls, so a fused torch model certifies against per-layer taps."""
+    from helpers.ties import traced_modules
+
+    x = _input()
+    plain, fused = _SharedToy(), _SharedToy().fuse()
+    y_plain, layers_plain = _run(plain, x, {})
+    with QuantizerTrace(traced_modules(fused)) as trace, torch.no_grad():
+        y_fused = fused(x).numpy()
+    assert list(trace.layers) == ["a1", "a2", "b"]  # execution order, the fused op as its members
+    assert np.array_equal(y_fused, y_plain)
+    for name, (x_p, codes_p) in layers_plain.items():
+        assert np.array_equal(trace.layers[name].x.numpy(), x_p)
+        assert np.array_equal(trace.layers[name].codes.numpy(), codes_p)
+    # the members' tie flip (one x, so both members flip together) certifies against the fused reference
+    flip = (torch.tensor([TIE]), torch.tensor([3.0]))
+    other = _run(plain, x, {"a1": flip, "a2": flip})
+    assert other[1]["a1"][1].reshape(-1)[TIE] == 3.0
+
+    def run_fused() -> np.ndarray:
+        with torch.no_grad():
+            return fused(x).numpy()
+
+    cert = certify_outputs(other[0], run_fused, traced_modules(fused), lambda: other, "fused toy")
+    assert [(f.layer, f.codes) for f in cert.flips] == [("a1", 1), ("a2", 1)]
+    assert cert.err > STEP_MATCH and cert.residual <= STEP_MATCH
+    # a flip in one member only is no tie flip of the fused op's one input: never certified
+    lone = _run(plain, x, {"a1": flip})
+    with pytest.raises(AssertionError):
+        certify_outputs(lone[0], run_fused, traced_modules(fused), lambda: lone, "fused toy, one member")
