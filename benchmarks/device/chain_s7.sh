@@ -1,36 +1,33 @@
 #!/bin/bash
-# detached (setsid): the seventh session's device plan, results in /tmp/res.
+# detached (setsid): the seventh session's device plan, results in /tmp/res. Everything stops by DEADLINE
+# (epoch seconds, the second argument): the session's device time left when the chain starts, less a margin.
 # Start (first call, timeout_s 600): T0=$(date +%s); source benchmarks/device/setup.sh &&
-#   (setsid nohup bash benchmarks/device/chain_s7.sh $T0 > /tmp/chain.out 2>&1 < /dev/null &); bash benchmarks/device/wait.sh $(( T0 + 560 ))
-# then `bash benchmarks/device/wait.sh 560` in each call. ~27 min for items 1-3; item 4 only with the time left.
+#   (setsid nohup bash benchmarks/device/chain_s7.sh $T0 $(( T0 + LEFT )) > /tmp/chain.out 2>&1 < /dev/null &);
+#   bash benchmarks/device/wait.sh $(( T0 + 560 ))
+# then `bash benchmarks/device/wait.sh 560` in each call.
 cd "$(dirname "$0")/../.."
 source benchmarks/device/env.sh
-T0=${1:-$(date +%s)}
+T0=${1:-$(date +%s)}; DEADLINE=${2:-$(( T0 + 1200 ))}
 R=/tmp/res; mkdir -p $R
 log() { echo "$(date -u +%T) $*" >> $R/chain.log; }
-log "start"
+left() { echo $(( DEADLINE - $(date +%s) )); }
+log "start, $(left) s to the deadline"
 # 1. GPTQ's peak memory against gptq_peak_bytes at Flux-dev's widest layers (the quantize stage's reserve), ~1 min
-timeout 180 python3 -m pytest -p no:cacheprovider -q tests/gpu/test_gptq_gpu.py > $R/test_gptq_log.txt 2>&1; log "gptq tests rc=$?"
-#    and the runner's torch backend with the fused projections now its default (CUDA graphs, certification), ~1 min
-timeout 240 python3 -m pytest -p no:cacheprovider -q -s tests/gpu/test_runner_gpu.py tests/gpu/test_runner_graphs.py tests/gpu/test_fuse_projections_gpu.py > $R/test_runner_gpu_log.txt 2>&1; log "runner gpu tests rc=$?"
-# 2. Flux-dev at default sizes (1024², 50 steps, 4 calibration samples; candidate costs on 1), ~20 min (issue 12):
-#    the sixth session's run ran out of the H100's memory in quantize (codes kept on the GPU; fixed since)
-python3 benchmarks/bench_compile_gpu.py --out /tmp/run/fd --run-steps -- flux-dev --target 3.1 --search-samples 1 --resolution 1024 1024 > $R/flux_default_log.txt 2>&1; log "flux default rc=$?"
-cp /tmp/run/fd.json $R/ 2>/dev/null; for f in report.md schedule.json manifest.json; do cp /tmp/run/fd/$f $R/fd_$f 2>/dev/null; done
-ls -la /tmp/run/fd /tmp/run/fd/onnx > $R/fd_ls.txt 2>&1; rm -rf /tmp/run/fd
-# 3. Z-Image at default sizes (1024², its default 9 steps, 4 calibration samples), issue 12, ~5 min
-python3 benchmarks/bench_compile_gpu.py --out /tmp/run/zi --run-steps -- z-image --target 3.1 --search-samples 1 --resolution 1024 1024 > $R/zimage_default_log.txt 2>&1; log "z-image default rc=$?"
-cp /tmp/run/zi.json $R/ 2>/dev/null; for f in report.md schedule.json; do cp /tmp/run/zi/$f $R/zi_$f 2>/dev/null; done
-ls -la /tmp/run/zi /tmp/run/zi/onnx > $R/zi_ls.txt 2>&1; rm -rf /tmp/run/zi
-# 4. shapes-flux's second training run (issue 14) with what is left of the 30 minutes (≥ 4 min, else next session)
-left=$(( T0 + 1680 - $(date +%s) ))
-if [ $left -ge 240 ]; then
-  mins=$(python3 -c "print(round(min(9.5, ($left - 90) / 60), 1))")
-  log "shapes training for $mins min"
-  python3 -m adatsq.core.models.shapes.train --out /tmp/shapes2 --device cuda --init-from adatsq/core/models/shapes/checkpoint --steps 8900 --minutes $mins --log-every 250 --export $R/shapes_checkpoint > $R/shapes_train_log.txt 2>&1; log "shapes rc=$?"
-  cp /tmp/shapes2/train_record.json $R/ 2>/dev/null
+timeout 150 python3 -m pytest -p no:cacheprovider -q -s tests/gpu/test_gptq_gpu.py > $R/test_gptq_log.txt 2>&1; log "gptq tests rc=$?"
+# 2. the runner's torch backend with the fused projections, now its default (CUDA graphs, certification), ~1 min
+timeout 200 python3 -m pytest -p no:cacheprovider -q -s tests/gpu/test_runner_gpu.py tests/gpu/test_runner_graphs.py tests/gpu/test_fuse_projections_gpu.py > $R/test_runner_gpu_log.txt 2>&1; log "runner gpu tests rc=$?"
+# 3. shapes-flux's second training run (issue 14), 9.5 min at most, leaving >= 4 min for item 4
+mins=$(python3 -c "print(round(min(9.5, ($(left) - 300) / 60), 1))")
+log "shapes training for $mins min"
+python3 -m adatsq.core.models.shapes.train --out /tmp/shapes2 --device cuda --init-from adatsq/core/models/shapes/checkpoint --steps 8900 --minutes $mins --log-every 250 --export $R/shapes_checkpoint > $R/shapes_train_log.txt 2>&1; log "shapes rc=$?"
+cp /tmp/shapes2/train_record.json $R/ 2>/dev/null
+# 4. the full quality table with the new checkpoint (issues 14/15), resumable: rows already in the JSON are kept
+t=$(( $(left) - 15 ))
+if [ $t -ge 60 ] && [ -f $R/shapes_checkpoint/model_index.json -o -d $R/shapes_checkpoint/transformer ]; then
+  log "quality-full for $t s"
+  timeout $t python3 benchmarks/quality.py --device cuda --jobs 4 --checkpoint $R/shapes_checkpoint --out $R/quality_full.json > $R/quality_full_log.txt 2>&1; log "quality rc=$?"
 else
-  log "shapes training skipped: ${left} s left"
+  log "quality skipped ($t s left)"; ls -la $R/shapes_checkpoint >> $R/chain.log 2>&1
 fi
 log "done"
 touch $R/DONE
