@@ -20,7 +20,9 @@ FAST = ["--steps", "3", "--calib-samples", "2", "--candidates", "3", "--heldout-
 
 def _search(out: Path) -> dict:
     result = CliRunner().invoke(
-        main, ["tiny-flux", "--target", "3.5", "-o", str(out), "--until", "search", *FAST], catch_exceptions=False
+        main,
+        ["tiny-flux", "--target", "3.5", "-o", str(out), "--until", "search", *FAST],
+        catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
     return torch.load(out / "cache" / "search.pt", weights_only=False)
