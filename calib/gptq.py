@@ -30,14 +30,17 @@ _MAX_DAMP_RETRIES = 8
 #: K×K float64 buffers live at once at gptq_quantize's peak: the symmetrised H and two of the Cholesky chain
 #: H + λI → L → H⁻¹ → U (:func:`_upper_cholesky_of_inverse`)
 GPTQ_PEAK_KK = 3
+#: bytes per K² beyond the buffers above that the allocator's peak held: 0.35 GiB at N×K = 3072×15360 on an
+#: H100 (the Cholesky solvers' workspace, which grows with K; 1 MB at 3072×12288), 2026-12-07; 4 covers it 2.5×
+GPTQ_WORKSPACE_KK = 4
 
 
 def gptq_peak_bytes(n: int, k: int) -> int:
     """GPU bytes quantizing one N×K layer takes at its peak: GPTQ's float64 K×K buffers, the layer's float32
     Hessian the caller holds, and the N×K working copies (W in float64 and float32, W·R, the codes); the
     quantize stage keeps this much beside the Hessian accumulators (``tests/gpu/test_gptq_gpu.py``
-    checks it against the allocator's peak)."""
-    return 8 * k * k * GPTQ_PEAK_KK + 4 * k * k + 40 * n * k
+    checks it against the allocator's peak), plus ``GPTQ_WORKSPACE_KK`` bytes per K² for the solvers' workspace."""
+    return 8 * k * k * GPTQ_PEAK_KK + 4 * k * k + GPTQ_WORKSPACE_KK * k * k + 40 * n * k
 
 
 #: replay GPTQ's column loop as a CUDA graph on the GPU (:func:`_graphed_blocks`); False: the eager loop

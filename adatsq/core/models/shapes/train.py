@@ -1,7 +1,7 @@
 """Train ``shapes-flux``: rectified flow on rendered 32×32 shapes, the text encoder jointly.
 
     python -m adatsq.core.models.shapes.train --out DIR [--device cuda] [--steps N] [--batch B] [--seed S]
-        [--minutes M] [--export FOLDER] [--init-from CHECKPOINT]
+        [--minutes M] [--stop-at STEP] [--export FOLDER] [--init-from CHECKPOINT]
 
 Objective (Flux's convention, so the project's ``run_sampler`` samples the trained model as it is): for an
 image x₀ ∈ [-1, 1]^{3×32×32}, noise ε ~ N(0, I) and σ ∈ (0, 1],
@@ -20,7 +20,9 @@ nothing else draws random numbers (no dropout), so a run is deterministic on a f
 (``DIR/state.pt``) continues the very same sequence. AdamW, linear warm-up then cosine decay to 10 % over
 ``--steps``, gradient clipping at 1, bf16 autocast on CUDA, an EMA of the weights (decay 0.999) that is what
 the checkpoint holds. ``--minutes`` stops cleanly at a wall budget (state and checkpoint saved), so separate
-short runs continue one training. ``--init-from CHECKPOINT`` continues a run whose ``state.pt`` is gone (e.g.
+short runs continue one training. ``--stop-at STEP`` stops cleanly at that step (the learning-rate schedule
+still runs to ``--steps``): it reproduces a checkpoint a run saved on its way (every ``--save-every`` steps)
+before its end. ``--init-from CHECKPOINT`` continues a run whose ``state.pt`` is gone (e.g.
 left on another machine) from its checkpoint: the EMA weights become both the weights and their EMA, a new
 AdamW warms up again from that checkpoint's last step (``TrainConfig.start``) and the cosine runs to the new
 ``--steps``; the data sequence goes on from that step, and the record keeps the earlier runs and loss curve.
@@ -286,13 +288,14 @@ def train(
     command: Sequence[str] = (),
     transformer_config: dict[str, Any] | None = None,
     init_from: Path | None = None,
+    stop_at: int | None = None,
 ) -> dict[str, Any]:
     """Train (or resume from ``out/state.pt``) up to ``config.steps`` or ``minutes``; returns the record.
 
     ``transformer_config`` replaces the registry's architecture (tests train a smaller one; the registry loads
     whatever ``checkpoint/transformer/config.json`` says). ``init_from``: a checkpoint folder of an earlier
     run (its EMA weights) to continue from, at ``config.start`` = that run's last step, with a new optimizer;
-    its record's runs and loss curve head this run's record."""
+    its record's runs and loss curve head this run's record. ``stop_at``: stop (and save) at that step."""
     from adatsq.core.models.registry import load_text_encoders, load_transformer  # as _spec: lazily
 
     earlier = _earlier_run(init_from, config) if init_from is not None else None
@@ -364,6 +367,7 @@ def train(
         "command": list(command),
         **({"init_from": str(init_from)} if init_from is not None and state is None else {}),
         "start_step": step,
+        **({"stop_at": stop_at} if stop_at is not None else {}),
         "device": str(dev) if dev.type != "cuda" else f"cuda ({torch.cuda.get_device_name(dev)})",
     }
     runs = [*runs, run]
@@ -416,6 +420,8 @@ def train(
     budget = None if minutes is None else minutes * 60.0
     for batch in loader:
         if budget is not None and time.monotonic() - started >= budget:
+            break
+        if stop_at is not None and step >= stop_at:
             break
         batch = {k: v.to(dev, non_blocking=True) for k, v in batch.items()}
         factor = config.lr_factor(step)
@@ -470,6 +476,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--warmup", type=int, default=TrainConfig.warmup)
     parser.add_argument("--sigma", choices=("logit_normal", "uniform"), default=TrainConfig.sigma)
     parser.add_argument("--minutes", type=float, default=None, help="stop cleanly after this wall time")
+    parser.add_argument(
+        "--stop-at",
+        type=int,
+        default=None,
+        help="stop cleanly at this step (the schedule still runs to --steps)",
+    )
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--save-every", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=None, help="data workers (default: CUDA 8, CPU 0)")
@@ -518,6 +530,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         export=args.export,
         command=command,
         init_from=args.init_from,
+        stop_at=args.stop_at,
     )
     last = rec["loss"][-1][1] if rec["loss"] else float("nan")
     print(f"step {rec['step']}/{config.steps}, last loss {last:.4f}, wall {rec['wall_s']:.0f}s -> {args.out}")

@@ -17,7 +17,12 @@ CHECKPOINT = Path(get_spec("shapes-flux").hf_id)
 
 def test_record_says_how_it_was_trained() -> None:
     rec = json.loads((CHECKPOINT / "train_record.json").read_text())
-    assert rec["model"] == "shapes-flux" and rec["step"] == rec["config"]["steps"]  # the run finished
+    # the run finished, or its last run says where it stopped (a save on its way: --stop-at reproduces it)
+    assert rec["model"] == "shapes-flux" and rec["step"] in (
+        rec["config"]["steps"],
+        rec["runs"][-1].get("stop_at"),
+    )
+    assert rec["runs"][-1]["end_step"] == rec["step"]
     assert rec["device"].startswith("cuda")
     final = rec["loss"][-1][1]
     first = rec["loss"][0][1]

@@ -75,6 +75,26 @@ def test_cli_stops_at_the_wall_budget(tmp_path, monkeypatch) -> None:
     assert (tmp_path / "checkpoint" / "model_index.json").is_file()
 
 
+def test_stop_at_reproduces_a_run_on_its_way(tmp_path) -> None:
+    """--stop-at: the steps of a longer run (its schedule, its data) up to that step, then a clean save:
+    what that run's periodic save at the step held."""
+    full = train(
+        tmp_path / "full", TrainConfig(steps=4, batch=2, warmup=4), log_every=1, transformer_config=SMALL
+    )
+    part = train(
+        tmp_path / "part",
+        TrainConfig(steps=4, batch=2, warmup=4),
+        log_every=1,
+        transformer_config=SMALL,
+        stop_at=2,
+    )
+    assert part["step"] == 2 and part["runs"][-1]["stop_at"] == 2 and part["runs"][-1]["end_step"] == 2
+    assert (
+        part["loss"] == full["loss"][:2]
+    )  # the same steps: the 4-step schedule's learning rates, its batches
+    assert (tmp_path / "part" / "checkpoint" / "model_index.json").is_file()
+
+
 def test_a_run_continues_a_checkpoint_with_init_from(tmp_path) -> None:
     """--init-from: the checkpoint's EMA weights, the data sequence and the loss curve go on from its last
     step, a new warm-up from there; a checkpoint of another optimisation or step is refused."""
