@@ -4,8 +4,9 @@ Every prompt the compile needs (the calibration samples' prompts, then those of 
 held-out samples) goes through the pipeline's own text encoders in one pass, on the compile device, before
 the transformer is loaded (:func:`prepare`); the encoders are freed then, so T5-XXL (4.7 B parameters, 9.5 GB
 in bf16) never sits on the GPU next to the 24 GB transformer. The embeddings are cached in
-``cache/prompt_embeddings.pt``, one row per distinct prompt, under a key of the checkpoint, the text length
-and the dtype: a resumed or re-targeted compile loads no encoder at all, and one with more samples or other
+``cache/prompt_embeddings.pt``, one row per distinct prompt, under a key of the checkpoint (for a local
+``--model-path`` also a digest of its text-encoder and tokenizer files, so an encoder retrained in place is
+not served its predecessor's embeddings), the text length and the dtype: a resumed or re-targeted compile loads no encoder at all, and one with more samples or other
 prompts encodes only the prompts the cache lacks.
 
 Random-weight architectures and tiny models without ``--prompts`` use the family's synthetic conditioning
@@ -14,8 +15,11 @@ instead (no text encoders exist for them)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import gc
+import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -115,11 +119,47 @@ def needed_prompts(ctx: CompileContext) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
+#: files of a checkpoint folder up to this size are hashed whole; larger ones by their size, first and last MiB
+_WHOLE_FILE = 64 << 20
+_EDGE = 1 << 20
+
+
+@functools.lru_cache(maxsize=64)
+def _file_digest(path: Path, size: int, mtime_ns: int) -> str:  # (size, mtime): the cache's validity
+    h = hashlib.sha256(str(size).encode())
+    with path.open("rb") as f:
+        if size <= _WHOLE_FILE:
+            h.update(f.read())
+        else:
+            h.update(f.read(_EDGE))
+            f.seek(size - _EDGE)
+            h.update(f.read(_EDGE))
+    return h.hexdigest()
+
+
+def encoder_files_digest(model_path: str | Path | None) -> str | None:
+    """A digest of a local checkpoint folder's files outside ``transformer/`` (its text encoders, tokenizers,
+    scheduler: whatever the embeddings depend on), by their names and contents (files over 64 MiB by size and
+    their first and last MiB); None for a Hub id or no path. The transformer has its own weight fingerprint."""
+    if model_path is None or not Path(model_path).is_dir():
+        return None
+    root = Path(model_path)
+    parts = []
+    for f in sorted(p for p in root.rglob("*") if p.is_file()):
+        rel = f.relative_to(root)
+        if rel.parts[0] == "transformer":
+            continue
+        st = f.stat()
+        parts.append(f"{rel.as_posix()}:{_file_digest(f, st.st_size, st.st_mtime_ns)}")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
 def embeddings_key(ctx: CompileContext) -> dict[str, Any]:
     c = ctx.config
     return {
         "model": c.model,
         "model_path": str(c.model_path) if c.model_path is not None else None,
+        "encoder_files": encoder_files_digest(c.model_path),
         "revision": ctx.spec.revision,
         "text_len": ctx.spec.text_len,
         "dtype": str(ctx.dtype),  # bf16 encoders on the GPU, float32 on the CPU: other numbers

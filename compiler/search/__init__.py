@@ -5,7 +5,7 @@ Pure algorithms: the caller measures each candidate's loss and supplies the end-
 
 from __future__ import annotations
 
-from adatsq.compiler.search.beam import Path, StepCandidate, pareto_beam_search, pareto_front
+from adatsq.compiler.search.beam import BEAM_RULES, Path, StepCandidate, pareto_beam_search, pareto_front
 from adatsq.compiler.search.candidates import (
     Candidate,
     cluster_by_sensitivity,
@@ -16,6 +16,7 @@ from adatsq.compiler.search.errors import SearchError
 from adatsq.compiler.search.select import BUDGET_TOL, cumulative_loss_metric, select_path
 
 __all__ = [
+    "BEAM_RULES",
     "BUDGET_TOL",
     "Candidate",
     "Path",

@@ -15,7 +15,7 @@ import torch
 from adatsq.calib import distributed
 from adatsq.calib.calibrate import SampleCheckpoints, calibrate
 from adatsq.compiler.context import CompileContext
-from adatsq.compiler.prompts import conditioning
+from adatsq.compiler.prompts import conditioning, embeddings_key, uses_synthetic_conditioning
 from adatsq.core.atomic import atomic_write
 from adatsq.core.hashing import stable_hash
 
@@ -35,6 +35,8 @@ def calibrate_key(ctx: CompileContext) -> dict[str, Any]:
         "samples": c.calib_samples,
         "seed": c.seed,
         "prompts": list(c.prompts) if c.prompts else None,
+        # the conditioning: real prompts' embeddings depend on the text encoders, not only on the prompts
+        "embeddings": None if uses_synthetic_conditioning(ctx) else stable_hash(embeddings_key(ctx)),
         "random_weights": c.random_weights,
         "device": ctx.device.type,  # bf16 on the GPU, float32 on the CPU: other numerics
     }

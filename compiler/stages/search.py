@@ -20,6 +20,7 @@ from adatsq.compiler.context import CompileContext
 from adatsq.compiler.metrics import PathBits, PathsMetric, score_paths
 from adatsq.compiler.prompts import conditioning
 from adatsq.compiler.search import (
+    BEAM_RULES,
     BUDGET_TOL,
     Candidate,
     Path,
@@ -76,6 +77,7 @@ def search_key(ctx: CompileContext) -> dict[str, Any]:
         "weights": c.weights,
         "alpha": c.alpha,
         "method": c.method,
+        "beam": BEAM_RULES,
     }
 
 

@@ -184,3 +184,34 @@ def test_a_transformer_folder_alone_cannot_encode_prompts(tmp_path: Path, pipeli
     with pytest.raises(ModelLoadError, match="no model_index.json .* pass the whole pipeline folder"):
         run_pipeline(ctx)
     assert not out.exists()  # failed before the directory was created
+
+
+def test_an_encoder_retrained_in_place_is_encoded_and_calibrated_again(
+    tmp_path: Path, pipeline_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same --model-path, the same transformer, a changed text encoder: the cached embeddings and the
+    calibration made with them are stale; both are made again, from the new encoder."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    ckpt = tmp_path / "ckpt"
+    shutil.copytree(pipeline_dir, ckpt)
+    out = tmp_path / "out"
+    assert run_pipeline(CompileContext(_config(out, ckpt))) == {"load": "ran", "calibrate": "ran"}
+    digest = prompts_module.encoder_files_digest(ckpt)
+    assert digest == prompts_module.encoder_files_digest(pipeline_dir)  # by content, not by path
+    weights = next(ckpt.glob("text_encoder/*.safetensors"))
+    tensors = load_file(str(weights))
+    name = next(k for k, v in tensors.items() if v.is_floating_point() and v.dim() == 2)
+    tensors[name] = tensors[name] * 1.5  # "retrained"
+    save_file(tensors, str(weights), metadata={"format": "pt"})
+    assert prompts_module.encoder_files_digest(ckpt) != digest
+    events, _ = _spy(monkeypatch)
+    again = CompileContext(_config(out, ckpt))
+    assert run_pipeline(again) == {"load": "cached", "calibrate": "ran"}
+    assert events[0] == ("encode", list(PROMPTS[:3]))
+    direct = _direct(ckpt, list(PROMPTS[:2]))
+    assert all(torch.allclose(again.calibration.cond[k], v, rtol=1e-5, atol=1e-6) for k, v in direct.items())
+    before = _direct(pipeline_dir, list(PROMPTS[:2]))  # the encoder as it was: other embeddings
+    assert any(not torch.allclose(again.calibration.cond[k], v) for k, v in before.items())

@@ -46,3 +46,17 @@ def test_fused_search_measures_what_the_unfused_one_does(
     plain = _search(tmp_path / "plain")
     assert fused["losses"] == plain["losses"]  # exact: the same floats for every (step, configuration)
     assert fused["metrics"] == plain["metrics"] and len(plain["metrics"]) > 1
+
+
+def test_a_new_beam_rule_searches_a_cached_compile_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """BEAM_RULES is in the search stage's key: a cached schedule of another rule is not reused."""
+    out = tmp_path / "c"
+    _search(out)
+    first = (out / "schedule.json").stat().st_mtime_ns
+    _search(out)
+    assert (out / "schedule.json").stat().st_mtime_ns == first  # the same rule: the stage is cached
+    monkeypatch.setattr(search_stage, "BEAM_RULES", search_stage.BEAM_RULES + 1)
+    _search(out)
+    assert (out / "schedule.json").stat().st_mtime_ns != first  # searched again

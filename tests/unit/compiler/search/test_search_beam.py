@@ -104,16 +104,42 @@ def _one_step(points: list[tuple[float, float]]) -> list[list[tuple[Candidate, f
 def test_truncation_keeps_nearest_to_normalised_origin_and_forces_min_bits() -> None:
     # normalised over the front (bits span 5, loss span 10): distances² 1, 0.08, 0.1825, 1
     inst = _one_step([(3.0, 10.0), (4.0, 2.0), (5.0, 1.5), (8.0, 0.0)])
-    free = pareto_beam_search(inst, beam_width=2, keep_min_bits=False)
+    free = pareto_beam_search(inst, beam_width=2, keep_min_bits=False, keep_min_loss=False)
     assert [p.choices for p in free] == [(1,), (2,)]
-    forced = pareto_beam_search(inst, beam_width=2, keep_min_bits=True)
+    forced = pareto_beam_search(inst, beam_width=2, keep_min_bits=True, keep_min_loss=False)
     # the rule: the min-bits path takes the last slot; the beam never exceeds beam_width
     assert [p.choices for p in forced] == [(0,), (1,)]
     only = pareto_beam_search(inst, beam_width=1, keep_min_bits=True)
-    assert [p.choices for p in only] == [(0,)]
-    assert [p.choices for p in pareto_beam_search(inst, beam_width=1, keep_min_bits=False)] == [(1,)]
+    assert [p.choices for p in only] == [(0,)]  # one slot: the min-bits path before the min-loss one
+    assert [
+        p.choices for p in pareto_beam_search(inst, beam_width=1, keep_min_bits=False, keep_min_loss=False)
+    ] == [(1,)]
     # nothing to truncate: all four are returned, sorted by bits
     assert [p.choices for p in pareto_beam_search(inst, beam_width=4)] == [(0,), (1,), (2,), (3,)]
+
+
+def test_truncation_keeps_both_ends_of_the_front() -> None:
+    """keep_min_loss (the default): the lowest-loss path survives beside the min-bits one and the nearest."""
+    inst = _one_step([(3.0, 10.0), (4.0, 2.0), (5.0, 1.5), (8.0, 0.0)])
+    assert [p.choices for p in pareto_beam_search(inst, beam_width=2)] == [(0,), (3,)]
+    assert [p.choices for p in pareto_beam_search(inst, beam_width=3)] == [(0,), (1,), (3,)]
+    assert [p.choices for p in pareto_beam_search(inst, beam_width=2, keep_min_bits=False)] == [(1,), (3,)]
+    assert [p.choices for p in pareto_beam_search(inst, beam_width=1, keep_min_bits=False)] == [(3,)]
+
+
+def test_a_generous_budget_is_reached() -> None:
+    """Four steps of 3/3.5/4/8-bit candidates, a budget of 4 bits per step, a beam of 2: the distance rule
+    alone keeps the knee and ends far under the budget; with the min-loss path kept, the beam reaches it."""
+    step = [(Candidate((3,)), 3.0, 1.0), (Candidate((4,)), 3.5, 0.6), (Candidate((5,)), 4.0, 0.4)]
+    step.append((Candidate((8,)), 8.0, 0.3))
+    inst = [step] * 4
+    budget = 4.0 * 4
+    knee = pareto_beam_search(inst, beam_width=2, budget=budget, keep_min_loss=False)
+    both = pareto_beam_search(inst, beam_width=2, budget=budget)
+    most = max(p.cum_bits for p in both)
+    assert max(p.cum_bits for p in knee) < most <= budget
+    assert most == budget  # e.g. one 8-bit step and three at 3, or four at 4: the whole budget
+    assert min(p.cum_loss for p in both) < min(p.cum_loss for p in knee)
 
 
 def _engine_instance(seed: int, steps: int = 5) -> list[list[tuple[Candidate, float, float]]]:
