@@ -37,9 +37,9 @@ GPTQ_WORKSPACE_KK = 4
 
 def gptq_peak_bytes(n: int, k: int) -> int:
     """GPU bytes quantizing one N×K layer takes at its peak: GPTQ's float64 K×K buffers, the layer's float32
-    Hessian the caller holds, and the N×K working copies (W in float64 and float32, W·R, the codes); the
-    quantize stage keeps this much beside the Hessian accumulators (``tests/gpu/test_gptq_gpu.py``
-    checks it against the allocator's peak), plus ``GPTQ_WORKSPACE_KK`` bytes per K² for the solvers' workspace."""
+    Hessian the caller holds, the solvers' workspace (``GPTQ_WORKSPACE_KK`` bytes per K²) and the N×K working
+    copies (W in float64 and float32, W·R, the codes); the quantize stage keeps this much beside the Hessian
+    accumulators (``tests/gpu/test_gptq_gpu.py`` checks it against the allocator's peak)."""
     return 8 * k * k * GPTQ_PEAK_KK + 4 * k * k + GPTQ_WORKSPACE_KK * k * k + 40 * n * k
 
 

@@ -6,8 +6,8 @@ the transformer is loaded (:func:`prepare`); the encoders are freed then, so T5-
 in bf16) never sits on the GPU next to the 24 GB transformer. The embeddings are cached in
 ``cache/prompt_embeddings.pt``, one row per distinct prompt, under a key of the checkpoint (for a local
 ``--model-path`` also a digest of its text-encoder and tokenizer files, so an encoder retrained in place is
-not served its predecessor's embeddings), the text length and the dtype: a resumed or re-targeted compile loads no encoder at all, and one with more samples or other
-prompts encodes only the prompts the cache lacks.
+not served its predecessor's embeddings), the text length and the dtype: a resumed or re-targeted compile
+loads no encoder at all, and one with more samples or other prompts encodes only the prompts the cache lacks.
 
 Random-weight architectures and tiny models without ``--prompts`` use the family's synthetic conditioning
 instead (no text encoders exist for them)."""
@@ -15,9 +15,7 @@ instead (no text encoders exist for them)."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 import gc
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +24,7 @@ import torch
 
 from adatsq.compiler.context import CompileContext
 from adatsq.core.atomic import atomic_write
-from adatsq.core.hashing import stable_hash
+from adatsq.core.hashing import file_digest, stable_hash
 from adatsq.core.models.base import Conditioning
 from adatsq.core.models.registry import load_text_encoders
 
@@ -119,39 +117,17 @@ def needed_prompts(ctx: CompileContext) -> list[str]:
     return list(dict.fromkeys(wanted))
 
 
-#: files of a checkpoint folder up to this size are hashed whole; larger ones by their size, first and last MiB
-_WHOLE_FILE = 64 << 20
-_EDGE = 1 << 20
-
-
-@functools.lru_cache(maxsize=64)
-def _file_digest(path: Path, size: int, mtime_ns: int) -> str:  # (size, mtime): the cache's validity
-    h = hashlib.sha256(str(size).encode())
-    with path.open("rb") as f:
-        if size <= _WHOLE_FILE:
-            h.update(f.read())
-        else:
-            h.update(f.read(_EDGE))
-            f.seek(size - _EDGE)
-            h.update(f.read(_EDGE))
-    return h.hexdigest()
-
-
 def encoder_files_digest(model_path: str | Path | None) -> str | None:
     """A digest of a local checkpoint folder's files outside ``transformer/`` (its text encoders, tokenizers,
-    scheduler: whatever the embeddings depend on), by their names and contents (files over 64 MiB by size and
-    their first and last MiB); None for a Hub id or no path. The transformer has its own weight fingerprint."""
+    scheduler: whatever the embeddings depend on), by their names and contents (``core.hashing.file_digest``);
+    None for a Hub id or no path. The transformer has its own weight fingerprint."""
     if model_path is None or not Path(model_path).is_dir():
         return None
     root = Path(model_path)
-    parts = []
-    for f in sorted(p for p in root.rglob("*") if p.is_file()):
-        rel = f.relative_to(root)
-        if rel.parts[0] == "transformer":
-            continue
-        st = f.stat()
-        parts.append(f"{rel.as_posix()}:{_file_digest(f, st.st_size, st.st_mtime_ns)}")
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+    files = sorted(
+        p for p in root.rglob("*") if p.is_file() and p.relative_to(root).parts[0] != "transformer"
+    )
+    return stable_hash([(f.relative_to(root).as_posix(), file_digest(f)) for f in files])
 
 
 def embeddings_key(ctx: CompileContext) -> dict[str, Any]:

@@ -6,13 +6,7 @@
 #   (setsid nohup bash benchmarks/device/chain_next.sh $T0 $(( T0 + LEFT - 180 )) > /tmp/chain.out 2>&1 < /dev/null &);
 #   bash benchmarks/device/wait.sh $(( T0 + 560 ))
 # then `bash benchmarks/device/wait.sh 560` in each call, at once (the machine is released after 30 s idle).
-cd "$(dirname "$0")/../.."
-source benchmarks/device/env.sh
-T0=${1:-$(date +%s)}; DEADLINE=${2:-$(( T0 + 1600 ))}
-R=/tmp/res; mkdir -p $R
-log() { echo "$(date -u +%T) $*" >> $R/chain.log; }
-left() { echo $(( DEADLINE - $(date +%s) )); }
-log "start, $(left) s to the deadline"
+source "$(dirname "$0")/chain_lib.sh" "$@"
 # 1. GPTQ's allocator peak at Flux-dev's widest layers against gptq_peak_bytes (with the workspace term), ~15 s
 timeout 60 python3 -m pytest -p no:cacheprovider -q -s tests/gpu/test_gptq_gpu.py -k peak > $R/test_gptq_log.txt 2>&1; log "gptq peak rc=$?"
 # 2. Flux-dev at default sizes (1024², 50 steps, 4 calibration samples; candidate costs on 1), ~20 min (issue 12)

@@ -3,13 +3,7 @@
 # (step 8300), every row and every --method baseline in four worker processes, stopped by DEADLINE (epoch
 # seconds, the second argument). Resumable: copy a partial $R/quality_full.json back to
 # benchmarks/results/quality_full.json and the next run keeps its rows. Start as chain_next.sh says.
-cd "$(dirname "$0")/../.."
-source benchmarks/device/env.sh
-T0=${1:-$(date +%s)}; DEADLINE=${2:-$(( T0 + 1600 ))}
-R=/tmp/res; mkdir -p $R
-log() { echo "$(date -u +%T) $*" >> $R/chain.log; }
-left() { echo $(( DEADLINE - $(date +%s) )); }
-log "start, $(left) s to the deadline"
+source "$(dirname "$0")/chain_lib.sh" "$@"
 [ -f benchmarks/results/quality_full.json ] && cp benchmarks/results/quality_full.json $R/quality_full.json
 timeout $(( $(left) - 20 )) python3 benchmarks/quality.py --device cuda --jobs 4 --out $R/quality_full.json > $R/quality_full_log.txt 2>&1; log "quality rc=$?"
 log "done"
