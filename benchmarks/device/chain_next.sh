@@ -10,7 +10,7 @@ source "$(dirname "$0")/chain_lib.sh" "$@"
 # 1. GPTQ's allocator peak at Flux-dev's widest layers against gptq_peak_bytes (with the workspace term), ~15 s
 timeout 60 python3 -m pytest -p no:cacheprovider -q -s tests/gpu/test_gptq_gpu.py -k peak > $R/test_gptq_log.txt 2>&1; log "gptq peak rc=$?"
 # 2. Flux-dev at default sizes (1024², 50 steps, 4 calibration samples; candidate costs on 1), ~20 min (issue 12)
-python3 benchmarks/bench_compile_gpu.py --out /tmp/run/fd --run-steps -- flux-dev --target 3.1 --search-samples 1 --resolution 1024 1024 > $R/flux_default_log.txt 2>&1; log "flux default rc=$?"
+timeout $(( $(left) - 15 )) python3 benchmarks/bench_compile_gpu.py --out /tmp/run/fd --run-steps -- flux-dev --target 3.1 --search-samples 1 --resolution 1024 1024 > $R/flux_default_log.txt 2>&1; log "flux default rc=$?"
 cp /tmp/run/fd.json $R/ 2>/dev/null; for f in report.md schedule.json manifest.json; do cp /tmp/run/fd/$f $R/fd_$f 2>/dev/null; done
 ls -la /tmp/run/fd /tmp/run/fd/onnx > $R/fd_ls.txt 2>&1; rm -rf /tmp/run/fd
 # 3. the runner's torch backend on the GPU with the fused projections, its default now (the fixture is built on
