@@ -7,7 +7,9 @@ by GenEval-mini, with the method's ablations.
 Rows per target: ``adatsq`` (the full method), ``adatsq+mse`` (least-squares weight scales), ``static``
 (the best one-configuration schedule the search finds at the same target), ``gptq-uniform`` (GPTQ without
 Fisher weighting), ``rtn`` (round-to-nearest weights), ``no-rotation``, ``adatsq+d2quant`` (D²Quant's
-``--dsq --dac``); plus ``fp`` once. The rows of one
+``--dsq --dac``), ``adatsq+lowrank`` (SVDQuant's rank-32 branch, ``--lowrank 32``, on AdaTSQ's GPTQ
+residual) and ``svdquant-r2`` (SVDQuant's recipe with a rank-2 branch: rank 32 is 1 % of Flux-dev's width,
+a sixth of shapes-flux's), the COMBINATIONS, left out of ``--quick`` unless named; plus ``fp`` once. The rows of one
 target share one output directory, so the calibration is computed once and each row re-runs only the stages
 its options change (search and/or quantize); each row's result is read before the next row overwrites it.
 Then the baselines (issue 15), ``method:NAME@target`` for every ``--method`` preset (compiler/settings.py
@@ -53,6 +55,15 @@ ROWS: dict[str, list[str]] = {
     "no-rotation": ["--no-rotation"],
     "adatsq+d2quant": ["--dsq", "--dac"],  # D²Quant's weight-side options on AdaTSQ's weights (issue 15)
 }
+# rows beside the paper's (issue 15): in the full table by default, in the quick one only when --rows names
+# them (the quick table stays within its 10 minutes)
+COMBINATIONS: dict[str, list[str]] = {
+    "adatsq+lowrank": ["--lowrank", "32"],  # SVDQuant's rank-32 16-bit branch under AdaTSQ's schedule
+    # SVDQuant's recipe (method:svdquant) with its branch at Flux-dev's share of the width: rank 32 of 3072 is
+    # rank 2 of shapes-flux's 192, where rank 32 is a sixth of the width and 2.6× the W3 model's weight bytes
+    "svdquant-r2": ["--weights", "rtn", "--no-rotation", "--uniform-bits", "--smoothing", "--lowrank", "2"],
+}
+ALL_ROWS = {**ROWS, **COMBINATIONS}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,7 +217,7 @@ def _groups(args: argparse.Namespace, methods: list[str]) -> list[list[Job]]:
     for target in (float(t) for t in args.targets.split(",")):
         groups.append(
             [
-                Job(n, f"{n}@{target}", args.work / f"target_{target}", tuple(ROWS[n]), target)
+                Job(n, f"{n}@{target}", args.work / f"target_{target}", tuple(ALL_ROWS[n]), target)
                 for n in args.rows.split(",")
                 if n
             ]
@@ -316,7 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="CPU-sized settings (minutes)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--targets", default="4.0,3.1")
-    ap.add_argument("--rows", default=",".join(ROWS), help="AdaTSQ and its ablations")
+    ap.add_argument(
+        "--rows",
+        default=None,
+        help=f"AdaTSQ, its ablations and the combination rows [all; --quick: all but {', '.join(COMBINATIONS)}]",
+    )
     ap.add_argument(
         "--methods",
         default=",".join(m for m in METHOD_PRESETS if m != "adatsq"),
@@ -338,6 +353,11 @@ def main(argv: list[str] | None = None) -> int:
     from adatsq.core.models import get_spec
 
     s = QUICK if args.quick else FULL
+    if args.rows is None:
+        args.rows = ",".join(ROWS if args.quick else ALL_ROWS)
+    unknown_rows = sorted({r for r in args.rows.split(",") if r} - set(ALL_ROWS))
+    if unknown_rows:
+        raise SystemExit(f"--rows: unknown {unknown_rows}; known: {', '.join(ALL_ROWS)}")
     checkpoint = args.checkpoint or Path(get_spec("shapes-flux").hf_id)
     results: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() and not args.force else {}
     results.update(

@@ -229,3 +229,34 @@ def test_cli_clq_stores_g_searches_clips_and_calibrates_across_blocks(tmp_path: 
     first, later = order[0], [n for n in order if n.startswith("single_transformer_blocks.")]
     assert torch.equal(a[f"{first}.w_packed"], b[f"{first}.w_packed"])
     assert any(not torch.equal(a[f"{n}.w_packed"], b[f"{n}.w_packed"]) for n in later)
+
+
+def test_cli_lowrank_branch_under_adatsq(tmp_path: Path) -> None:
+    """--lowrank R on the default method (SVDQuant's branch under AdaTSQ's schedule, the quality table's
+    ``adatsq+lowrank`` row): every activation-quantized layer keeps a rank-R branch next to its rotated GPTQ
+    residual, weight-only layers none; the residual's H-weighted GPTQ error (cache/gptq_errors.json) is below
+    the same layers' error without the branch, and at W8A8 the model stays within 2 % of full precision."""
+    rank = 8
+    plain, branched = tmp_path / "plain", tmp_path / "lowrank"
+    assert _compile(plain, "--target", "4").exit_code == 0
+    assert _compile(branched, "--target", "4", "--lowrank", str(rank)).exit_code == 0
+    schedule = load_schedule(branched / "schedule.json")
+    q = quant_linears(load_quantized_model(branched))
+    with_branch = {n for n, m in q.items() if m.lowrank_down is not None}
+    assert with_branch == set(schedule.act_layers)
+    for n in with_branch:
+        m = q[n]
+        assert m.rotate_input and m.lowrank_down.shape[1] == m.lowrank_up.shape[1] == rank, n
+    before = json.loads((plain / "cache" / "gptq_errors.json").read_text())
+    after = json.loads((branched / "cache" / "gptq_errors.json").read_text())
+    lower = sum(after[n]["gptq"] < before[n]["gptq"] for n in with_branch)
+    total_before = sum(before[n]["gptq"] for n in with_branch)
+    total_after = sum(after[n]["gptq"] for n in with_branch)
+    print(
+        f"W4 GPTQ error of the residual: {total_before:.4e} → {total_after:.4e} ({lower}/{len(with_branch)} lower)"
+    )
+    assert total_after < 0.95 * total_before and lower >= 0.8 * len(with_branch)
+    w8 = tmp_path / "w8"
+    assert _compile(w8, "--target", "8", "--weight-bits", "8", "--lowrank", str(rank)).exit_code == 0
+    err = _w8a8_error(w8)
+    assert err < 0.02**2, f"adatsq --lowrank {rank} W8A8: relative squared error {err:.2e}"
