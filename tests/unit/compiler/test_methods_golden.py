@@ -2,7 +2,8 @@
 (helpers/golden.py): q-dit (every QLinear node carries its layer's own group_size, not the model's) and
 D²Quant's --dsq (a Mul by <layer>.smooth_inv = η before the down-projections DSQ kept). ptq4dit's graphs are
 SmoothQuant's (a Mul per activation-quantized layer) and --dac changes bias values only; clq puts a MatMul by
-<layer>.obs (its G) before each activation-quantized layer's QLinear."""
+<layer>.obs (its G) before each activation-quantized layer's QLinear; --lowrank under AdaTSQ (the quality table's
+adatsq+lowrank row) adds SVDQuant's two MatMuls beside each rotated QLinear."""
 
 from __future__ import annotations
 
@@ -33,8 +34,13 @@ def _export(out: Path, *args: str) -> None:
 # (export/trt_graph.weights_to_inputs, in progress) do not accept yet: the report of issue 15's methods says so.
 @pytest.mark.parametrize(
     "method",
-    [["--method", "q-dit", "--group-candidates", "0.5,1"], ["--dsq"], ["--method", "clq"]],
-    ids=["q-dit", "dsq", "clq"],
+    [
+        ["--method", "q-dit", "--group-candidates", "0.5,1"],
+        ["--dsq"],
+        ["--method", "clq"],
+        ["--lowrank", "4"],
+    ],
+    ids=["q-dit", "dsq", "clq", "adatsq+lowrank"],
 )
 def test_golden_flux_methods(tmp_path: Path, method: list[str]) -> None:
     out = tmp_path / "out"
@@ -62,7 +68,15 @@ def test_golden_flux_methods(tmp_path: Path, method: list[str]) -> None:
             and any(i.endswith(f"{layer}.obs") for i in before.input)
         )
         assert has_obs == (modules[layer].obs is not None), layer
-    if method[-1] == "clq":
+    branches = [
+        n for n in m.graph.node if n.op_type == "MatMul" and any("lowrank_down" in i for i in n.input)
+    ]
+    assert len(branches) == sum(q.lowrank_down is not None for q in modules.values())
+    if (
+        method[0] == "--lowrank"
+    ):  # SVDQuant's branch under AdaTSQ: (x·L_down)·L_upᵀ next to the rotated QLinear
+        assert branches and all(q.rotate_input for q in modules.values() if q.lowrank_down is not None)
+    elif method[-1] == "clq":
         assert any(m.obs is not None for m in modules.values())
     elif method[0] == "--method":
         assert len({m.group_size for m in modules.values()}) > 1
