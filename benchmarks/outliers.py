@@ -25,18 +25,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from quality import EVAL_SEED  # the quality table's evaluation prompts and noise
 
 from adatsq.core.models import family_of, get_spec, load_text_encoders, load_transformer, run_sampler
 from adatsq.core.models.shapes.scenes import evaluation_set
 from adatsq.plugins.hadamard import rotate_blocks
-from adatsq.plugins.reference import quantize_activation
+from adatsq.plugins.reference import dequantize_weight, quantize_activation
 
 
 def _rel_error(x: torch.Tensor, bits: int, group: int) -> float:
-    codes, scale = quantize_activation(x, bits, group)
-    k = x.shape[-1]
-    g = k // scale.shape[-1]
-    deq = (codes.reshape(*x.shape[:-1], k // g, g) * scale.unsqueeze(-1)).reshape(x.shape)
+    """‖x − Q(x)‖² / ‖x‖² for tokens × K activations (codes ⊙ scales per group, as for weights)."""
+    deq = dequantize_weight(*quantize_activation(x, bits, group)).double()
     return float((x - deq).pow(2).sum() / x.pow(2).sum())
 
 
@@ -45,10 +44,12 @@ def measure(checkpoint: Path | None, prompts: int, steps: int | None) -> dict[st
     fam = family_of(spec)
     model = load_transformer(spec, checkpoint).float()
     inv = fam.inventory(model)
-    evals = evaluation_set(prompts, seed=2026)
+    evals = evaluation_set(prompts, seed=EVAL_SEED)
     texts = [t for _, t in evals]
     cond = fam.encode_prompts(load_text_encoders(spec, checkpoint), texts, spec)
-    noise = fam.sample_noise(spec, model, spec.resolution, len(texts), torch.Generator().manual_seed(2026))
+    noise = fam.sample_noise(
+        spec, model, spec.resolution, len(texts), torch.Generator().manual_seed(EVAL_SEED)
+    )
     modules = dict(model.named_modules())
     inputs: dict[str, list[torch.Tensor]] = {n: [] for n in inv.act_layers}
     hooks = [

@@ -55,13 +55,29 @@ ROWS: dict[str, list[str]] = {
     "no-rotation": ["--no-rotation"],
     "adatsq+d2quant": ["--dsq", "--dac"],  # D²Quant's weight-side options on AdaTSQ's weights (issue 15)
 }
+
+
+def _preset_args(method: str, **override: object) -> list[str]:
+    """A --method preset (compiler/settings.METHOD_PRESETS) as compile options, with ``override``'s fields
+    changed: the preset itself refuses a contradicting option, so a variant of it is spelled this way."""
+    args: list[str] = []
+    for key, value in {**METHOD_PRESETS[method], **override}.items():
+        flag = key.replace("_", "-")
+        args += (
+            [f"--{flag}" if value else f"--no-{flag}"]
+            if isinstance(value, bool)
+            else [f"--{flag}", str(value)]
+        )
+    return args
+
+
 # rows beside the paper's (issue 15): in the full table by default, in the quick one only when --rows names
 # them (the quick table stays within its 10 minutes)
 COMBINATIONS: dict[str, list[str]] = {
     "adatsq+lowrank": ["--lowrank", "32"],  # SVDQuant's rank-32 16-bit branch under AdaTSQ's schedule
     # SVDQuant's recipe (method:svdquant) with its branch at Flux-dev's share of the width: rank 32 of 3072 is
     # rank 2 of shapes-flux's 192, where rank 32 is a sixth of the width and 2.6× the W3 model's weight bytes
-    "svdquant-r2": ["--weights", "rtn", "--no-rotation", "--uniform-bits", "--smoothing", "--lowrank", "2"],
+    "svdquant-r2": _preset_args("svdquant", lowrank=2),
 }
 ALL_ROWS = {**ROWS, **COMBINATIONS}
 

@@ -5,13 +5,7 @@
 #   (setsid nohup bash benchmarks/device/chain_s7.sh $T0 $(( T0 + LEFT )) > /tmp/chain.out 2>&1 < /dev/null &);
 #   bash benchmarks/device/wait.sh $(( T0 + 560 ))
 # then `bash benchmarks/device/wait.sh 560` in each call.
-cd "$(dirname "$0")/../.."
-source benchmarks/device/env.sh
-T0=${1:-$(date +%s)}; DEADLINE=${2:-$(( T0 + 1200 ))}
-R=/tmp/res; mkdir -p $R
-log() { echo "$(date -u +%T) $*" >> $R/chain.log; }
-left() { echo $(( DEADLINE - $(date +%s) )); }
-log "start, $(left) s to the deadline"
+source "$(dirname "$0")/chain_lib.sh" "$@"  # ran with these lines inline (chain_lib.sh came from them)
 # 1. GPTQ's peak memory against gptq_peak_bytes at Flux-dev's widest layers (the quantize stage's reserve), ~1 min
 timeout 150 python3 -m pytest -p no:cacheprovider -q -s tests/gpu/test_gptq_gpu.py > $R/test_gptq_log.txt 2>&1; log "gptq tests rc=$?"
 # 2. the runner's torch backend with the fused projections, now its default (CUDA graphs, certification), ~1 min
