@@ -10,8 +10,10 @@ Fisher weighting), ``rtn`` (round-to-nearest weights), ``no-rotation``, ``adatsq
 ``--dsq --dac``), ``adatsq+lowrank`` (SVDQuant's rank-32 branch, ``--lowrank 32``, on AdaTSQ's GPTQ
 residual) and ``svdquant-r2`` (SVDQuant's recipe with a rank-2 branch: rank 32 is 1 % of Flux-dev's width,
 a sixth of shapes-flux's), the COMBINATIONS, left out of ``--quick`` unless named; plus ``fp`` once. The rows of one
-target share one output directory, so the calibration is computed once and each row re-runs only the stages
-its options change (search and/or quantize); each row's result is read before the next row overwrites it.
+target share one calibration: it is computed once per target (``--until calibrate``, into
+``WORK/target_T/calibration``), and each row compiles in its own copy of that folder, re-running only the
+stages its options change (search and/or quantize), so the rows of a target run in parallel once it is done;
+a row's ``compile_s`` leaves the shared calibration out (the table's ``calibration`` entry has its time).
 Then the baselines (issue 15), ``method:NAME@target`` for every ``--method`` preset (compiler/settings.py
 METHOD_PRESETS), each compiled from scratch in its own folder, so its ``compile_s`` is that method's whole
 compile; the uniform-bit presets give W4A4 at target 4.0 and W3A3 at 3.1 (the largest width within it).
@@ -35,6 +37,7 @@ import dataclasses
 import json
 import multiprocessing
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -96,7 +99,9 @@ QUICK = Settings(steps=8, calib_samples=2, heldout_samples=1, prompts_per_catego
 FULL = Settings(steps=20, calib_samples=16, heldout_samples=4, prompts_per_category=16, seeds=4, candidates=8)
 
 
-def _compile(out: Path, target: float, checkpoint: Path, device: str, s: Settings, extra: list[str]) -> None:
+def _compile(
+    out: Path, target: float, checkpoint: Path, device: str, s: Settings, extra: list[str], until: str
+) -> None:
     from click.testing import CliRunner
 
     from adatsq.compiler.cli import main
@@ -104,7 +109,7 @@ def _compile(out: Path, target: float, checkpoint: Path, device: str, s: Setting
     args = ["shapes-flux", "-o", str(out), "--target", str(target), "--model-path", str(checkpoint)]
     args += ["--steps", str(s.steps), "--calib-samples", str(s.calib_samples)]
     args += ["--heldout-samples", str(s.heldout_samples), "--candidates", str(s.candidates)]
-    args += ["--metric", "geneval", "--device", device, "--until", "quantize", *extra]
+    args += ["--metric", "geneval", "--device", device, "--until", until, *extra]
     result = CliRunner().invoke(main, args)
     if result.exit_code != 0:
         raise RuntimeError(
@@ -222,32 +227,41 @@ class Job:
     out: Path
     extra: tuple[str, ...]
     target: float
+    #: a compiled folder copied to ``out`` first (the target's shared calibration), or None
+    seed: Path | None = None
+    until: str = "quantize"
 
 
-def _groups(args: argparse.Namespace, methods: list[str]) -> list[list[Job]]:
-    """Rows in table order, grouped so that a group runs in one process: the ablations of a target share one
-    folder (the calibration computed once, each row re-running only the stages its options change), so they
-    are one group in order; each method compiles from scratch in its own folder (its compile_s is the whole
-    compile of that method) and is a group of its own."""
-    groups = []
+def _plan(args: argparse.Namespace, methods: list[str]) -> tuple[list[Job], dict[str, list[Job]], list[str]]:
+    """(first jobs, jobs waiting for a first job's key, the table's row order). Per target: a calibration job
+    (``--until calibrate``) and, after it, each ablation row in its own copy of its folder; each method
+    compiles from scratch in its own folder (its compile_s is that method's whole compile) at once."""
+    first: list[Job] = []
+    after: dict[str, list[Job]] = {}
+    order: list[str] = []
     for target in (float(t) for t in args.targets.split(",")):
-        groups.append(
-            [
-                Job(n, f"{n}@{target}", args.work / f"target_{target}", tuple(ALL_ROWS[n]), target)
-                for n in args.rows.split(",")
-                if n
-            ]
-        )
-        groups += [
-            [Job(m, f"method:{m}@{target}", args.work / f"method_{m}_{target}", ("--method", m), target)]
-            for m in methods
+        calib = args.work / f"target_{target}" / "calibration"
+        rows = [
+            Job(n, f"{n}@{target}", calib.parent / n, tuple(ALL_ROWS[n]), target, seed=calib)
+            for n in args.rows.split(",")
+            if n
         ]
-    return [g for g in groups if g]
+        if rows:
+            prelude = Job("calibration", f"calibration@{target}", calib, (), target, until="calibrate")
+            first.append(prelude)
+            after[prelude.key] = rows
+        order += [job.key for job in rows]
+        for m in methods:
+            job = Job(m, f"method:{m}@{target}", args.work / f"method_{m}_{target}", ("--method", m), target)
+            first.append(job)
+            order.append(job.key)
+    return first, after, order
 
 
-def _cost(group: list[Job]) -> float:
-    """A guess at a group's run time in rows (CLQ's block-by-block calibration counts as two)."""
-    return sum(2.0 if job.name == "clq" else 1.0 for job in group)
+def _cost(job: Job) -> float:
+    """A guess at a job's run time in rows (CLQ's block-by-block calibration counts as two; a calibration
+    goes first: rows wait for it)."""
+    return 10.0 if job.until == "calibrate" else 2.0 if job.name == "clq" else 1.0
 
 
 _STATE: dict[str, Any] = {}
@@ -302,37 +316,49 @@ def _init_worker(
     _setup(checkpoint, s, device, grid_prompts, threads, given)
 
 
-def _run_group_in_worker(group: list[Job]) -> list[tuple[str, dict[str, Any], list[np.ndarray]]]:
-    return _run_group(group, _STATE)
+def _run_job_in_worker(job: Job) -> tuple[str, dict[str, Any] | None, list[np.ndarray], float]:
+    return _run_job(job, _STATE)
 
 
-def _run_group(group: list[Job], st: dict[str, Any]) -> list[tuple[str, dict[str, Any], list[np.ndarray]]]:
-    """Compile, sample and score each row of ``group`` in order: (key, row, the grid's images) per row."""
+def _seed_folder(job: Job) -> None:
+    """Copy the target's calibrated folder to the row's (once: a folder of an interrupted run is kept, its
+    stage cache resumes it); the writer's lock is not copied."""
+    if job.seed is None or (job.out / ".adatsq").exists():
+        return
+    tmp = job.out.with_name(job.out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(job.seed, tmp, ignore=shutil.ignore_patterns("lock"))
+    tmp.rename(job.out)
+
+
+def _run_job(job: Job, st: dict[str, Any]) -> tuple[str, dict[str, Any] | None, list[np.ndarray], float]:
+    """Compile, sample and score one row: (key, row, the grid's images, compile seconds); a calibration job
+    returns (key, None, [], seconds) after its compile."""
     from adatsq.core.schedule import load_schedule
     from adatsq.export.onnx_export import load_quantized_model
 
     fam, s, device = st["fam"], st["s"], st["device"]
-    done = []
-    for job in group:
-        t0 = time.perf_counter()
-        _compile(job.out, job.target, st["checkpoint"], device, s, list(job.extra))
-        compile_s = time.perf_counter() - t0
-        schedule = load_schedule(job.out / "schedule.json")
-        qmodel = load_quantized_model(job.out).to(device)
-        final = _sample(fam, st["spec"], qmodel, st["noise"], st["cond"], s.steps, schedule)
-        row = {
-            **_score(fam, final, st["fp"], st["specs"], st["reference"]),
-            "target": job.target,
-            "achieved_bits": schedule.achieved_bits,
-            "weight_bits": sorted(set(schedule.weight_bits.values())),
-            "configs": len(schedule.configs),
-            "method": job.name if job.name in METHOD_PRESETS else "adatsq",
-            "compile_s": compile_s,
-            "weight_bytes": (job.out / "weights.safetensors").stat().st_size,
-            "seconds": time.perf_counter() - t0,
-        }
-        done.append((job.key, row, fam.decode_images(final[st["pick"]])))
-    return done
+    t0 = time.perf_counter()
+    _seed_folder(job)
+    _compile(job.out, job.target, st["checkpoint"], device, s, list(job.extra), job.until)
+    compile_s = time.perf_counter() - t0
+    if job.until == "calibrate":
+        return job.key, None, [], compile_s
+    schedule = load_schedule(job.out / "schedule.json")
+    qmodel = load_quantized_model(job.out).to(device)
+    final = _sample(fam, st["spec"], qmodel, st["noise"], st["cond"], s.steps, schedule)
+    row = {
+        **_score(fam, final, st["fp"], st["specs"], st["reference"]),
+        "target": job.target,
+        "achieved_bits": schedule.achieved_bits,
+        "weight_bits": sorted(set(schedule.weight_bits.values())),
+        "configs": len(schedule.configs),
+        "method": job.name if job.name in METHOD_PRESETS else "adatsq",
+        "compile_s": compile_s,
+        "weight_bytes": (job.out / "weights.safetensors").stat().st_size,
+        "seconds": time.perf_counter() - t0,
+    }
+    return job.key, row, fam.decode_images(final[st["pick"]]), compile_s
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -390,36 +416,49 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(methods) - set(METHOD_PRESETS))
     if unknown:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHOD_PRESETS)}")
-    groups = _groups(args, methods)
-    order = ["fp", *(job.key for group in groups for job in group)]
-    todo = [[j for j in group if j.key not in rows] for group in groups]
-    todo = sorted((g for g in todo if g), key=_cost, reverse=True)  # the longest first, for the workers
+    first, after, keys = _plan(args, methods)
+    order = ["fp", *keys]
+    calibration = results.setdefault("calibration", {})
 
-    def record(done: list[tuple[str, dict[str, Any], list[np.ndarray]]]) -> None:
-        for key, row, images in done:
-            rows[key] = row
-            shown[key] = images
-            print(f"{key}: total {row['total']['accuracy']:.3f}", flush=True)
+    def pending(job: Job) -> bool:
+        return any(j.key not in rows for j in after[job.key]) if job.key in after else job.key not in rows
+
+    def record(key: str, row: dict[str, Any] | None, images: list[np.ndarray], seconds: float) -> list[Job]:
+        """Keep a finished job's result; returns the jobs it unblocks (a calibration's rows)."""
+        if row is None:
+            calibration[key] = {"compile_s": seconds}
+            print(f"{key}: {seconds:.0f} s", flush=True)
+            return [j for j in after.get(key, []) if j.key not in rows]
+        rows[key] = row
+        shown[key] = images
+        print(f"{key}: total {row['total']['accuracy']:.3f}", flush=True)
         results["rows"] = {k: rows[k] for k in order if k in rows} | {
             k: v for k, v in rows.items() if k not in order
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=1) + "\n")
+        return []
 
+    todo = sorted((j for j in first if pending(j)), key=_cost, reverse=True)  # calibrations first
     jobs = args.jobs or (max(1, min(os.cpu_count() or 1, 2)) if args.device == "cpu" else 1)
     if jobs == 1:
-        for group in todo:
-            record(_run_group(group, state))
-    else:  # independent groups in worker processes, a thread each (the CPU's cores; rows are Python-bound)
+        while todo:
+            job = todo.pop(0)
+            todo[:0] = record(*_run_job(job, state))
+    else:  # independent jobs in worker processes, a thread each (the CPU's cores; rows are Python-bound)
         threads = max(1, (os.cpu_count() or 1) // jobs)
         ctx = multiprocessing.get_context("spawn")
         given = (state["fp"], state["reference"])
         with concurrent.futures.ProcessPoolExecutor(
             jobs, ctx, _init_worker, (*setup, threads, given)
         ) as pool:
-            futures = [pool.submit(_run_group_in_worker, group) for group in todo]
-            for future in concurrent.futures.as_completed(futures):
-                record(future.result())
+            running = {pool.submit(_run_job_in_worker, job) for job in todo}
+            while running:
+                finished, running = concurrent.futures.wait(
+                    running, return_when=concurrent.futures.FIRST_COMPLETED
+                )
+                for future in finished:
+                    running |= {pool.submit(_run_job_in_worker, job) for job in record(*future.result())}
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
     if args.grid is not None:

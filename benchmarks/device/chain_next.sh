@@ -15,8 +15,8 @@ ls -la /tmp/run/zi /tmp/run/zi/onnx > $R/zi_ls.txt 2>&1; rm -rf /tmp/run/zi
 #    back to benchmarks/results/quality_full.json and the next run keeps its rows
 if [ $(left) -ge 240 ]; then
   [ -f benchmarks/results/quality_full.json ] && cp benchmarks/results/quality_full.json $R/quality_full.json
-  timeout $(( $(left) - 20 )) python3 benchmarks/quality.py --device cuda --jobs 4 --out $R/quality_full.json > $R/quality_full_log.txt 2>&1; rc=$?; log "quality rc=$rc"
-  # the four spawned CUDA workers have not run on a GPU before: on a failure, one process (the rows done are kept)
+  timeout $(( $(left) - 20 )) python3 benchmarks/quality.py --device cuda --jobs 6 --out $R/quality_full.json > $R/quality_full_log.txt 2>&1; rc=$?; log "quality rc=$rc"
+  # the six spawned CUDA workers have not run on a GPU before: on a failure, one process (the rows done are kept)
   if [ $rc -ne 0 ] && [ $rc -ne 124 ] && [ $(left) -ge 120 ]; then
     timeout $(( $(left) - 20 )) python3 benchmarks/quality.py --device cuda --jobs 1 --out $R/quality_full.json > $R/quality_full_j1_log.txt 2>&1; log "quality --jobs 1 rc=$?"
   fi
