@@ -452,13 +452,17 @@ def main(argv: list[str] | None = None) -> int:
         with concurrent.futures.ProcessPoolExecutor(
             jobs, ctx, _init_worker, (*setup, threads, given)
         ) as pool:
-            running = {pool.submit(_run_job_in_worker, job) for job in todo}
-            while running:
+            # at most `jobs` in flight, so the rows a finished calibration unblocks go before the methods
+            # still waiting (a run cut short then holds the table's own rows first)
+            running: set[concurrent.futures.Future] = set()
+            while todo or running:
+                while todo and len(running) < jobs:
+                    running.add(pool.submit(_run_job_in_worker, todo.pop(0)))
                 finished, running = concurrent.futures.wait(
                     running, return_when=concurrent.futures.FIRST_COMPLETED
                 )
                 for future in finished:
-                    running |= {pool.submit(_run_job_in_worker, job) for job in record(*future.result())}
+                    todo[:0] = record(*future.result())
     args.out.write_text(json.dumps(results, indent=1) + "\n")
     print(table(results))
     if args.grid is not None:
