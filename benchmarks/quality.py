@@ -40,6 +40,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +113,11 @@ def _compile(
     args += ["--metric", "geneval", "--device", device, "--until", until, *extra]
     result = CliRunner().invoke(main, args)
     if result.exit_code != 0:
+        cause = ""
+        if result.exc_info is not None and not isinstance(result.exception, SystemExit):
+            cause = "".join(traceback.format_exception(*result.exc_info)[-6:])
         raise RuntimeError(
-            f"adatsq-compile {' '.join(args)} failed ({result.exit_code}): {result.output[-2000:]}"
+            f"adatsq-compile {' '.join(args)} failed ({result.exit_code}): {result.output[-1500:]}{cause}"
         )
 
 
@@ -316,7 +320,11 @@ def _init_worker(
     _setup(checkpoint, s, device, grid_prompts, threads, given)
 
 
-def _run_job_in_worker(job: Job) -> tuple[str, dict[str, Any] | None, list[np.ndarray], float]:
+Done = tuple[str, dict[str, Any] | None, list[np.ndarray], float, str | None]
+"""A finished job: (key, row or None for a calibration, the grid's images, compile seconds, error or None)."""
+
+
+def _run_job_in_worker(job: Job) -> Done:
     return _run_job(job, _STATE)
 
 
@@ -331,9 +339,18 @@ def _seed_folder(job: Job) -> None:
     tmp.rename(job.out)
 
 
-def _run_job(job: Job, st: dict[str, Any]) -> tuple[str, dict[str, Any] | None, list[np.ndarray], float]:
-    """Compile, sample and score one row: (key, row, the grid's images, compile seconds); a calibration job
-    returns (key, None, [], seconds) after its compile."""
+def _run_job(job: Job, st: dict[str, Any]) -> Done:
+    """:func:`_run_one`, with a failure returned (its message and traceback) instead of raised: one row's
+    failure does not stop the others."""
+    try:
+        return _run_one(job, st)
+    except Exception as exc:  # any failure of a row is reported in the table's "failed" and the exit code
+        return job.key, None, [], 0.0, f"{type(exc).__name__}: {exc}\n{traceback.format_exc()[-3000:]}"
+
+
+def _run_one(job: Job, st: dict[str, Any]) -> Done:
+    """Compile, sample and score one row: (key, row, the grid's images, compile seconds, None); a
+    calibration job returns (key, None, [], seconds, None) after its compile."""
     from adatsq.core.schedule import load_schedule
     from adatsq.export.onnx_export import load_quantized_model
 
@@ -343,7 +360,7 @@ def _run_job(job: Job, st: dict[str, Any]) -> tuple[str, dict[str, Any] | None, 
     _compile(job.out, job.target, st["checkpoint"], device, s, list(job.extra), job.until)
     compile_s = time.perf_counter() - t0
     if job.until == "calibrate":
-        return job.key, None, [], compile_s
+        return job.key, None, [], compile_s, None
     schedule = load_schedule(job.out / "schedule.json")
     qmodel = load_quantized_model(job.out).to(device)
     final = _sample(fam, st["spec"], qmodel, st["noise"], st["cond"], s.steps, schedule)
@@ -358,7 +375,7 @@ def _run_job(job: Job, st: dict[str, Any]) -> tuple[str, dict[str, Any] | None, 
         "weight_bytes": (job.out / "weights.safetensors").stat().st_size,
         "seconds": time.perf_counter() - t0,
     }
-    return job.key, row, fam.decode_images(final[st["pick"]]), compile_s
+    return job.key, row, fam.decode_images(final[st["pick"]]), compile_s, None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -423,8 +440,27 @@ def main(argv: list[str] | None = None) -> int:
     def pending(job: Job) -> bool:
         return any(j.key not in rows for j in after[job.key]) if job.key in after else job.key not in rows
 
-    def record(key: str, row: dict[str, Any] | None, images: list[np.ndarray], seconds: float) -> list[Job]:
+    failed: dict[str, str] = {}  # this run's failures (a rerun retries them)
+    results["failed"] = failed
+
+    def save() -> None:
+        results["rows"] = {k: rows[k] for k in order if k in rows} | {
+            k: v for k, v in rows.items() if k not in order
+        }
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(results, indent=1) + "\n")
+
+    def record(
+        key: str, row: dict[str, Any] | None, images: list[np.ndarray], seconds: float, error: str | None
+    ) -> list[Job]:
         """Keep a finished job's result; returns the jobs it unblocks (a calibration's rows)."""
+        if error is not None:
+            # a failed calibration fails its rows too
+            for k in [key, *(j.key for j in after.get(key, []) if j.key not in rows)]:
+                failed[k] = error if k == key else f"its calibration {key} failed"
+            print(f"{key}: FAILED: {error.splitlines()[0][:400]}", flush=True)
+            save()
+            return []
         if row is None:
             calibration[key] = {"compile_s": seconds}
             print(f"{key}: {seconds:.0f} s", flush=True)
@@ -432,11 +468,7 @@ def main(argv: list[str] | None = None) -> int:
         rows[key] = row
         shown[key] = images
         print(f"{key}: total {row['total']['accuracy']:.3f}", flush=True)
-        results["rows"] = {k: rows[k] for k in order if k in rows} | {
-            k: v for k, v in rows.items() if k not in order
-        }
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(results, indent=1) + "\n")
+        save()
         return []
 
     todo = sorted((j for j in first if pending(j)), key=_cost, reverse=True)  # calibrations first
@@ -463,7 +495,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 for future in finished:
                     todo[:0] = record(*future.result())
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    save()
     print(table(results))
     if args.grid is not None:
         from adatsq.compiler.geneval import detect, score
@@ -472,6 +504,11 @@ def main(argv: list[str] | None = None) -> int:
         verdicts = {k: [score(specs[i], detect(img)) for i, img in zip(pick, v)] for k, v in shown.items()}
         write_grid(args.grid, shown, [texts[i] for i in pick], verdicts)
         print(f"wrote {args.grid} ({', '.join(shown)})")
+    if failed:
+        print(
+            f'{len(failed)} row(s) failed (the JSON\'s "failed"; a rerun retries them): {", ".join(failed)}'
+        )
+        return 1
     return 0
 
 

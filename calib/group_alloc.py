@@ -61,8 +61,9 @@ def layer_group_errors(
     as the op sees them before its rotation) quantized at group G, round-to-nearest weights (scales by
     ``scale_method``) and ``a_bits``-bit per-token activations. ``blocks_of[G]``: the layer's rotation blocks at
     G (None or absent: not rotated); x̃ = x·R and W·R then go through the op unrotated, which is the op's
-    blockwise product (no activation group straddles two blocks: passes/quant_linear.rotation_blocks)."""
-    x64 = x.detach().reshape(-1, x.shape[-1]).double()
+    blockwise product (no activation group straddles two blocks: passes/quant_linear.rotation_blocks).
+    Computed on W's device (x, e.g. tokens kept on the host, is moved there)."""
+    x64 = x.detach().reshape(-1, x.shape[-1]).to(weight.device, torch.float64)  # x may wait on the host
     w64 = weight.detach().double()
     ref = x64 @ w64.t()
     denom = float(ref.pow(2).sum()) or 1.0

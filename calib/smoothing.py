@@ -80,7 +80,9 @@ def ssc_salience(step_absmax: torch.Tensor, weight: torch.Tensor) -> torch.Tenso
             f"per-step maxima {tuple(a.shape)} do not fit a weight of {w_sal.numel()} input channels"
         )
     seen = a.amax(dim=1) > 0
-    rho = torch.tensor([spearman_rho(a[t], w_sal) for t in range(a.shape[0])], dtype=torch.float64)
+    rho = torch.tensor(
+        [spearman_rho(a[t], w_sal) for t in range(a.shape[0])], dtype=torch.float64, device=a.device
+    )
     logits = torch.where(seen, -rho, torch.full_like(rho, -torch.inf))
     if not bool(seen.any()):
         return torch.zeros_like(w_sal)
