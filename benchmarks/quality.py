@@ -10,10 +10,10 @@ Fisher weighting), ``rtn`` (round-to-nearest weights), ``no-rotation``, ``adatsq
 ``--dsq --dac``), ``adatsq+lowrank`` (SVDQuant's rank-32 branch, ``--lowrank 32``, on AdaTSQ's GPTQ
 residual) and ``svdquant-r2`` (SVDQuant's recipe with a rank-2 branch: rank 32 is 1 % of Flux-dev's width,
 a sixth of shapes-flux's), the COMBINATIONS, left out of ``--quick`` unless named; plus ``fp`` once. The rows of one
-target share one calibration: it is computed once per target (``--until calibrate``, into
-``WORK/target_T/calibration``), and each row compiles in its own copy of that folder, re-running only the
-stages its options change (search and/or quantize), so the rows of a target run in parallel once it is done;
-a row's ``compile_s`` leaves the shared calibration out (the table's ``calibration`` entry has its time).
+target share one calibration and AdaTSQ's search: they are computed once per target (``--until search``,
+into ``WORK/target_T/shared``), and each row compiles in its own copy of that folder, re-running only the
+stages its options change (the search and/or quantize), so the rows of a target run in parallel once it is
+done; a row's ``compile_s`` leaves the shared stages out (the JSON's ``shared`` entry has their time).
 Then the baselines (issue 15), ``method:NAME@target`` for every ``--method`` preset (compiler/settings.py
 METHOD_PRESETS), each compiled from scratch in its own folder, so its ``compile_s`` is that method's whole
 compile; the uniform-bit presets give W4A4 at target 4.0 and W3A3 at 3.1 (the largest width within it).
@@ -231,27 +231,28 @@ class Job:
     out: Path
     extra: tuple[str, ...]
     target: float
-    #: a compiled folder copied to ``out`` first (the target's shared calibration), or None
+    #: a compiled folder copied to ``out`` first (the target's shared calibration and search), or None
     seed: Path | None = None
     until: str = "quantize"
 
 
 def _plan(args: argparse.Namespace, methods: list[str]) -> tuple[list[Job], dict[str, list[Job]], list[str]]:
-    """(first jobs, jobs waiting for a first job's key, the table's row order). Per target: a calibration job
-    (``--until calibrate``) and, after it, each ablation row in its own copy of its folder; each method
+    """(first jobs, jobs waiting for a first job's key, the table's row order). Per target: a shared job
+    (calibration and AdaTSQ's search, ``--until search``) and, after it, each ablation row in its own copy of
+    its folder; each method
     compiles from scratch in its own folder (its compile_s is that method's whole compile) at once."""
     first: list[Job] = []
     after: dict[str, list[Job]] = {}
     order: list[str] = []
     for target in (float(t) for t in args.targets.split(",")):
-        calib = args.work / f"target_{target}" / "calibration"
+        calib = args.work / f"target_{target}" / "shared"
         rows = [
             Job(n, f"{n}@{target}", calib.parent / n, tuple(ALL_ROWS[n]), target, seed=calib)
             for n in args.rows.split(",")
             if n
         ]
         if rows:
-            prelude = Job("calibration", f"calibration@{target}", calib, (), target, until="calibrate")
+            prelude = Job("shared", f"shared@{target}", calib, (), target, until="search")
             first.append(prelude)
             after[prelude.key] = rows
         order += [job.key for job in rows]
@@ -263,9 +264,9 @@ def _plan(args: argparse.Namespace, methods: list[str]) -> tuple[list[Job], dict
 
 
 def _cost(job: Job) -> float:
-    """A guess at a job's run time in rows (CLQ's block-by-block calibration counts as two; a calibration
+    """A guess at a job's run time in rows (CLQ's block-by-block calibration counts as two; a shared job
     goes first: rows wait for it)."""
-    return 10.0 if job.until == "calibrate" else 2.0 if job.name == "clq" else 1.0
+    return 10.0 if job.until == "search" else 2.0 if job.name == "clq" else 1.0
 
 
 _STATE: dict[str, Any] = {}
@@ -321,7 +322,7 @@ def _init_worker(
 
 
 Done = tuple[str, dict[str, Any] | None, list[np.ndarray], float, str | None]
-"""A finished job: (key, row or None for a calibration, the grid's images, compile seconds, error or None)."""
+"""A finished job: (key, row or None for a shared job, the grid's images, compile seconds, error or None)."""
 
 
 def _run_job_in_worker(job: Job) -> Done:
@@ -329,7 +330,7 @@ def _run_job_in_worker(job: Job) -> Done:
 
 
 def _seed_folder(job: Job) -> None:
-    """Copy the target's calibrated folder to the row's (once: a folder of an interrupted run is kept, its
+    """Copy the target's shared folder to the row's (once: a folder of an interrupted run is kept, its
     stage cache resumes it); the writer's lock is not copied."""
     if job.seed is None or (job.out / ".adatsq").exists():
         return
@@ -350,7 +351,7 @@ def _run_job(job: Job, st: dict[str, Any]) -> Done:
 
 def _run_one(job: Job, st: dict[str, Any]) -> Done:
     """Compile, sample and score one row: (key, row, the grid's images, compile seconds, None); a
-    calibration job returns (key, None, [], seconds, None) after its compile."""
+    shared job returns (key, None, [], seconds, None) after its compile."""
     from adatsq.core.schedule import load_schedule
     from adatsq.export.onnx_export import load_quantized_model
 
@@ -359,7 +360,7 @@ def _run_one(job: Job, st: dict[str, Any]) -> Done:
     _seed_folder(job)
     _compile(job.out, job.target, st["checkpoint"], device, s, list(job.extra), job.until)
     compile_s = time.perf_counter() - t0
-    if job.until == "calibrate":
+    if job.until == "search":
         return job.key, None, [], compile_s, None
     schedule = load_schedule(job.out / "schedule.json")
     qmodel = load_quantized_model(job.out).to(device)
@@ -435,7 +436,8 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"--methods: unknown {unknown}; known: {', '.join(METHOD_PRESETS)}")
     first, after, keys = _plan(args, methods)
     order = ["fp", *keys]
-    calibration = results.setdefault("calibration", {})
+    results.pop("calibration", None)  # an older layout: calibration only
+    shared = results.setdefault("shared", {})
 
     def pending(job: Job) -> bool:
         return any(j.key not in rows for j in after[job.key]) if job.key in after else job.key not in rows
@@ -453,16 +455,16 @@ def main(argv: list[str] | None = None) -> int:
     def record(
         key: str, row: dict[str, Any] | None, images: list[np.ndarray], seconds: float, error: str | None
     ) -> list[Job]:
-        """Keep a finished job's result; returns the jobs it unblocks (a calibration's rows)."""
+        """Keep a finished job's result; returns the jobs it unblocks (a shared job's rows)."""
         if error is not None:
-            # a failed calibration fails its rows too
+            # a failed shared job fails its rows too
             for k in [key, *(j.key for j in after.get(key, []) if j.key not in rows)]:
-                failed[k] = error if k == key else f"its calibration {key} failed"
+                failed[k] = error if k == key else f"its shared job {key} failed"
             print(f"{key}: FAILED: {error.splitlines()[0][:400]}", flush=True)
             save()
             return []
         if row is None:
-            calibration[key] = {"compile_s": seconds}
+            shared[key] = {"compile_s": seconds}
             print(f"{key}: {seconds:.0f} s", flush=True)
             return [j for j in after.get(key, []) if j.key not in rows]
         rows[key] = row
@@ -471,7 +473,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
         return []
 
-    todo = sorted((j for j in first if pending(j)), key=_cost, reverse=True)  # calibrations first
+    todo = sorted((j for j in first if pending(j)), key=_cost, reverse=True)  # shared jobs first
     jobs = args.jobs or (max(1, min(os.cpu_count() or 1, 2)) if args.device == "cpu" else 1)
     if jobs == 1:
         while todo:
@@ -484,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         with concurrent.futures.ProcessPoolExecutor(
             jobs, ctx, _init_worker, (*setup, threads, given)
         ) as pool:
-            # at most `jobs` in flight, so the rows a finished calibration unblocks go before the methods
+            # at most `jobs` in flight, so the rows a finished shared job unblocks go before the methods
             # still waiting (a run cut short then holds the table's own rows first)
             running: set[concurrent.futures.Future] = set()
             while todo or running:
