@@ -235,24 +235,29 @@ class Job:
     seed: Path | None = None
     until: str = "quantize"
 
+    @property
+    def shared(self) -> bool:
+        """A target's shared job: compiled up to its search for the rows to copy, no row of its own."""
+        return self.until != "quantize"
+
 
 def _plan(args: argparse.Namespace, methods: list[str]) -> tuple[list[Job], dict[str, list[Job]], list[str]]:
     """(first jobs, jobs waiting for a first job's key, the table's row order). Per target: a shared job
     (calibration and AdaTSQ's search, ``--until search``) and, after it, each ablation row in its own copy of
-    its folder; each method
-    compiles from scratch in its own folder (its compile_s is that method's whole compile) at once."""
+    its folder; each method compiles from scratch in its own folder (its compile_s is that method's whole
+    compile) at once."""
     first: list[Job] = []
     after: dict[str, list[Job]] = {}
     order: list[str] = []
     for target in (float(t) for t in args.targets.split(",")):
-        calib = args.work / f"target_{target}" / "shared"
+        shared = args.work / f"target_{target}" / "shared"
         rows = [
-            Job(n, f"{n}@{target}", calib.parent / n, tuple(ALL_ROWS[n]), target, seed=calib)
+            Job(n, f"{n}@{target}", shared.parent / n, tuple(ALL_ROWS[n]), target, seed=shared)
             for n in args.rows.split(",")
             if n
         ]
         if rows:
-            prelude = Job("shared", f"shared@{target}", calib, (), target, until="search")
+            prelude = Job("shared", f"shared@{target}", shared, (), target, until="search")
             first.append(prelude)
             after[prelude.key] = rows
         order += [job.key for job in rows]
@@ -266,7 +271,7 @@ def _plan(args: argparse.Namespace, methods: list[str]) -> tuple[list[Job], dict
 def _cost(job: Job) -> float:
     """A guess at a job's run time in rows (CLQ's block-by-block calibration counts as two; a shared job
     goes first: rows wait for it)."""
-    return 10.0 if job.until == "search" else 2.0 if job.name == "clq" else 1.0
+    return 10.0 if job.shared else 2.0 if job.name == "clq" else 1.0
 
 
 _STATE: dict[str, Any] = {}
@@ -332,11 +337,16 @@ def _run_job_in_worker(job: Job) -> Done:
 def _seed_folder(job: Job) -> None:
     """Copy the target's shared folder to the row's (once: a folder of an interrupted run is kept, its
     stage cache resumes it); the writer's lock is not copied."""
-    if job.seed is None or (job.out / ".adatsq").exists():
+    from adatsq.core.layout import OutputLayout
+
+    if job.seed is None or OutputLayout(job.out).meta.exists():
         return
+    lock = OutputLayout(job.seed).lock_file
     tmp = job.out.with_name(job.out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(job.seed, tmp, ignore=shutil.ignore_patterns("lock"))
+    shutil.copytree(
+        job.seed, tmp, ignore=lambda folder, names: [n for n in names if Path(folder) / n == lock]
+    )
     tmp.rename(job.out)
 
 
@@ -360,7 +370,7 @@ def _run_one(job: Job, st: dict[str, Any]) -> Done:
     _seed_folder(job)
     _compile(job.out, job.target, st["checkpoint"], device, s, list(job.extra), job.until)
     compile_s = time.perf_counter() - t0
-    if job.until == "search":
+    if job.shared:
         return job.key, None, [], compile_s, None
     schedule = load_schedule(job.out / "schedule.json")
     qmodel = load_quantized_model(job.out).to(device)

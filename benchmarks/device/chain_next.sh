@@ -16,7 +16,7 @@ if [ $(left) -ge 150 ]; then
   timeout $(( $(left) - 20 )) python3 benchmarks/quality.py --device cuda --jobs 8 --out $R/quality_full.json > $R/quality_full_log.txt 2>&1; log "quality rc=$?"
 fi
 # 2. every method and ablation compiled on the GPU (tiny-flux, W8A8 within 2 % of FP) and the two helpers
-#    fixed after q-dit failed on cuda in the ninth session (~3 min?)
+#    fixed after q-dit failed on cuda in the ninth session (not timed yet: 18 tiny compiles)
 if [ $(left) -ge 120 ]; then
   timeout $(( $(left) - 20 )) python3 -m pytest tests/gpu/test_methods_gpu.py -q -p no:cacheprovider > $R/test_methods_gpu_log.txt 2>&1; log "test_methods_gpu rc=$?"
 fi

@@ -11,15 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers.w8a8 import w8a8_error
 
 from adatsq.calib.group_alloc import layer_group_errors
 from adatsq.calib.smoothing import ssc_salience
 from adatsq.compiler.cli import main
 from adatsq.compiler.settings import METHOD_PRESETS
-from adatsq.core.models import family_of, get_spec, load_transformer, run_sampler
-from adatsq.core.schedule import load_schedule
-from adatsq.export.onnx_export import load_quantized_model
-from adatsq.passes.quant_linear import quant_linears, set_activation_bits
 
 pytestmark = pytest.mark.gpu
 
@@ -35,32 +32,6 @@ ABLATIONS = {
     "lowrank": ["--lowrank", "4"],
 }
 CASES = {**{f"method:{m}": ["--method", m] for m in METHOD_PRESETS}, **ABLATIONS}
-
-
-def _w8a8_error(out: Path) -> float:
-    """Relative squared error of the GPU-compiled W8A8 model's samples (run on the CPU reference path)
-    against full precision, 2 draws."""
-    spec = get_spec("tiny-flux")
-    fam = family_of(spec)
-    fp = load_transformer(spec)
-    q = load_quantized_model(out)
-    schedule = load_schedule(out / "schedule.json")
-    modules = quant_linears(q)
-    g = torch.Generator().manual_seed(123)
-    cond = fam.synthetic_conditioning(spec, fp, 2, g)
-    noise = fam.sample_noise(spec, fp, spec.resolution, 2, g)
-    with torch.no_grad():
-        ref = run_sampler(fam, spec, fp, noise, cond, STEPS)
-        got = run_sampler(
-            fam,
-            spec,
-            q,
-            noise,
-            cond,
-            STEPS,
-            before_step=lambda i: set_activation_bits(q, schedule.bits_at(i), modules),
-        )
-    return float((got - ref).pow(2).sum() / ref.pow(2).sum())
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -82,7 +53,7 @@ def test_every_method_and_ablation_compiles_on_the_gpu(tmp_path: Path, case: str
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     assert result.exit_code == 0, result.output
-    err = _w8a8_error(out)
+    err = w8a8_error(out, STEPS)
     assert err < 0.02**2, f"{case} W8A8 compiled on the GPU: relative squared error {err:.2e}"
 
 

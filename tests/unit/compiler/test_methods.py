@@ -10,14 +10,15 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from helpers.w8a8 import w8a8_error
 
 from adatsq.compiler.cli import main
 from adatsq.compiler.settings import METHOD_PRESETS, CompileConfig
 from adatsq.core.errors import CompileError
-from adatsq.core.models import family_of, get_spec, load_transformer, run_sampler
+from adatsq.core.models import get_spec, load_transformer
 from adatsq.core.schedule import load_schedule
 from adatsq.export.onnx_export import load_quantized_model
-from adatsq.passes.quant_linear import quant_linears, set_activation_bits
+from adatsq.passes.quant_linear import quant_linears
 from adatsq.passes.weight_store import load_weight_store
 
 STEPS = 3
@@ -85,32 +86,6 @@ def test_cli_refuses_an_option_against_the_preset(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "--method rtn sets rotation = False" in result.output
 
 
-def _w8a8_error(out: Path) -> float:
-    """Relative squared error of the compiled W8A8 model's samples against full precision (2 held-out draws)."""
-    schedule = load_schedule(out / "schedule.json")
-    assert set(schedule.weight_bits.values()) == {8}
-    spec = get_spec("tiny-flux")
-    fam = family_of(spec)
-    fp = load_transformer(spec)
-    q = load_quantized_model(out)
-    modules = quant_linears(q)
-    g = torch.Generator().manual_seed(123)
-    cond = fam.synthetic_conditioning(spec, fp, 2, g)
-    noise = fam.sample_noise(spec, fp, spec.resolution, 2, g)
-    with torch.no_grad():
-        ref = run_sampler(fam, spec, fp, noise, cond, STEPS)
-        got = run_sampler(
-            fam,
-            spec,
-            q,
-            noise,
-            cond,
-            STEPS,
-            before_step=lambda i: set_activation_bits(q, schedule.bits_at(i), modules),
-        )
-    return float((got - ref).pow(2).sum() / ref.pow(2).sum())
-
-
 # AdaTSQ with D²Quant's --dsq --dac: test_cli_dsq_and_dac_on_adatsq_at_w8a8
 @pytest.mark.parametrize(
     "method", ["adatsq", "rtn", "quarot", "smoothquant", "svdquant", "vidit-q", "q-dit", "ptq4dit", "clq"]
@@ -119,7 +94,7 @@ def test_every_method_at_w8a8_is_within_two_percent_of_fp(tmp_path: Path, method
     out = tmp_path / "out"
     result = _compile(out, "--target", "8", "--weight-bits", "8", "--method", method)
     assert result.exit_code == 0, result.output
-    err = _w8a8_error(out)
+    err = w8a8_error(out, STEPS)
     assert err < 0.02**2, f"{method} W8A8: relative squared error {err:.2e}"
 
 
@@ -190,7 +165,7 @@ def test_cli_dsq_and_dac_on_adatsq_at_w8a8(tmp_path: Path) -> None:
     assert all(DOWN_PROJECTION.fullmatch(n) for n in with_eta)
     moved = {n for n, m in q.items() if not torch.equal(m.bias, fp[n].bias.detach().float())}
     assert moved and moved == {n for n, e in errors.items() if e["dac_channels"] > 0}
-    err = _w8a8_error(out)
+    err = w8a8_error(out, STEPS)
     assert err < 0.02**2, f"adatsq --dsq --dac W8A8: relative squared error {err:.2e}"
 
 
@@ -258,5 +233,5 @@ def test_cli_lowrank_branch_under_adatsq(tmp_path: Path) -> None:
     assert total_after < 0.95 * total_before and lower >= 0.8 * len(with_branch)
     w8 = tmp_path / "w8"
     assert _compile(w8, "--target", "8", "--weight-bits", "8", "--lowrank", str(rank)).exit_code == 0
-    err = _w8a8_error(w8)
+    err = w8a8_error(w8, STEPS)
     assert err < 0.02**2, f"adatsq --lowrank {rank} W8A8: relative squared error {err:.2e}"
