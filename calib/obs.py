@@ -10,9 +10,10 @@ rotation_matrix` blocks of width b). G = P·H is orthogonal, so
     x̂ = x·G,   Ŵ = W·G,   x̂·Ŵᵀ = x·G·Gᵀ·Wᵀ = x·Wᵀ,
 
 and the Hessian of x̂ is Gᵀ·H_x·G. Here the score is max|X_j|·max|W_:,j| (the channel's share of the product's
-range; the paper's exact score is not published), and G runs online as one dense MatMul x·G before the op (the
-op's own rotation is then off): the same numbers as a gather plus a block FWHT up to summation order, at a
-K² cost the paper's kernel would not pay. That cost is in the weight bytes the quality table reports.
+range; the paper's exact score is not published). G runs online as the paper's kernel would run it: a gather
+x[..., perm] before the op, then the op's own rotation R_b on each of the blocks (the layer's rotation blocks,
+as for Flux's split ``proj_out``), so a layer stores K indices for G, not K² values; :func:`obs_matrix` is G
+itself, the reference the tests hold that path to.
 
 CLPS. The paper searches each layer's quantizer bounds by the error they cause further down the network (the
 block where the error peaks). Here the bound is a clip ratio r of the weight scales, s = r·absmax/qmax per
@@ -35,7 +36,15 @@ from adatsq.plugins.reference import (
     quantize_weight_rtn,
 )
 
-__all__ = ["CLIP_RATIOS", "clip_search", "obs_block", "obs_matrix", "outlier_scores"]
+__all__ = [
+    "CLIP_RATIOS",
+    "clip_search",
+    "obs_block",
+    "obs_blocks",
+    "obs_matrix",
+    "obs_permutation",
+    "outlier_scores",
+]
 
 #: the weight clip ratios CLPS chooses from, largest first (ties keep the larger)
 CLIP_RATIOS = (1.0, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7)
@@ -62,14 +71,23 @@ def obs_block(k: int, group_size: int, blocks: int) -> int:
     raise ValueError(f"no Hadamard block width divides K={k} in whole groups of {g}")
 
 
-def obs_matrix(scores: torch.Tensor, block: int) -> torch.Tensor:
-    """G = P·diag(R_b, …) (float64, K×K): column i of P is e_{perm[i]}, perm the channels by descending score
-    (stable: equal scores keep their order), so x·P = x[..., perm]."""
-    k = scores.numel()
-    if k % block:
+def obs_blocks(k: int, block: int) -> tuple[int, ...]:
+    """G's rotation blocks (b, …, b) of a width-K layer."""
+    if block <= 0 or k % block:
         raise ValueError(f"block {block} does not divide K={k}")
-    perm = torch.sort(scores.double().reshape(-1), descending=True, stable=True).indices
-    h = torch.block_diag(*[rotation_matrix(block)] * (k // block))
+    return (block,) * (k // block)
+
+
+def obs_permutation(scores: torch.Tensor) -> torch.Tensor:
+    """perm (int64, K): the channels by descending score (stable: equal scores keep their order); x·P = x[..., perm]."""
+    return torch.sort(scores.double().reshape(-1), descending=True, stable=True).indices
+
+
+def obs_matrix(scores: torch.Tensor, block: int) -> torch.Tensor:
+    """G = P·diag(R_b, …) (float64, K×K): column i of P is e_{perm[i]}, perm = :func:`obs_permutation`."""
+    k = scores.numel()
+    perm = obs_permutation(scores)
+    h = torch.block_diag(*[rotation_matrix(b) for b in obs_blocks(k, block)])
     g = torch.empty_like(h)
     g[perm] = h  # (P·H)[perm[i]] = H[i], since P[perm[i], i] = 1
     return g

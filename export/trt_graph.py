@@ -70,6 +70,7 @@ _DTYPE_NAMES: dict[int, str] = {
     TensorProto.FLOAT16: "float16",
     TensorProto.BFLOAT16: "bfloat16",
     TensorProto.FLOAT: "float32",
+    TensorProto.INT32: "int32",  # CLQ's channel permutations (<layer>.obs_perm, Gather indices)
 }
 
 

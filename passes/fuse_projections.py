@@ -189,7 +189,7 @@ def unfusable(members: Sequence[nn.Module | None]) -> str | None:
     for m in qs:
         if len(m.blocks) != 1:
             return "a member has several rotation blocks"
-        if m.smooth_inv is not None or m.obs is not None or m.lowrank_down is not None:
+        if m.smooth_inv is not None or m.obs_perm is not None or m.lowrank_down is not None:
             return "a member transforms its input (smoothing, orthogonal smoothing) or has a low-rank branch"
         if m.w_packed.device != qs[0].w_packed.device:
             return "members on different devices"

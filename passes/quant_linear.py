@@ -94,7 +94,7 @@ class QuantLinear(nn.Module):
         blocks: Sequence[int] | None = None,
         smooth: torch.Tensor | None = None,
         lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
-        obs: torch.Tensor | None = None,
+        obs_perm: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         fmt = format_for_bits(w_bits)
@@ -116,10 +116,9 @@ class QuantLinear(nn.Module):
         # SmoothQuant's s (calib/smoothing.py): the input is scaled by 1/s online, the codes are of W·diag(s)
         inv = None if smooth is None else (1.0 / smooth.detach().double()).float().reshape(self.in_features)
         self.register_buffer("smooth_inv", inv)
-        # CLQ's orthogonal smoothing G = P·diag(R_b, …) (calib/obs.py): x̂·G·(Ŵ·G)ᵀ = x̂·Ŵᵀ, codes are of Ŵ·G
-        if obs is not None and tuple(obs.shape) != (self.in_features, self.in_features):
-            raise ValueError(f"obs {tuple(obs.shape)} is not [{self.in_features}, {self.in_features}]")
-        self.register_buffer("obs", None if obs is None else obs.detach().float().contiguous())
+        # CLQ's orthogonal smoothing G = P·diag(R_b, …) (calib/obs.py): x̂·P = x̂[..., perm], then the op's
+        # rotation of each block; x̂·G·(Ŵ·G)ᵀ = x̂·Ŵᵀ, the codes are of Ŵ·G
+        self.register_buffer("obs_perm", None if obs_perm is None else self._checked_perm(obs_perm))
         # SVDQuant's branch (calib/lowrank.py): y += (x̂·L_down)·L_upᵀ, in the model's dtype; codes are of E
         down, up = (
             (None, None) if lowrank is None else (lowrank[0].detach().float(), lowrank[1].detach().float())
@@ -127,6 +126,20 @@ class QuantLinear(nn.Module):
         self.register_buffer("lowrank_down", down)
         self.register_buffer("lowrank_up", up)
         self.register_buffer("_dtype_probe", torch.empty(0), persistent=False)
+
+    def _checked_perm(self, perm: torch.Tensor) -> torch.Tensor:
+        """``perm`` as int32, checked to be a permutation of the K input channels of a rotated layer."""
+        k = self.in_features
+        if tuple(perm.shape) != (k,) or perm.dtype.is_floating_point or perm.dtype == torch.bool:
+            raise ValueError(f"obs_perm {tuple(perm.shape)} {perm.dtype} is not an integer [{k}] permutation")
+        perm = (
+            perm.detach().to(torch.int32).contiguous()
+        )  # TensorRT's Gather indices and weight inputs: int32
+        if not torch.equal(torch.sort(perm.cpu()).values, torch.arange(k, dtype=torch.int32)):
+            raise ValueError(f"obs_perm is not a permutation of the {k} input channels")
+        if not self.rotate_input:
+            raise ValueError("obs_perm needs the layer's rotation: G = P·diag(R_b, …) rotates each block")
+        return perm
 
     def _checked_blocks(self, blocks: Sequence[int] | None) -> tuple[int, ...]:
         if not blocks or len(blocks) == 1:
@@ -156,7 +169,7 @@ class QuantLinear(nn.Module):
         more: Sequence[tuple[torch.Tensor, torch.Tensor]] = (),
         smooth_inv: torch.Tensor | None = None,
         lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
-        obs: torch.Tensor | None = None,
+        obs_perm: torch.Tensor | None = None,
     ) -> QuantLinear:
         """The module holding already packed codes (``fmt.pack`` bytes of an [N, width] code matrix per
         rotation block, as stored in weights.safetensors: ``packed``/``scale`` for block 0, ``more`` for the
@@ -194,12 +207,8 @@ class QuantLinear(nn.Module):
             if tuple(smooth_inv.shape) != (in_features,):
                 raise ValueError(f"smooth_inv {tuple(smooth_inv.shape)} does not fit K={in_features}")
             q.smooth_inv = smooth_inv
-        if obs is not None:
-            if tuple(obs.shape) != (in_features, in_features) or obs.dtype != torch.float32:
-                raise ValueError(
-                    f"obs {tuple(obs.shape)} {obs.dtype} is not [{in_features}, {in_features}] float32"
-                )
-            q.obs = obs
+        if obs_perm is not None:
+            q.obs_perm = q._checked_perm(obs_perm)
         if lowrank is not None:
             down, up = lowrank
             if (
@@ -261,7 +270,7 @@ class QuantLinear(nn.Module):
             f"group={self.group_size}, rotate={self.rotate_input}"
             + (f", blocks={self.blocks}" if len(self.blocks) > 1 else "")
             + (", smoothed" if self.smooth_inv is not None else "")
-            + (", obs" if self.obs is not None else "")
+            + (", obs" if self.obs_perm is not None else "")
             + (f", rank={self.lowrank_down.shape[1]}" if self.lowrank_down is not None else "")
         )
 
@@ -270,8 +279,8 @@ class QuantLinear(nn.Module):
         args = (a_bits, self.w_bits, self.group_size, self.rotate_input)
         if self.smooth_inv is not None:  # x̂ = x·diag(s)⁻¹; x̂·(W·diag(s))ᵀ = x·Wᵀ
             x = x * self.smooth_inv.to(x.dtype)
-        if self.obs is not None:  # x̂·G (CLQ's orthogonal smoothing): x̂·G·(Ŵ·G)ᵀ = x̂·Ŵᵀ
-            x = x @ self.obs.to(x.dtype)
+        if self.obs_perm is not None:  # x̂·P (CLQ's G = P·diag(R_b, …); the blocks' ops rotate by R_b)
+            x = x.index_select(-1, self.obs_perm)
         if len(self.blocks) == 1:
             y = torch.ops.adatsq.qlinear(x, self.w_packed, self.w_scale, self.bias, *args)
         else:  # block-diagonal rotation: one op per block, the bias added by the last (y = Σ_b x_b·Ŵ_bᵀ + b)
@@ -306,7 +315,8 @@ class LayerQuant:
         smooth: torch.Tensor | None = None,
         lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
         bias: torch.Tensor | None = None,
-        obs: torch.Tensor | None = None,
+        obs_perm: torch.Tensor | None = None,
+        obs_block: int | None = None,
     ) -> None:
         self.w_bits = w_bits
         self.act_quantized = act_quantized
@@ -323,10 +333,21 @@ class LayerQuant:
         self.lowrank = lowrank
         #: a bias replacing the linear's (D²Quant's mean-shift correction b − μ), or None: the linear's own
         self.bias = bias
-        #: CLQ's G (K×K, calib/obs.py) or None; given codes are then of W·diag(s)·G already
-        self.obs = obs
+        #: CLQ's G = P·diag(R_b, …) (calib/obs.py) as the permutation (K) and the block width b, or
+        #: None; the layer's rotation blocks are then (b, …, b) and given codes are of W·diag(s)·G already
+        if (obs_perm is None) != (obs_block is None):
+            raise ValueError("obs_perm and obs_block go together")
+        self.obs_perm = obs_perm
+        self.obs_block = obs_block
 
     def blocks(self, in_features: int) -> tuple[int, ...] | None:
+        if self.obs_block is not None:
+            b = self.obs_block
+            if not self.act_quantized or in_features % b or not is_supported_width(b):
+                raise ValueError(
+                    f"CLQ's G needs an activation-quantized layer and a Hadamard width b={b} | K={in_features}"
+                )
+            return (b,) * (in_features // b)
         return rotation_blocks(in_features, self.act_quantized, self.group_size, self.rotation, self.split)
 
 
@@ -372,7 +393,9 @@ class InsertQuantLinearPass(Pass[nn.Module]):
             if lq.codes is None:
                 w = linear.weight.detach().double()
                 w = w * lq.smooth.double()[None, :] if lq.smooth is not None else w
-                w = w @ lq.obs.double().to(w.device) if lq.obs is not None else w
+                w = (
+                    w[:, lq.obs_perm.long().to(w.device)] if lq.obs_perm is not None else w
+                )  # W·P; ·diag(R_b) below
                 w = w - lq.lowrank[1].double() @ lq.lowrank[0].double().t() if lq.lowrank is not None else w
                 w = rotate_blocks(w, blocks) if rotate_input else w
                 codes, scale = quantize_weight_rtn(
@@ -391,7 +414,7 @@ class InsertQuantLinearPass(Pass[nn.Module]):
                 blocks=blocks,
                 smooth=lq.smooth,
                 lowrank=lq.lowrank,
-                obs=lq.obs,
+                obs_perm=lq.obs_perm,
             )
             set_submodule(target, name, q.to(linear.weight.device))
         return PassResult(target, modified=bool(self.layers))

@@ -46,7 +46,7 @@ def layer_records(model: nn.Module) -> dict[str, dict[str, Any]]:
             "bias": m.bias is not None,
             "blocks": list(m.blocks),
             "smooth": m.smooth_inv is not None,
-            "obs": m.obs is not None,
+            "obs_perm": m.obs_perm is not None,
             "rank": 0 if m.lowrank_down is None else int(m.lowrank_down.shape[1]),
         }
         for n, m in quant_linears(model).items()
@@ -111,6 +111,11 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
         from adatsq.passes.quant_linear import set_submodule
 
         for name, rec in self.layers.items():
+            if rec.get("obs"):
+                raise PassConditionError(
+                    f"{name}: the store holds CLQ's G as a dense K×K matrix (an adatsq before 2026-12-08); "
+                    "compile it again (--method clq) to get the permutation form this version loads"
+                )
             bias = self.tensors.get(f"{name}.bias") if rec["bias"] else None
             blocks = rec.get("blocks") or [rec["in_features"]]  # stores written before rotation blocks: one
             more = [
@@ -132,7 +137,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
                 blocks=blocks,
                 more=more,
                 smooth_inv=self.tensors[f"{name}.smooth_inv"] if rec.get("smooth") else None,
-                obs=self.tensors[f"{name}.obs"] if rec.get("obs") else None,
+                obs_perm=self.tensors[f"{name}.obs_perm"] if rec.get("obs_perm") else None,
                 lowrank=(self.tensors[f"{name}.lowrank_down"], self.tensors[f"{name}.lowrank_up"])
                 if rec.get("rank")
                 else None,
@@ -149,7 +154,8 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
             m
             for m in missing
             if not (
-                QUANT_TENSOR.fullmatch(m) or re.search(r"\.(bias|smooth_inv|obs|lowrank_down|lowrank_up)$", m)
+                QUANT_TENSOR.fullmatch(m)
+                or re.search(r"\.(bias|smooth_inv|obs_perm|lowrank_down|lowrank_up)$", m)
             )
         ]
         if real_missing:

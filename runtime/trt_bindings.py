@@ -42,7 +42,9 @@ __all__ = [
 ]
 
 #: safetensors dtype codes → the io.json dtype names
-SAFETENSORS_DTYPES = {"U8": "uint8", "I8": "int8", "F16": "float16", "BF16": "bfloat16", "F32": "float32"}
+SAFETENSORS_DTYPES = {
+    "U8": "uint8", "I8": "int8", "F16": "float16", "BF16": "bfloat16", "F32": "float32", "I32": "int32"
+}  # fmt: skip
 #: TensorRT ``DataType`` member names → io.json / torch dtype names
 TRT_DTYPES = {
     "FLOAT": "float32",
@@ -69,7 +71,7 @@ class WeightInput:
 
     @property
     def nbytes(self) -> int:
-        size = {"uint8": 1, "int8": 1, "float16": 2, "bfloat16": 2, "float32": 4}[self.dtype]
+        size = {"uint8": 1, "int8": 1, "float16": 2, "bfloat16": 2, "float32": 4, "int32": 4}[self.dtype]
         for d in self.shape:
             size *= d
         return size

@@ -41,7 +41,7 @@ from adatsq.calib.gptq import (
 from adatsq.calib.group_alloc import allocate_group_sizes, candidate_groups, layer_group_errors
 from adatsq.calib.hessian import HessianAccumulator
 from adatsq.calib.lowrank import lowrank_split
-from adatsq.calib.obs import clip_search, obs_block, obs_matrix, outlier_scores
+from adatsq.calib.obs import clip_search, obs_block, obs_blocks, obs_permutation, outlier_scores
 from adatsq.calib.smoothing import smooth_hessian, smoothing_scales, ssc_salience
 from adatsq.compiler.context import CompileContext
 from adatsq.compiler.settings import GPTQ_RESERVE_GB
@@ -228,14 +228,14 @@ def _accumulate(
 
 
 def _smoothed_rotated(
-    h: torch.Tensor, s: torch.Tensor, blocks: tuple[int, ...] | None, obs: torch.Tensor | None = None
+    h: torch.Tensor, s: torch.Tensor, blocks: tuple[int, ...] | None, perm: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """H of x̃ = x·diag(s)⁻¹·G·R from H of x: Rᵀ·Gᵀ·diag(s)⁻¹·H·diag(s)⁻¹·G·R (G: CLQ's, or none; R
-    block-diagonal Hadamard, or none)."""
+    """H of x̃ = x·diag(s)⁻¹·P·R from H of x: Rᵀ·Pᵀ·diag(s)⁻¹·H·diag(s)⁻¹·P·R (P: CLQ's permutation, x·P =
+    x[..., perm], or none; R block-diagonal Hadamard, or none)."""
     h = smooth_hessian(h, s)
-    if obs is not None:
-        g = obs.to(h)
-        h = g.t() @ h @ g
+    if perm is not None:  # Pᵀ·H·P = H[perm][:, perm]
+        p = perm.to(h.device)
+        h = h[p][:, p]
     if blocks is None:
         return h
     return rotate_blocks(rotate_blocks(h, blocks).t().contiguous(), blocks)  # (H·R)ᵀ·R = Rᵀ·H·R (H symmetric)
@@ -308,7 +308,7 @@ class _Outputs:
     smooth: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
     biases: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
-    obs: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
+    obs: dict[str, tuple[torch.Tensor, int]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -347,15 +347,15 @@ def _quantize_layer(
     bits: int,
     group: int,
     method: str,
-    obs: torch.Tensor | None = None,
+    perm: torch.Tensor | None = None,
     clip: bool = False,
 ) -> _Quantized:
-    """Quantize W (already W·diag(s), and ·G with ``obs``) for x̂ = x·diag(s)⁻¹·G·R; ``h``: the replay's Hessian
+    """Quantize W (already W·diag(s), and ·P with CLQ's ``perm``) for x̂ = x·diag(s)⁻¹·P·R; ``h``: the replay's Hessian
     (of the raw x when ``raw``, else of x·R already). ``clip``: the RTN codes by CLQ's clip search
     (calib/obs.clip_search) instead of ``method``'s scales."""
     if raw:
         ones = torch.ones(w.shape[1], dtype=torch.float64, device=h.device)
-        h = _smoothed_rotated(h, (s if s is not None else ones).to(h.device), blocks, obs)
+        h = _smoothed_rotated(h, (s if s is not None else ones).to(h.device), blocks, perm)
     w_rot = rotate_blocks(w, blocks) if blocks is not None else w
     errors: dict[str, float] = {}
     if clip:
@@ -457,7 +457,8 @@ def _cross_block(ctx: CompileContext, quant: dict[str, Any], enabled: bool) -> I
         for n in chunk:
             lq = copy.copy(quant[n])
             lq.codes, lq.scale = out.codes[n]
-            lq.smooth, lq.obs, lq.bias = out.smooth.get(n), out.obs.get(n), out.biases.get(n)
+            lq.smooth, lq.bias = out.smooth.get(n), out.biases.get(n)
+            lq.obs_perm, lq.obs_block = out.obs.get(n, (None, None))
             layers[n] = lq
             originals[n] = modules[n]
         InsertQuantLinearPass(layers)(ctx.model)
@@ -501,17 +502,22 @@ def _quantize_chunk(ctx: CompileContext, label: str, chunk: list[str], r: _Repla
                 salience = ssc_salience(amax, w) if c.salience == "ssc" else amax.amax(dim=0)
                 sn = smoothing_scales(salience, w, c.smooth_alpha).to(w.device)
                 w = w * sn[None, :]
-            g: torch.Tensor | None = None  # CLQ's x̂·G, Ŵ·G (calib/obs.py)
+            blocks = r.rotated.get(n)
+            perm: torch.Tensor | None = (
+                None  # CLQ's G = P·diag(R_b, …) (calib/obs.py): Ŵ = W·P, then ·R_b per block
+            )
             if c.obs and n in stats.absmax:
-                scores = outlier_scores(stats.absmax[n].amax(dim=0), w)
-                g = obs_matrix(scores.cpu(), obs_block(widths[n], group, c.obs_blocks)).to(w.device)
-                w = w @ g
-                obs[n] = g.float().cpu()
+                assert n in stats.raw and blocks is None, n  # the replay's H is of the raw x (rotation off)
+                perm = obs_permutation(outlier_scores(stats.absmax[n].amax(dim=0), w)).to(w.device)
+                b = obs_block(widths[n], group, c.obs_blocks)
+                w, blocks = w[:, perm], obs_blocks(widths[n], b)
+                obs[n] = (perm.cpu(), b)
             if c.lowrank and n in act:  # Ŵ = L_up·L_downᵀ + E: the branch in 16 bits, E quantized
                 down, up, w = lowrank_split(w, min(c.lowrank, *w.shape))
                 lowrank[n] = (down.float().cpu(), up.float().cpu())
-            blocks = r.rotated.get(n)
-            tried = [_quantize_layer(w, sn, h, n in stats.raw, blocks, bits, group, method, g, c.clip_search)]
+            tried = [
+                _quantize_layer(w, sn, h, n in stats.raw, blocks, bits, group, method, perm, c.clip_search)
+            ]
             if n in dsq_layers:  # W ≈ Q(W·diag(η)⁻¹)·diag(η): x̂·diag(η), i.e. s ← s/η
                 h_w = smooth_hessian(h, sn.to(h.device)) if sn is not None else h
                 eta = dsq_scales(w, bits, group, blocks, method=method, hessian=h_w).to(w.device)

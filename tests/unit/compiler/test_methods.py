@@ -12,6 +12,7 @@ import torch
 from click.testing import CliRunner
 from helpers.w8a8 import w8a8_error
 
+from adatsq.calib.obs import obs_block, obs_blocks
 from adatsq.compiler.cli import main
 from adatsq.compiler.settings import METHOD_PRESETS, CompileConfig
 from adatsq.core.errors import CompileError
@@ -20,6 +21,8 @@ from adatsq.core.schedule import load_schedule
 from adatsq.export.onnx_export import load_quantized_model
 from adatsq.passes.quant_linear import quant_linears
 from adatsq.passes.weight_store import load_weight_store
+from adatsq.plugins.hadamard import rotate_blocks
+from adatsq.plugins.reference import dequantize_weight
 
 STEPS = 3
 
@@ -170,7 +173,8 @@ def test_cli_dsq_and_dac_on_adatsq_at_w8a8(tmp_path: Path) -> None:
 
 
 def test_cli_clq_stores_g_searches_clips_and_calibrates_across_blocks(tmp_path: Path) -> None:
-    """--method clq: every activation-quantized layer holds an orthogonal G (and no online rotation), every layer
+    """--method clq: every activation-quantized layer holds G = P·diag(R_b, …) as a permutation and its rotation
+    blocks (K indices in the weight store, no K×K matrix), the codes are of W·G, every layer
     records its clip ratio, and cross-block calibration reaches the quantize stage: the first chunk (the first
     layer in module order sees the float model either way) keeps its codes without --cbc, later blocks' codes
     change."""
@@ -187,11 +191,21 @@ def test_cli_clq_stores_g_searches_clips_and_calibrates_across_blocks(tmp_path: 
     )
     schedule = load_schedule(out / "schedule.json")
     q = quant_linears(load_quantized_model(out))
-    assert {n for n, m in q.items() if m.obs is not None} == set(schedule.act_layers)
+    assert {n for n, m in q.items() if m.obs_perm is not None} == set(schedule.act_layers)
+    stored, _, _ = load_weight_store(out / "weights.safetensors")
+    assert not [k for k in stored if k.endswith(".obs")]  # no dense G anywhere
+    fp = dict(load_transformer(get_spec("tiny-flux")).named_modules())
     for n in schedule.act_layers:
-        g = q[n].obs.double()
-        assert not q[n].rotate_input
-        torch.testing.assert_close(g @ g.t(), torch.eye(g.shape[0], dtype=torch.float64), rtol=0, atol=1e-6)
+        m = q[n]
+        k = m.in_features
+        assert m.rotate_input and m.blocks == obs_blocks(k, obs_block(k, m.group_size, 2))
+        assert stored[f"{n}.obs_perm"].shape == (k,)
+        assert torch.equal(torch.sort(m.obs_perm.long()).values, torch.arange(k))
+        # Ŵ ≈ W·P·diag(R_b, …): the dequantized codes against the float weight taken to the op's domain
+        w = fp[n].weight.detach().double()
+        want = rotate_blocks(w[:, m.obs_perm.long()], m.blocks)
+        got = dequantize_weight(m.codes, m.scales).double()
+        assert float((got - want).pow(2).sum() / want.pow(2).sum()) < 0.02, n
     errors = json.loads((out / "cache" / "gptq_errors.json").read_text())
     assert set(errors) == set(q) and all("clip_ratio" in e for e in errors.values())
     assert any(e["clip_ratio"] < 1.0 for e in errors.values())

@@ -1,8 +1,8 @@
 """Issue 15's methods whose graphs differ from AdaTSQ's, exported and certified golden in ONNX Runtime
 (helpers/golden.py): q-dit (every QLinear node carries its layer's own group_size, not the model's) and
 D²Quant's --dsq (a Mul by <layer>.smooth_inv = η before the down-projections DSQ kept). ptq4dit's graphs are
-SmoothQuant's (a Mul per activation-quantized layer) and --dac changes bias values only; clq puts a MatMul by
-<layer>.obs (its G) before each activation-quantized layer's QLinear; --lowrank under AdaTSQ (the quality table's
+SmoothQuant's (a Mul per activation-quantized layer) and --dac changes bias values only; clq puts a Gather by
+<layer>.obs_perm (its G's permutation; the blocks' QLinear nodes rotate) before each activation-quantized layer; --lowrank under AdaTSQ (the quality table's
 adatsq+lowrank row) adds SVDQuant's two MatMuls beside each rotated QLinear."""
 
 from __future__ import annotations
@@ -62,12 +62,13 @@ def test_golden_flux_methods(tmp_path: Path, method: list[str]) -> None:
             and any(i.endswith(f"{layer}.smooth_inv") for i in before.input)
         )
         assert has_mul == (modules[layer].smooth_inv is not None), layer
-        has_obs = (
-            before is not None
-            and before.op_type == "MatMul"
-            and any(i.endswith(f"{layer}.obs") for i in before.input)
-        )
-        assert has_obs == (modules[layer].obs is not None), layer
+        has_obs = False
+        if before is not None and before.op_type == "Gather":  # index_select: Reshape, Cast to int64, Gather
+            index = before.input[1]
+            while index in producers and producers[index].op_type in ("Cast", "Reshape"):
+                index = producers[index].input[0]
+            has_obs = index.endswith(f"{layer}.obs_perm")
+        assert has_obs == (modules[layer].obs_perm is not None), layer
     branches = [
         n for n in m.graph.node if n.op_type == "MatMul" and any("lowrank_down" in i for i in n.input)
     ]
@@ -77,7 +78,8 @@ def test_golden_flux_methods(tmp_path: Path, method: list[str]) -> None:
     ):  # SVDQuant's branch under AdaTSQ: (x·L_down)·L_upᵀ next to the rotated QLinear
         assert branches and all(q.rotate_input for q in modules.values() if q.lowrank_down is not None)
     elif method[-1] == "clq":
-        assert any(m.obs is not None for m in modules.values())
+        assert any(m.obs_perm is not None for m in modules.values())
+        assert not [i.name for i in m.graph.initializer if i.name.endswith(".obs")]  # no dense G
     elif method[0] == "--method":
         assert len({m.group_size for m in modules.values()}) > 1
     else:
