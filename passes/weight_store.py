@@ -113,7 +113,7 @@ class LoadQuantizedWeightsPass(Pass[nn.Module]):
         for name, rec in self.layers.items():
             if rec.get("obs"):
                 raise PassConditionError(
-                    f"{name}: the store holds CLQ's G as a dense K×K matrix (an adatsq before 2026-12-08); "
+                    f"{name}: the store holds CLQ's G as a dense K×K matrix (an older adatsq); "
                     "compile it again (--method clq) to get the permutation form this version loads"
                 )
             bias = self.tensors.get(f"{name}.bias") if rec["bias"] else None

@@ -111,7 +111,7 @@ def test_layer_rejects_what_is_not_a_permutation_of_a_rotated_layer() -> None:
 
 def test_weight_store_keeps_the_permutation_and_refuses_a_dense_g(tmp_path: Path) -> None:
     """The store holds G as K int32 indices and the block record, and loads back the same layer; a store of the
-    dense form (record ``obs``, before 2026-12-08) is refused with the fix."""
+    dense form (record ``obs``, before the tenth session) is refused with the fix."""
     x, lin, _ = outlier_layer()
     perm, b = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight)), obs_block(K, 128, 2)
     model = nn.Sequential(nn.Linear(K, N, bias=False))
