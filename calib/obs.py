@@ -78,15 +78,20 @@ def obs_blocks(k: int, block: int) -> tuple[int, ...]:
     return (block,) * (k // block)
 
 
-def obs_permutation(scores: torch.Tensor) -> torch.Tensor:
-    """perm (int64, K): the channels by descending score (stable: equal scores keep their order); x·P = x[..., perm]."""
-    return torch.sort(scores.double().reshape(-1), descending=True, stable=True).indices
+def obs_permutation(scores: torch.Tensor, block: int) -> torch.Tensor:
+    """perm (int64, K), x·P = x[..., perm]: block i of width b holds the channels of ranks [i·b, (i+1)·b) by
+    descending score, most outlying first, each block in ascending channel order. Which block a channel joins
+    is CLQ's choice; its place inside the block only picks the Hadamard row it is mixed by, and a canonical
+    place keeps near-tied scores (float rounding of the statistics) from reordering the block."""
+    k = scores.numel()
+    ranked = torch.sort(scores.double().reshape(-1), descending=True, stable=True).indices
+    return torch.cat([torch.sort(part).values for part in ranked.split(list(obs_blocks(k, block)))])
 
 
 def obs_matrix(scores: torch.Tensor, block: int) -> torch.Tensor:
     """G = P·diag(R_b, …) (float64, K×K): column i of P is e_{perm[i]}, perm = :func:`obs_permutation`."""
     k = scores.numel()
-    perm = obs_permutation(scores)
+    perm = obs_permutation(scores, block)
     h = torch.block_diag(*[rotation_matrix(b) for b in obs_blocks(k, block)])
     g = torch.empty_like(h)
     g[perm] = h  # (P·H)[perm[i]] = H[i], since P[perm[i], i] = 1

@@ -508,8 +508,8 @@ def _quantize_chunk(ctx: CompileContext, label: str, chunk: list[str], r: _Repla
             )
             if c.obs and n in stats.absmax:
                 assert n in stats.raw and blocks is None, n  # the replay's H is of the raw x (rotation off)
-                perm = obs_permutation(outlier_scores(stats.absmax[n].amax(dim=0), w)).to(w.device)
                 b = obs_block(widths[n], group, c.obs_blocks)
+                perm = obs_permutation(outlier_scores(stats.absmax[n].amax(dim=0), w), b).to(w.device)
                 w, blocks = w[:, perm], obs_blocks(widths[n], b)
                 obs[n] = (perm.cpu(), b)
             if c.lowrank and n in act:  # Ŵ = L_up·L_downᵀ + E: the branch in 16 bits, E quantized

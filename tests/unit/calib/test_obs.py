@@ -36,8 +36,10 @@ def test_g_is_orthogonal_and_puts_the_outliers_in_the_first_block() -> None:
     scores = outlier_scores(x.abs().amax(dim=0), lin.weight)
     g = obs_matrix(scores, 128)
     torch.testing.assert_close(g @ g.t(), torch.eye(K, dtype=torch.float64), rtol=0, atol=1e-12)
-    perm = obs_permutation(scores)
-    assert set(perm[:6].tolist()) == set(outliers.tolist())
+    perm = obs_permutation(scores, 128)
+    assert set(outliers.tolist()) <= set(perm[:128].tolist())  # the outliers share the first block
+    top = set(torch.sort(scores, descending=True).indices[:128].tolist())
+    assert set(perm[:128].tolist()) == top and torch.equal(perm[:128], torch.sort(perm[:128]).values)
     # x·G = [x[:, perm[:128]]·R_128, x[:, perm[128:]]·R_128]
     r = rotation_matrix(128)
     xd = x.double()
@@ -64,7 +66,7 @@ def test_block_width() -> None:
 
 def test_obs_beats_rtn_on_outlier_channels_and_is_exact_at_16_bits() -> None:
     x, lin, _ = outlier_layer()
-    perm, b = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight)), obs_block(K, 128, 2)
+    perm, b = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight), b := obs_block(K, 128, 2)), b
     rtn = w4a4_error(x, lin, rotation=False)
     obs = w4a4_error(x, lin, rotation=False, obs_perm=perm, obs_block=b)
     print(f"W4A4 relative squared error: rtn {rtn:.3e}, clq obs {obs:.3e}")
@@ -113,7 +115,7 @@ def test_weight_store_keeps_the_permutation_and_refuses_a_dense_g(tmp_path: Path
     """The store holds G as K int32 indices and the block record, and loads back the same layer; a store of the
     dense form (record ``obs``, before the tenth session) is refused with the fix."""
     x, lin, _ = outlier_layer()
-    perm, b = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight)), obs_block(K, 128, 2)
+    perm, b = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight), b := obs_block(K, 128, 2)), b
     model = nn.Sequential(nn.Linear(K, N, bias=False))
     model[0].load_state_dict(lin.state_dict())
     InsertQuantLinearPass({"0": LayerQuant(4, True, 128, rotation=False, obs_perm=perm, obs_block=b)})(model)
@@ -132,3 +134,18 @@ def test_weight_store_keeps_the_permutation_and_refuses_a_dense_g(tmp_path: Path
     save_file(tensors, str(old), metadata={**meta, "adatsq.layers": json.dumps(layers)})
     with pytest.raises(PassConditionError, match="compile it again"):
         LoadQuantizedWeightsPass(old)(nn.Sequential(nn.Linear(K, N, bias=False)))
+
+
+def test_permutation_ignores_order_inside_a_block() -> None:
+    """Scores that rank differently but put the same channels in each block give the same perm (near-ties from
+    float rounding of the statistics cannot reorder a block); a channel that changes block changes it."""
+    gen = torch.Generator().manual_seed(0)
+    scores = torch.rand(K, generator=gen, dtype=torch.float64)
+    perm = obs_permutation(scores, 128)
+    shuffled = scores.clone()
+    first = perm[:128]
+    shuffled[first] = scores[first][torch.randperm(128, generator=gen)]  # reorder inside the first block only
+    assert torch.equal(obs_permutation(shuffled, 128), perm)
+    moved = scores.clone()
+    moved[perm[-1]] = 2.0  # the lowest channel becomes the top one: it joins the first block
+    assert int(perm[-1]) in obs_permutation(moved, 128)[:128].tolist()
