@@ -678,7 +678,16 @@ class ZImageAdapter(ExportAdapter):
         }
 
 
-ADAPTERS: dict[str, type[ExportAdapter]] = {"flux": FluxAdapter, "wan": WanAdapter, "zimage": ZImageAdapter}
+class ShapesFluxAdapter(FluxAdapter):
+    """shapes-flux: Flux's transformer and calling convention on pixel latents (core/models/shapes), so
+    Flux's graph; its conditioning comes from the checkpoint's own text encoder, outside the graph."""
+
+    family = "shapes_flux"
+
+
+ADAPTERS: dict[str, type[ExportAdapter]] = {
+    "flux": FluxAdapter, "shapes_flux": ShapesFluxAdapter, "wan": WanAdapter, "zimage": ZImageAdapter
+}  # fmt: skip
 
 
 def adapter_for(family: str) -> ExportAdapter:

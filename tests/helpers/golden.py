@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from adatsq.core.layout import OutputLayout
+from adatsq.core.models import family_of, get_spec
 from adatsq.core.schedule import load_schedule
 from adatsq.export.graph_io import adapter_for
 from adatsq.export.onnx_export import load_quantized_model
@@ -35,20 +36,22 @@ __all__ = [
 
 
 def flux_kwargs(model: torch.nn.Module) -> dict:
-    """Transformer inputs of tiny-flux: 3 samples, 60 image tokens (not the calibration's 64), 11 text tokens."""
+    """Transformer inputs of tiny-flux (and shapes-flux): 3 samples, 60 image tokens (not the calibration's 64), 11 text tokens."""
     from adatsq.core.models.flux import image_ids, pack
 
     g = torch.Generator().manual_seed(11)
     b, c, h, w = 3, model.config.in_channels // 4, 12, 20
-    return dict(
+    kwargs = dict(
         hidden_states=pack(torch.randn(b, c, h, w, generator=g)),
         timestep=torch.tensor([0.9, 0.5, 0.1]),
-        guidance=torch.full((b,), 3.5),
         pooled_projections=torch.randn(b, model.config.pooled_projection_dim, generator=g),
         encoder_hidden_states=torch.randn(b, 11, model.config.joint_attention_dim, generator=g),
         txt_ids=torch.zeros(11, 3),
         img_ids=image_ids(h, w),
     )
+    if model.config.guidance_embeds:  # Flux-dev's guidance distillation; shapes-flux has none
+        kwargs["guidance"] = torch.full((b,), 3.5)
+    return kwargs
 
 
 def config_graphs(out: Path) -> list[Path]:
@@ -83,7 +86,7 @@ def golden(out: Path, make_kwargs=flux_kwargs) -> list[tuple[int, Certificate, i
     s = load_schedule(out / "schedule.json")
     model = load_quantized_model(out)
     modules = quant_linears(model)
-    adapter = adapter_for(s.model.split("-")[1] if s.model.startswith("tiny-") else s.model)
+    adapter = adapter_for(family_of(get_spec(s.model)).name)
     kwargs = make_kwargs(model)
     feeds = adapter.feeds(model.config, kwargs)
     results = []
