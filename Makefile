@@ -67,7 +67,7 @@ demo-quality:  ## shapes-flux at 3.1 bits: FP and quantized samples side by side
 		--force --grid engines/shapes-flux-quality.png
 
 quality-full:  ## the full quality table on the GPU
-	$(PY) benchmarks/quality.py --device cuda --out benchmarks/results/quality.json
+	$(PY) benchmarks/quality.py --device cuda --jobs 8 --out benchmarks/results/quality_full.json
 
 triton-server:  ## tritonserver 2.51 (nvidia-pytriton 0.7.0, python backend) + tritonclient into build/triton (~8 s)
 	$(PY) tests/helpers/triton_server.py install

@@ -2,7 +2,7 @@
 by GenEval-mini, with the method's ablations.
 
     python benchmarks/quality.py --quick --out benchmarks/results/quality_quick.json        # CPU, minutes
-    python benchmarks/quality.py --device cuda --out benchmarks/results/quality.json        # the full table
+    python benchmarks/quality.py --device cuda --jobs 8 --out benchmarks/results/quality_full.json  # the full table
 
 Rows per target: ``adatsq`` (the full method), ``adatsq+mse`` (least-squares weight scales), ``static``
 (the best one-configuration schedule the search finds at the same target), ``gptq-uniform`` (GPTQ without
