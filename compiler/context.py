@@ -152,16 +152,17 @@ class CompileContext:
         lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         groups: dict[str, int] | None = None,
         biases: dict[str, torch.Tensor] | None = None,
-        obs: dict[str, tuple[torch.Tensor, int]] | None = None,
+        obs: dict[str, tuple[torch.Tensor, tuple[int, ...]]] | None = None,
     ) -> dict[str, LayerQuant]:
         """How each quantized layer is quantized (``groups``: Q-DiT's G of the layers that do not use the
-        model's; ``biases``: DAC's corrected biases; ``obs``: CLQ's G = P·diag(R_b, …) as (perm, b) of the
+        model's; ``biases``: DAC's corrected biases; ``obs``: CLQ's G = P·diag(R_b, …) as (perm, blocks) of the
         layers whose codes are of W·diag(s)·G; the rest as :meth:`quantized_copy`)."""
         inv = self.inventory
         out: dict[str, LayerQuant] = {}
         act = set(inv.act_layers)
         for name in inv.quantized_layers:
             c, s = codes[name] if codes else (None, None)
+            perm, obs_blocks = (obs or {}).get(name, (None, None))
             out[name] = LayerQuant(
                 self.weight_bits,
                 name in act,
@@ -174,8 +175,8 @@ class CompileContext:
                 smooth=(smooth or {}).get(name),
                 lowrank=(lowrank or {}).get(name),
                 bias=(biases or {}).get(name),
-                obs_perm=(obs or {}).get(name, (None, None))[0],
-                obs_block=(obs or {}).get(name, (None, None))[1],
+                obs_perm=perm,
+                obs_blocks=obs_blocks,
             )
         return out
 
@@ -195,7 +196,7 @@ class CompileContext:
         lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None,
         groups: dict[str, int] | None = None,
         biases: dict[str, torch.Tensor] | None = None,
-        obs: dict[str, tuple[torch.Tensor, int]] | None = None,
+        obs: dict[str, tuple[torch.Tensor, tuple[int, ...]]] | None = None,
     ) -> nn.Module:
         """A copy of the model with QuantLinear layers (round-to-nearest weights unless ``codes`` given;
         ``smooth``: SmoothQuant's s of the layers whose codes are of W·diag(s); ``lowrank``: SVDQuant's

@@ -132,9 +132,8 @@ class QuantLinear(nn.Module):
         k = self.in_features
         if tuple(perm.shape) != (k,) or perm.dtype.is_floating_point or perm.dtype == torch.bool:
             raise ValueError(f"obs_perm {tuple(perm.shape)} {perm.dtype} is not an integer [{k}] permutation")
-        perm = (
-            perm.detach().to(torch.int32).contiguous()
-        )  # TensorRT's Gather indices and weight inputs: int32
+        # int32: TensorRT's Gather indices and weight inputs
+        perm = perm.detach().to(torch.int32).contiguous()
         if not torch.equal(torch.sort(perm.cpu()).values, torch.arange(k, dtype=torch.int32)):
             raise ValueError(f"obs_perm is not a permutation of the {k} input channels")
         if not self.rotate_input:
@@ -274,13 +273,19 @@ class QuantLinear(nn.Module):
             + (f", rank={self.lowrank_down.shape[1]}" if self.lowrank_down is not None else "")
         )
 
+    def op_input(self, x: torch.Tensor) -> torch.Tensor:
+        """What the op's calls read (before their own rotation): x̂ = x·diag(s)⁻¹ (SmoothQuant; x̂·(W·diag(s))ᵀ
+        = x·Wᵀ), then x̂·P = x̂[..., perm] (CLQ's G = P·diag(R_b, …); the blocks' ops rotate by R_b)."""
+        if self.smooth_inv is not None:
+            x = x * self.smooth_inv.to(x.dtype)
+        if self.obs_perm is not None:
+            x = x.index_select(-1, self.obs_perm)
+        return x
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a_bits = self.a_bits if self.act_quantized else UNQUANTIZED
         args = (a_bits, self.w_bits, self.group_size, self.rotate_input)
-        if self.smooth_inv is not None:  # x̂ = x·diag(s)⁻¹; x̂·(W·diag(s))ᵀ = x·Wᵀ
-            x = x * self.smooth_inv.to(x.dtype)
-        if self.obs_perm is not None:  # x̂·P (CLQ's G = P·diag(R_b, …); the blocks' ops rotate by R_b)
-            x = x.index_select(-1, self.obs_perm)
+        x = self.op_input(x)
         if len(self.blocks) == 1:
             y = torch.ops.adatsq.qlinear(x, self.w_packed, self.w_scale, self.bias, *args)
         else:  # block-diagonal rotation: one op per block, the bias added by the last (y = Σ_b x_b·Ŵ_bᵀ + b)
@@ -316,7 +321,7 @@ class LayerQuant:
         lowrank: tuple[torch.Tensor, torch.Tensor] | None = None,
         bias: torch.Tensor | None = None,
         obs_perm: torch.Tensor | None = None,
-        obs_block: int | None = None,
+        obs_blocks: Sequence[int] | None = None,
     ) -> None:
         self.w_bits = w_bits
         self.act_quantized = act_quantized
@@ -333,21 +338,22 @@ class LayerQuant:
         self.lowrank = lowrank
         #: a bias replacing the linear's (D²Quant's mean-shift correction b − μ), or None: the linear's own
         self.bias = bias
-        #: CLQ's G = P·diag(R_b, …) (calib/obs.py) as the permutation (K) and the block width b, or
-        #: None; the layer's rotation blocks are then (b, …, b) and given codes are of W·diag(s)·G already
-        if (obs_perm is None) != (obs_block is None):
-            raise ValueError("obs_perm and obs_block go together")
+        #: CLQ's G = P·diag(R_b, …) (calib/obs.py) as the permutation (K) and its rotation blocks (b, …, b)
+        #: (calib/obs.obs_blocks), or None; the layer rotates by those blocks and given codes are of
+        #: W·diag(s)·G already
+        if (obs_perm is None) != (obs_blocks is None):
+            raise ValueError("obs_perm and obs_blocks go together")
         self.obs_perm = obs_perm
-        self.obs_block = obs_block
+        self.obs_blocks = None if obs_blocks is None else tuple(int(b) for b in obs_blocks)
 
     def blocks(self, in_features: int) -> tuple[int, ...] | None:
-        if self.obs_block is not None:
-            b = self.obs_block
-            if not self.act_quantized or in_features % b or not is_supported_width(b):
+        if self.obs_blocks is not None:
+            ok = sum(self.obs_blocks) == in_features and all(is_supported_width(b) for b in self.obs_blocks)
+            if not (self.act_quantized and ok):
                 raise ValueError(
-                    f"CLQ's G needs an activation-quantized layer and a Hadamard width b={b} | K={in_features}"
+                    f"CLQ's G needs an activation-quantized layer and Hadamard blocks {self.obs_blocks} of K={in_features}"
                 )
-            return (b,) * (in_features // b)
+            return self.obs_blocks
         return rotation_blocks(in_features, self.act_quantized, self.group_size, self.rotation, self.split)
 
 
@@ -393,9 +399,8 @@ class InsertQuantLinearPass(Pass[nn.Module]):
             if lq.codes is None:
                 w = linear.weight.detach().double()
                 w = w * lq.smooth.double()[None, :] if lq.smooth is not None else w
-                w = (
-                    w[:, lq.obs_perm.long().to(w.device)] if lq.obs_perm is not None else w
-                )  # W·P; ·diag(R_b) below
+                # W·P (CLQ); its ·diag(R_b, …) is the rotation below
+                w = w[:, lq.obs_perm.long().to(w.device)] if lq.obs_perm is not None else w
                 w = w - lq.lowrank[1].double() @ lq.lowrank[0].double().t() if lq.lowrank is not None else w
                 w = rotate_blocks(w, blocks) if rotate_input else w
                 codes, scale = quantize_weight_rtn(

@@ -308,7 +308,7 @@ class _Outputs:
     smooth: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
     lowrank: dict[str, tuple[torch.Tensor, torch.Tensor]] = dataclasses.field(default_factory=dict)
     biases: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
-    obs: dict[str, tuple[torch.Tensor, int]] = dataclasses.field(default_factory=dict)
+    obs: dict[str, tuple[torch.Tensor, tuple[int, ...]]] = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -458,7 +458,7 @@ def _cross_block(ctx: CompileContext, quant: dict[str, Any], enabled: bool) -> I
             lq = copy.copy(quant[n])
             lq.codes, lq.scale = out.codes[n]
             lq.smooth, lq.bias = out.smooth.get(n), out.biases.get(n)
-            lq.obs_perm, lq.obs_block = out.obs.get(n, (None, None))
+            lq.obs_perm, lq.obs_blocks = out.obs.get(n, (None, None))
             layers[n] = lq
             originals[n] = modules[n]
         InsertQuantLinearPass(layers)(ctx.model)
@@ -503,15 +503,14 @@ def _quantize_chunk(ctx: CompileContext, label: str, chunk: list[str], r: _Repla
                 sn = smoothing_scales(salience, w, c.smooth_alpha).to(w.device)
                 w = w * sn[None, :]
             blocks = r.rotated.get(n)
-            perm: torch.Tensor | None = (
-                None  # CLQ's G = P·diag(R_b, …) (calib/obs.py): Ŵ = W·P, then ·R_b per block
-            )
+            # CLQ's G = P·diag(R_b, …) (calib/obs.py): Ŵ = W·P, then ·R_b per block
+            perm: torch.Tensor | None = None
             if c.obs and n in stats.absmax:
                 assert n in stats.raw and blocks is None, n  # the replay's H is of the raw x (rotation off)
                 b = obs_block(widths[n], group, c.obs_blocks)
                 perm = obs_permutation(outlier_scores(stats.absmax[n].amax(dim=0), w), b).to(w.device)
                 w, blocks = w[:, perm], obs_blocks(widths[n], b)
-                obs[n] = (perm.cpu(), b)
+                obs[n] = (perm.cpu(), blocks)
             if c.lowrank and n in act:  # Ŵ = L_up·L_downᵀ + E: the branch in 16 bits, E quantized
                 down, up, w = lowrank_split(w, min(c.lowrank, *w.shape))
                 lowrank[n] = (down.float().cpu(), up.float().cpu())

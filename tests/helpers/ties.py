@@ -242,10 +242,7 @@ class QuantizerTrace:
                 self._current = _name
                 self._forwards[_name] = self._forwards.get(_name, 0) + 1
                 x = args[0]
-                smooth_inv = getattr(_m, "smooth_inv", None)  # SmoothQuant: the op sees x·diag(s)⁻¹
-                x = x * smooth_inv.to(x.dtype) if smooth_inv is not None else x
-                perm = getattr(_m, "obs_perm", None)  # CLQ: the op sees x[..., perm] (its blocks rotate it)
-                x = x.index_select(-1, perm) if perm is not None else x
+                x = _m.op_input(x) if hasattr(_m, "op_input") else x  # smoothing / CLQ's P (QuantLinear)
                 self._inputs.setdefault(_name, x.detach().reshape(-1, x.shape[-1]).float().clone())
 
             def post(_m: nn.Module, _args: tuple, _out: torch.Tensor) -> None:

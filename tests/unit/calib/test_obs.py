@@ -66,14 +66,17 @@ def test_block_width() -> None:
 
 def test_obs_beats_rtn_on_outlier_channels_and_is_exact_at_16_bits() -> None:
     x, lin, _ = outlier_layer()
-    perm, b = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight), b := obs_block(K, 128, 2)), b
+    b = obs_block(K, 128, 2)
+    perm = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight), b)
     rtn = w4a4_error(x, lin, rotation=False)
-    obs = w4a4_error(x, lin, rotation=False, obs_perm=perm, obs_block=b)
+    obs = w4a4_error(x, lin, rotation=False, obs_perm=perm, obs_blocks=obs_blocks(K, b))
     print(f"W4A4 relative squared error: rtn {rtn:.3e}, clq obs {obs:.3e}")
     assert obs < 0.7 * rtn
     model = nn.Sequential(nn.Linear(K, N, bias=False))
     model[0].load_state_dict(lin.state_dict())
-    InsertQuantLinearPass({"0": LayerQuant(8, True, 128, rotation=False, obs_perm=perm, obs_block=b)})(model)
+    InsertQuantLinearPass(
+        {"0": LayerQuant(8, True, 128, rotation=False, obs_perm=perm, obs_blocks=obs_blocks(K, b))}
+    )(model)
     q = model[0]
     # K indices stand for G, and the layer's rotation blocks are G's
     assert q.obs_perm is not None and q.obs_perm.dtype == torch.int32 and torch.equal(q.obs_perm.long(), perm)
@@ -104,21 +107,24 @@ def test_layer_rejects_what_is_not_a_permutation_of_a_rotated_layer() -> None:
     bad = torch.arange(K).flip(0)
     bad[0] = bad[1]
     with pytest.raises(ValueError, match="not a permutation"):
-        InsertQuantLinearPass({"0": LayerQuant(8, True, 128, obs_perm=bad, obs_block=128)})(model)
+        InsertQuantLinearPass({"0": LayerQuant(8, True, 128, obs_perm=bad, obs_blocks=(128, 128))})(model)
     with pytest.raises(ValueError, match="go together"):
         LayerQuant(8, True, 128, obs_perm=torch.arange(K))
     with pytest.raises(ValueError, match="activation-quantized"):
-        LayerQuant(8, False, 128, obs_perm=torch.arange(K), obs_block=128).blocks(K)
+        LayerQuant(8, False, 128, obs_perm=torch.arange(K), obs_blocks=(128, 128)).blocks(K)
 
 
 def test_weight_store_keeps_the_permutation_and_refuses_a_dense_g(tmp_path: Path) -> None:
     """The store holds G as K int32 indices and the block record, and loads back the same layer; a store of the
     dense form (record ``obs``, before the tenth session) is refused with the fix."""
     x, lin, _ = outlier_layer()
-    perm, b = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight), b := obs_block(K, 128, 2)), b
+    b = obs_block(K, 128, 2)
+    perm = obs_permutation(outlier_scores(x.abs().amax(dim=0), lin.weight), b)
     model = nn.Sequential(nn.Linear(K, N, bias=False))
     model[0].load_state_dict(lin.state_dict())
-    InsertQuantLinearPass({"0": LayerQuant(4, True, 128, rotation=False, obs_perm=perm, obs_block=b)})(model)
+    InsertQuantLinearPass(
+        {"0": LayerQuant(4, True, 128, rotation=False, obs_perm=perm, obs_blocks=obs_blocks(K, b))}
+    )(model)
     path = tmp_path / "w.safetensors"
     save_weight_store(path, model)
     tensors, layers, meta = load_weight_store(path)
