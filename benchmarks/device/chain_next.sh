@@ -7,15 +7,23 @@
 #   bash benchmarks/device/wait.sh $(( T0 + 560 ))
 # then `bash benchmarks/device/wait.sh 560` in each call, at once (the machine is released after 30 s idle).
 source "$(dirname "$0")/chain_lib.sh" "$@"
-# 1. the GPU tests (kernels, runner, methods): correctness first (~6 min on the H100)
-if [ $(left) -ge 420 ]; then
-  timeout $(( $(left) - 20 )) python3 -m pytest tests/gpu -q -p no:cacheprovider > $R/tests_gpu_log.txt 2>&1; log "tests/gpu rc=$?"
-fi
-# 2. Flux-dev's fused step against both baselines in one process (issue 13)
+# 1. the activation kernels' A/B in one process: the CTA kernel first (the digests' reference), then the
+#    warps-per-token kernels' options (plugins/csrc/rotate_quant_warp.cu)
+timeout 300 python3 benchmarks/bench_act.py --out $R --tag ab --widths 1536,3072,12288 --variants cta,,w2,occ3,w2+occ3 > $R/bench_act_ab_log.txt 2>&1; log "bench_act A/B rc=$?"
+# 2. the activation kernels' GPU tests (against the reference, and bit-identity with the CTA kernel)
+timeout 400 python3 -m pytest tests/gpu/test_qlinear_kernels.py -q -p no:cacheprovider -k "rotate_quant or bit_identical" > $R/tests_act_log.txt 2>&1; log "tests act rc=$?"
+# 3. the best bit-identical options for the end-to-end runs
+export ADATSQ_RQ_KERNEL=$(python3 benchmarks/device/pick_rq_options.py $R/bench_act_ab.json 2>> $R/chain.log)
+log "ADATSQ_RQ_KERNEL=$ADATSQ_RQ_KERNEL"
+# 4. Flux-dev's fused step against both baselines in one process (issue 13)
 if [ $(left) -ge 300 ]; then
   timeout $(( $(left) - 20 )) python3 benchmarks/bench_e2e.py --models flux-dev --variants bf16-compile,fp8-compile,ours-a3-fused-compile --time-budget $(( $(left) - 120 )) --out $R/bench_e2e_fluxdev.json > $R/bench_e2e_fluxdev_log.txt 2>&1; log "bench_e2e flux-dev rc=$?"
 fi
-# 3. Wan2.1's row, if the time is there
+# 5. the GPU tests (kernels, runner, methods), with the options above
+if [ $(left) -ge 420 ]; then
+  timeout $(( $(left) - 20 )) python3 -m pytest tests/gpu -q -p no:cacheprovider > $R/tests_gpu_log.txt 2>&1; log "tests/gpu rc=$?"
+fi
+# 6. Wan2.1's row, if the time is there
 if [ $(left) -ge 420 ]; then
   timeout $(( $(left) - 20 )) python3 benchmarks/bench_e2e.py --models wan2.1-1.3b --variants bf16-compile,ours-a3-fused-compile --time-budget $(( $(left) - 200 )) --out $R/bench_e2e_wan.json > $R/bench_e2e_wan_log.txt 2>&1; log "bench_e2e wan rc=$?"
 fi

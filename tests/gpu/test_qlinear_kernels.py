@@ -121,6 +121,33 @@ def test_rotate_quant_group_sizes(k: int, group: int, a_bits: int) -> None:
     torch.testing.assert_close(sx.t().cpu(), ref_s, rtol=1e-5, atol=0)
 
 
+@pytest.mark.parametrize("k", [1536, 3072, 12288])
+@pytest.mark.parametrize("options", ["", "w2", "occ3", "w2,occ3"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_warp_kernels_bit_identical_to_cta_kernel(
+    k: int, options: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The warps-per-token kernels (one, two or four warps per token, rotate_quant_warp.cu) perform the CTA
+    kernel's additions in its order, so codes and scales are equal bit for bit (ADATSQ_RQ_KERNEL=cta forces
+    the CTA kernel). M covers one token, a partial last CTA, and several rounds of the persistent grid."""
+    _cuda()
+    from adatsq.plugins.kernels.api import quantize_activations
+
+    gen = torch.Generator().manual_seed(torch.seed())
+    for m in (1, 7, 3001):
+        x = _x(m, k, dtype, gen).cuda()
+        for a_bits, group in ((3, 128), (4, 64), (8, 128)):
+            fp8 = a_bits <= 4
+            monkeypatch.setenv("ADATSQ_RQ_KERNEL", "cta")
+            q_ref, s_ref = quantize_activations(x, a_bits, group, True, fp8)
+            monkeypatch.setenv("ADATSQ_RQ_KERNEL", options)
+            q, s = quantize_activations(x, a_bits, group, True, fp8)
+            torch.cuda.synchronize()
+            what = f"K={k} M={m} a{a_bits} G={group} {dtype} options={options!r}"
+            assert torch.equal(q.view(torch.uint8), q_ref.view(torch.uint8)), what
+            assert torch.equal(s, s_ref), what
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
 def test_rotate_quant_dtypes_and_no_rotation(dtype: torch.dtype) -> None:
     _cuda()
