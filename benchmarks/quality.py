@@ -9,7 +9,8 @@ Rows per target: ``adatsq`` (the full method), ``adatsq+mse`` (least-squares wei
 Fisher weighting), ``rtn`` (round-to-nearest weights), ``no-rotation``, ``adatsq+d2quant`` (D²Quant's
 ``--dsq --dac``), ``adatsq+lowrank`` (SVDQuant's rank-32 branch, ``--lowrank 32``, on AdaTSQ's GPTQ
 residual) and ``svdquant-r2`` (SVDQuant's recipe with a rank-2 branch: rank 32 is 1 % of Flux-dev's width,
-a sixth of shapes-flux's), the COMBINATIONS, left out of ``--quick`` unless named; plus ``fp`` once. The rows of one
+a sixth of shapes-flux's), ``adatsq+channel`` and ``adatsq+pow2`` (``--weight-group``: one weight scale per
+output channel, or per channel × 2^e per group), the COMBINATIONS, left out of ``--quick`` unless named; plus ``fp`` once. The rows of one
 target share one calibration and AdaTSQ's search: they are computed once per target (``--until search``,
 into ``WORK/target_T/shared``), and each row compiles in its own copy of that folder, re-running only the
 stages its options change (the search and/or quantize), so the rows of a target run in parallel once it is
@@ -82,6 +83,10 @@ COMBINATIONS: dict[str, list[str]] = {
     # SVDQuant's recipe (method:svdquant) with its branch at Flux-dev's share of the width: rank 32 of 3072 is
     # rank 2 of shapes-flux's 192, where rank 32 is a sixth of the width and 2.6× the W3 model's weight bytes
     "svdquant-r2": _preset_args("svdquant", lowrank=2),
+    # one weight scale per output channel, or per channel × a power of two per group (issue 13: granularities
+    # at which the FP8 GEMM's promotion is one FMA per accumulator instead of two): what they cost in quality
+    "adatsq+channel": ["--weight-group", "channel"],
+    "adatsq+pow2": ["--weight-group", "pow2"],
 }
 ALL_ROWS = {**ROWS, **COMBINATIONS}
 

@@ -132,6 +132,7 @@ def gptq_quantize(
     percdamp: float = 0.01,
     act_order: bool = False,
     scale_method: str = "absmax",
+    fixed_scales: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantize an (already rotated) weight W·R with GPTQ onto contract 1's grouped symmetric grid.
 
@@ -159,6 +160,10 @@ def gptq_quantize(
         percdamp: relative damping λ.
         act_order: quantize columns in order of decreasing H[j,j] (static groups).
         scale_method: how each group's scale is fitted (``absmax`` or ``mse``, plugins/reference.SCALE_METHODS).
+        fixed_scales: the group scales (N×(K/G) float16) fitted beforehand on the original W, used as they are
+            (no refit), e.g. the power-of-two ladder of plugins/reference.granular_weight_scale: a refit of
+            the updated weights would step up the ladder (2× coarser) wherever GPTQ's updates grew a group's
+            maximum past its step.
 
     Returns:
         (codes int8 N×K, scales float16 N×(K/G)) with ``dequantize_weight(codes, scales)`` the GPTQ weight.
@@ -181,6 +186,10 @@ def gptq_quantize(
 
     groups = k // g
     scales = torch.empty(n, groups, dtype=torch.float16, device=device)
+    if fixed_scales is not None:
+        if tuple(fixed_scales.shape) != (n, groups):
+            raise ValueError(f"fixed_scales must be N×(K/G) = {(n, groups)}, got {tuple(fixed_scales.shape)}")
+        scales.copy_(fixed_scales)
     perm: torch.Tensor | None = None
     if act_order:
         # Static groups: every group's scale from the original (dead-zeroed) W, original column order.
@@ -196,7 +205,14 @@ def gptq_quantize(
     hinv = _upper_cholesky_of_inverse(h, percdamp).to(torch.float32)
     codes = torch.zeros(n, k, dtype=torch.float32, device=device)
 
-    if CUDA_GRAPHS and perm is None and device.type == "cuda" and blocksize % g == 0 and k % blocksize == 0:
+    if (
+        CUDA_GRAPHS
+        and fixed_scales is None
+        and perm is None
+        and device.type == "cuda"
+        and blocksize % g == 0
+        and k % blocksize == 0
+    ):
         _graphed_blocks(weight, hinv, codes, scales, bits, g, q, blocksize, scale_method)
         return codes.to(torch.int8), scales
 
@@ -209,7 +225,7 @@ def gptq_quantize(
             col = i1 + i
             if perm is None:
                 gi = col // g
-                if col % g == 0:
+                if col % g == 0 and fixed_scales is None:
                     # Aligned blocks: the group lies inside w1 (updated up to column col), or it starts at
                     # this block's start (i == 0) where the lazily updated ``weight`` is complete.
                     group_w = w1[:, i : i + g] if col + g <= i2 else weight[:, col : col + g]

@@ -21,6 +21,7 @@ from adatsq.compiler.settings import (
     SALIENCES,
     STAGE_NAMES,
     WEIGHT_BITS,
+    WEIGHT_GROUPS,
     WEIGHT_METHODS,
     WEIGHT_SCALES,
     default_of,
@@ -244,6 +245,12 @@ def _known_models() -> str:
     help="Weight scales per group: absmax/qmax, or the least-squares shrink of it.",
 )
 @click.option(
+    "--weight-group",
+    type=click.Choice(WEIGHT_GROUPS),
+    default=default_of("weight_group"),
+    help="Weight scale granularity along K: per group of G [group], or one scale per output channel.",
+)
+@click.option(
     "--rotation/--no-rotation",
     default=default_of("rotation"),
     help="Hadamard rotation of the activation-quantized layers [on]; off is an ablation.",
@@ -367,6 +374,7 @@ def main(
     weights: str,
     alpha: str,
     weight_scale: str,
+    weight_group: str,
     rotation: bool,
     static_schedule: bool,
     method: str,
@@ -439,6 +447,7 @@ def main(
             weights=weights,
             alpha=alpha,
             weight_scale=weight_scale,
+            weight_group=weight_group,
             rotation=rotation,
             static_schedule=static_schedule,
             uniform_bits=uniform_bits,

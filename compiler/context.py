@@ -177,6 +177,7 @@ class CompileContext:
                 bias=(biases or {}).get(name),
                 obs_perm=perm,
                 obs_blocks=obs_blocks,
+                weight_group=self.config.weight_group,
             )
         return out
 

@@ -19,7 +19,7 @@ from adatsq.core.contract import UNQUANTIZED
 from adatsq.passes.base import Pass, PassConditionError, PassResult
 from adatsq.plugins.formats import format_for_bits
 from adatsq.plugins.hadamard import is_supported_width, rotate_blocks
-from adatsq.plugins.reference import effective_group, quantize_weight_rtn
+from adatsq.plugins.reference import effective_group, granular_weight_scale, quantize_weight_rtn
 
 __all__ = [
     "QUANT_TENSOR",
@@ -322,8 +322,11 @@ class LayerQuant:
         bias: torch.Tensor | None = None,
         obs_perm: torch.Tensor | None = None,
         obs_blocks: Sequence[int] | None = None,
+        weight_group: str = "group",
     ) -> None:
         self.w_bits = w_bits
+        #: the round-to-nearest scales' granularity (plugins/reference.WEIGHT_GRANULARITIES)
+        self.weight_group = weight_group
         self.act_quantized = act_quantized
         self.group_size = group_size
         self.codes = codes
@@ -403,9 +406,9 @@ class InsertQuantLinearPass(Pass[nn.Module]):
                 w = w[:, lq.obs_perm.long().to(w.device)] if lq.obs_perm is not None else w
                 w = w - lq.lowrank[1].double() @ lq.lowrank[0].double().t() if lq.lowrank is not None else w
                 w = rotate_blocks(w, blocks) if rotate_input else w
-                codes, scale = quantize_weight_rtn(
-                    w.float(), lq.w_bits, lq.group_size, method=lq.scale_method
-                )
+                w32 = w.float()
+                scale = granular_weight_scale(w32, lq.w_bits, lq.group_size, lq.scale_method, lq.weight_group)
+                codes, scale = quantize_weight_rtn(w32, lq.w_bits, lq.group_size, scale=scale)
             else:  # packed where the layer lives (the quantize stage keeps GPTQ's codes on the host)
                 codes, scale = lq.codes.to(linear.weight.device), lq.scale.to(linear.weight.device)
             q = QuantLinear(

@@ -21,6 +21,10 @@ from adatsq.plugins.formats import format_for_bits
 from adatsq.plugins.hadamard import rotate
 
 __all__ = [
+    "WEIGHT_GRANULARITIES",
+    "channel_scale_as_groups",
+    "granular_weight_scale",
+    "pow2_ladder_scale",
     "dequantize_weight",
     "effective_group",
     "qlinear_reference",
@@ -132,6 +136,52 @@ def quantize_weight_rtn(
     wg = w_rot.float().reshape(n, k // g, g) / scale.float().unsqueeze(-1)
     codes = torch.clamp(torch.round(wg), -q - 1, q).reshape(n, k)
     return codes.to(torch.int8), scale
+
+
+#: the exponents of pow2_ladder_scale: s_g = s_n·2^e, e ∈ [POW2_MIN, POW2_MAX]; code·2^e is exact in e4m3 for
+#: every 3- and 4-bit code (|code|·2^e ≤ 8·4 < 448, and 2^-9 is e4m3's smallest subnormal step)
+POW2_MIN, POW2_MAX = -9, 2
+
+
+def pow2_ladder_scale(scale: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Group scales (N×groups) moved onto the row's ladder ref[n]·2^e (ref N×1 float16), e = ⌈log2(s/ref)⌉
+    clamped to [POW2_MIN, POW2_MAX]: the smallest ladder step ≥ s (never more clipping than s itself), within
+    2× of it. With such scales q_w·2^e is an exact e4m3 operand, so an FP8 GEMM can carry the group factor in
+    the weight and promote by the activation scale alone (one FMA), s_w[n] applied once in the epilogue."""
+    r = ref.float()
+    e = torch.ceil(torch.log2(scale.float() / r)).clamp(POW2_MIN, POW2_MAX)
+    return _fp16_scale(r * torch.exp2(e))
+
+
+#: the weights' scale granularity along K (``--weight-group``): one float16 scale per group of G (contract 1's),
+#: one per output channel, or one per channel times a power of two per group (:func:`pow2_ladder_scale`);
+#: all three are stored in contract 1's N×K/G layout, so the op and the kernels take each of them as it is
+WEIGHT_GRANULARITIES = ("group", "channel", "pow2")
+
+
+def granular_weight_scale(
+    w_rot: torch.Tensor, bits: int, group_size: int, method: str = "absmax", granularity: str = "group"
+) -> torch.Tensor:
+    """Float16 weight scales N×K/G at ``granularity`` (:data:`WEIGHT_GRANULARITIES`); the row's scale of
+    ``channel`` and the ladder's reference of ``pow2`` are ``weight_scale`` over all of K."""
+    if granularity not in WEIGHT_GRANULARITIES:
+        raise ValueError(f"weight scale granularity {granularity!r} is not one of {WEIGHT_GRANULARITIES}")
+    if granularity == "group":
+        return weight_scale(w_rot, bits, group_size, method)
+    k = w_rot.shape[1]
+    row = weight_scale(w_rot, bits, k, method)
+    if granularity == "channel":
+        return channel_scale_as_groups(row, k, group_size)
+    return pow2_ladder_scale(weight_scale(w_rot, bits, group_size, method), row)
+
+
+def channel_scale_as_groups(scale: torch.Tensor, k: int, group_size: int) -> torch.Tensor:
+    """One scale per output channel (N×1) in contract 1's grouped layout: N×K/G, each row's scale repeated,
+    so s_w[n, g]·q_w = s_w[n]·q_w for every group g and the format, the op and the kernels stay as they are."""
+    groups = k // effective_group(k, group_size)
+    if scale.shape[-1] != 1:
+        raise ValueError(f"a per-channel scale is N×1, got {tuple(scale.shape)}")
+    return scale.expand(-1, groups).contiguous()
 
 
 def dequantize_weight(codes: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:

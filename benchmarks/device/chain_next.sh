@@ -8,8 +8,8 @@
 # then `bash benchmarks/device/wait.sh 560` in each call, at once (the machine is released after 30 s idle).
 source "$(dirname "$0")/chain_lib.sh" "$@"
 # 1. the activation kernels' A/B in one process: the CTA kernel first (the digests' reference), then the
-#    warps-per-token kernels' options (plugins/csrc/rotate_quant_warp.cu)
-timeout 300 python3 benchmarks/bench_act.py --out $R --tag ab --widths 1536,3072,12288 --variants cta,,w2,occ3,w2+occ3 > $R/bench_act_ab_log.txt 2>&1; log "bench_act A/B rc=$?"
+#    default warp kernel and the opt-in warps-per-token kernels' options (plugins/csrc/rotate_quant_warps.cu)
+timeout 300 python3 benchmarks/bench_act.py --out $R --tag ab --widths 1536,3072,12288 --variants cta,,warps,warps+w2,warps+occ3,warps+w2+occ3 > $R/bench_act_ab_log.txt 2>&1; log "bench_act A/B rc=$?"
 # 2. the activation kernels' GPU tests (against the reference, and bit-identity with the CTA kernel)
 timeout 400 python3 -m pytest tests/gpu/test_qlinear_kernels.py -q -p no:cacheprovider -k "rotate_quant or bit_identical" > $R/tests_act_log.txt 2>&1; log "tests act rc=$?"
 # 3. the best bit-identical options for the end-to-end runs
@@ -23,7 +23,11 @@ fi
 if [ $(left) -ge 420 ]; then
   timeout $(( $(left) - 20 )) python3 -m pytest tests/gpu -q -p no:cacheprovider > $R/tests_gpu_log.txt 2>&1; log "tests/gpu rc=$?"
 fi
-# 6. Wan2.1's row, if the time is there
+# 6. the weight-scale granularity rows at FULL settings (the quick CPU rows are in BENCHMARKS.md, 2026-12-08)
+if [ $(left) -ge 300 ]; then
+  timeout $(( $(left) - 20 )) python3 benchmarks/quality.py --device cuda --jobs 8 --rows adatsq,adatsq+channel,adatsq+pow2 --methods "" --out $R/quality_weight_group.json --work /tmp/qwork > $R/quality_weight_group_log.txt 2>&1; log "quality weight-group rc=$?"
+fi
+# 7. Wan2.1's row, if the time is there
 if [ $(left) -ge 420 ]; then
   timeout $(( $(left) - 20 )) python3 benchmarks/bench_e2e.py --models wan2.1-1.3b --variants bf16-compile,ours-a3-fused-compile --time-budget $(( $(left) - 200 )) --out $R/bench_e2e_wan.json > $R/bench_e2e_wan_log.txt 2>&1; log "bench_e2e wan rc=$?"
 fi

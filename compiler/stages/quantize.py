@@ -58,7 +58,12 @@ from adatsq.passes.quant_linear import (
 )
 from adatsq.passes.weight_store import save_weight_store
 from adatsq.plugins.hadamard import rotate_blocks
-from adatsq.plugins.reference import dequantize_weight, quantize_weight_rtn
+from adatsq.plugins.reference import (
+    channel_scale_as_groups,
+    dequantize_weight,
+    granular_weight_scale,
+    quantize_weight_rtn,
+)
 
 __all__ = ["quantize_key", "run_quantize"]
 
@@ -72,6 +77,7 @@ def quantize_key(ctx: CompileContext) -> dict[str, Any]:
         "weights": c.weights,
         "alpha": c.alpha,
         "weight_scale": c.weight_scale,
+        **({"weight_group": c.weight_group} if c.weight_group != "group" else {}),  # earlier keys stay valid
         "rotation": c.rotation,
         "smoothing": [c.smoothing, c.smooth_alpha],
         "lowrank": c.lowrank,
@@ -349,10 +355,13 @@ def _quantize_layer(
     method: str,
     perm: torch.Tensor | None = None,
     clip: bool = False,
+    granularity: str = "group",
 ) -> _Quantized:
     """Quantize W (already W·diag(s), and ·P with CLQ's ``perm``) for x̂ = x·diag(s)⁻¹·P·R; ``h``: the replay's Hessian
     (of the raw x when ``raw``, else of x·R already). ``clip``: the RTN codes by CLQ's clip search
-    (calib/obs.clip_search) instead of ``method``'s scales."""
+    (calib/obs.clip_search) instead of ``method``'s scales. ``granularity``: the weight scales' (plugins/reference
+    .WEIGHT_GRANULARITIES): ``channel`` runs GPTQ with one group of K and repeats its scales; ``pow2`` gives
+    GPTQ the ladder's scales of the unupdated W·R, fixed (calib/gptq's ``fixed_scales``)."""
     if raw:
         ones = torch.ones(w.shape[1], dtype=torch.float64, device=h.device)
         h = _smoothed_rotated(h, (s if s is not None else ones).to(h.device), blocks, perm)
@@ -362,8 +371,15 @@ def _quantize_layer(
         rc, rs, ratio, _ = clip_search(w_rot, h, bits, group)
         errors["clip_ratio"] = ratio
     else:
-        rc, rs = quantize_weight_rtn(w_rot.float(), bits, group, method=method)
-    gc, gs = gptq_quantize(w_rot.float(), h, bits, group, scale_method=method)
+        w32 = w_rot.float()
+        scale = granular_weight_scale(w32, bits, group, method, granularity)
+        rc, rs = quantize_weight_rtn(w32, bits, group, scale=scale)
+    k = w_rot.shape[1]
+    w32 = w_rot.float()
+    fixed = granular_weight_scale(w32, bits, group, method, "pow2") if granularity == "pow2" else None
+    g_gptq = k if granularity == "channel" else group
+    gc, gs = gptq_quantize(w32, h, bits, g_gptq, scale_method=method, fixed_scales=fixed)
+    gs = channel_scale_as_groups(gs, k, group) if granularity == "channel" else gs
     errors["gptq"] = weighted_reconstruction_error(w_rot, dequantize_weight(gc, gs).double(), h)
     errors["rtn"] = weighted_reconstruction_error(w_rot, dequantize_weight(rc, rs).double(), h)
     return _Quantized(w_rot, h, s, (rc, rs), (gc, gs), errors)
@@ -515,7 +531,19 @@ def _quantize_chunk(ctx: CompileContext, label: str, chunk: list[str], r: _Repla
                 down, up, w = lowrank_split(w, min(c.lowrank, *w.shape))
                 lowrank[n] = (down.float().cpu(), up.float().cpu())
             tried = [
-                _quantize_layer(w, sn, h, n in stats.raw, blocks, bits, group, method, perm, c.clip_search)
+                _quantize_layer(
+                    w,
+                    sn,
+                    h,
+                    n in stats.raw,
+                    blocks,
+                    bits,
+                    group,
+                    method,
+                    perm,
+                    c.clip_search,
+                    c.weight_group,
+                )  # fmt: skip
             ]
             if n in dsq_layers:  # W ≈ Q(W·diag(η)⁻¹)·diag(η): x̂·diag(η), i.e. s ← s/η
                 h_w = smooth_hessian(h, sn.to(h.device)) if sn is not None else h

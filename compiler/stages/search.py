@@ -62,6 +62,8 @@ def _frontier_key(ctx: CompileContext) -> dict[str, Any]:
         # the search measures a round-to-nearest copy: its weights depend on these
         "rotation": c.rotation,
         "weight_scale": c.weight_scale,
+        # only when not the default, so the keys of earlier outputs stay valid
+        **({"weight_group": c.weight_group} if c.weight_group != "group" else {}),
         "static": c.static_schedule,
         "uniform": c.uniform_bits,
     }
@@ -316,6 +318,7 @@ def _build_schedule(
             "weights": c.weights,
             "alpha": c.alpha,
             "weight_scale": c.weight_scale,
+            "weight_group": c.weight_group,
             "rotation": c.rotation,
         },
         random_weights=c.random_weights,

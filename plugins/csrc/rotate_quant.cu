@@ -1,11 +1,12 @@
 // Fused online Hadamard rotation + per-token per-group dynamic quantization (one pass over x).
 //
-// Two kernels. K = 12·p with p = 128, 256 or 1024 (K = 1536, 3072, 12288): one, one or four warps per token,
-// everything in registers but one exchange across a token's warps (rotate_quant_warp.cu). Otherwise this
-// file's CTAs of 256 threads, one token at a time (persistent, with the next token's row copied into shared
-// memory by cp.async meanwhile, where the H_m step runs on tensor cores). Thread t owns the 8-element chunks
-// c = t + j*256 (j < CPT), i.e. elements [8c, 8c+8); CPT is the smallest of {1, 2, 4, 6, 8, 16} that covers
-// K/8 (6: K = 12288 exactly; that width now goes to the four-warp kernel unless ADATSQ_RQ_KERNEL=cta).
+// Two kernels. K = 12·p with p = 128 or 256 (K = 1536, 3072): one warp per token, everything in registers
+// (rotate_quant_warp.cu; ADATSQ_RQ_KERNEL=warps opts into rotate_quant_warps.cu's persistent kernels, which
+// also take K = 12288 on four warps per token, not yet run on a GPU). Otherwise this file's CTAs of 256
+// threads, one token at a time (persistent, with the next token's row copied into shared memory by cp.async
+// meanwhile, where the H_m step runs on tensor cores). Thread t owns the 8-element chunks c = t + j*256
+// (j < CPT), i.e. elements [8c, 8c+8); CPT is the smallest of {1, 2, 4, 6, 8, 16} that covers K/8 (6: K =
+// 12288 exactly).
 // The Walsh-Hadamard transform over p = 2^k is the product of k commuting butterfly stages
 // (a, b) -> (a + b, a - b) at element distance h = 1, 2, ..., p/2:
 //   h < 8      inside a thread's chunk (registers),
@@ -25,6 +26,7 @@
 #include "qlinear_kernels.h"
 #include "rotate_quant_device.cuh"
 #include "rotate_quant_warp.h"
+#include "rotate_quant_warps.h"
 
 namespace {
 
@@ -480,8 +482,11 @@ extern "C" int adatsq_rotate_quant(const void* x, int x_dtype, int64_t M, int64_
   if (M == 0) return 0;
   const int qmax = (1 << (a_bits - 1)) - 1;
   const int k = static_cast<int>(K);
-  if (const int warps = adatsq::rq::warps_per_token(k, rotate, m, p, group)) {
+  if (const int warps = adatsq::rq::warps_per_token(k, rotate, m, p, group)) {  // opt-in, ADATSQ_RQ_KERNEL
     return adatsq::rq::launch_warps(x, x_dtype, M, ldx, p, warps, hm, group, qmax, fp8_codes, q, s_x, stream);
+  }
+  if (!adatsq::rq::option_set("cta") && adatsq::rq::warp_kernel_fits(k, rotate, m, p, group)) {
+    return adatsq::rq::launch_warp(x, x_dtype, M, ldx, p, hm, group, qmax, fp8_codes, q, s_x, stream);
   }
   switch (x_dtype) {
     case ADATSQ_F32:

@@ -122,14 +122,15 @@ def test_rotate_quant_group_sizes(k: int, group: int, a_bits: int) -> None:
 
 
 @pytest.mark.parametrize("k", [1536, 3072, 12288])
-@pytest.mark.parametrize("options", ["", "w2", "occ3", "w2,occ3"])
+@pytest.mark.parametrize("options", ["", "warps", "warps,w2", "warps,occ3", "warps,w2,occ3"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
 def test_warp_kernels_bit_identical_to_cta_kernel(
     k: int, options: str, dtype: torch.dtype, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The warps-per-token kernels (one, two or four warps per token, rotate_quant_warp.cu) perform the CTA
-    kernel's additions in its order, so codes and scales are equal bit for bit (ADATSQ_RQ_KERNEL=cta forces
-    the CTA kernel). M covers one token, a partial last CTA, and several rounds of the persistent grid."""
+    """The warp kernels (the default one warp per token of rotate_quant_warp.cu; with ADATSQ_RQ_KERNEL=warps the
+    one, two or four warps per token of rotate_quant_warps.cu) perform the CTA kernel's additions in its order,
+    so codes and scales are equal bit for bit (ADATSQ_RQ_KERNEL=cta forces the CTA kernel). M covers one token,
+    a partial last CTA, and several rounds of the persistent grid."""
     _cuda()
     from adatsq.plugins.kernels.api import quantize_activations
 

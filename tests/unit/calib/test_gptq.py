@@ -9,6 +9,7 @@ from adatsq.calib.gptq import fisher_alpha, gptq_quantize, weighted_reconstructi
 from adatsq.plugins.reference import (
     dequantize_weight,
     effective_group,
+    pow2_ladder_scale,
     qmax,
     quantize_weight_rtn,
     weight_scale,
@@ -251,3 +252,18 @@ def test_fisher_alpha_rejects_bad_inputs() -> None:
         fisher_alpha(-torch.ones(3, 2), tau=1.0)
     with pytest.raises(ValueError, match="T×L"):
         fisher_alpha(torch.ones(3), tau=1.0)
+
+
+def test_gptq_with_fixed_scales(layer: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    """``fixed_scales`` (here the power-of-two ladder's): GPTQ keeps them as given and beats round-to-nearest on
+    the same scales; a wrong shape is refused."""
+    w, _x, h = layer
+    ladder = pow2_ladder_scale(weight_scale(w, 3, 128), weight_scale(w, 3, K))
+    codes, scales = gptq_quantize(w, h, 3, 128, fixed_scales=ladder)
+    assert torch.equal(scales, ladder)
+    rtn_codes, rtn_scales = quantize_weight_rtn(w, 3, 128, scale=ladder)
+    gptq_err = weighted_reconstruction_error(w, dequantize_weight(codes, scales).double(), h)
+    rtn_err = weighted_reconstruction_error(w, dequantize_weight(rtn_codes, rtn_scales).double(), h)
+    assert gptq_err < 0.9 * rtn_err
+    with pytest.raises(ValueError, match="fixed_scales"):
+        gptq_quantize(w, h, 3, 128, fixed_scales=ladder[:, :1])

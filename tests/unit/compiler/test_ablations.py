@@ -1,6 +1,6 @@
 """The method's ablations as compile options (the quality table, BENCHMARKS.md): --weights rtn, --alpha
-uniform, --weight-scale mse, --no-rotation, --static-schedule, each reaching the stage that uses it, on
-tiny-flux through the CLI."""
+uniform, --weight-scale mse, --weight-group channel, --no-rotation, --static-schedule, each reaching the stage
+that uses it, on tiny-flux through the CLI."""
 
 from __future__ import annotations
 
@@ -85,6 +85,59 @@ def test_default_compile_rotates_and_runs_gptq(tmp_path: Path) -> None:
     assert differs > 0  # GPTQ moved codes off round-to-nearest
 
 
+@pytest.mark.parametrize("weights", ["rtn", "gptq"])
+def test_channel_weight_scales(tmp_path: Path, weights: str) -> None:
+    """--weight-group channel: one scale per output channel, stored repeated over the groups (contract 1's
+    layout); with RTN the codes are round-to-nearest on that one scale per row, with GPTQ they are GPTQ's on
+    it (off round-to-nearest somewhere). The search's RTN copy uses the same scales."""
+    out = tmp_path / "out"
+    _compile(out, "--weights", weights, "--weight-group", "channel")
+    tensors, layers, _ = load_weight_store(out / "weights.safetensors")
+    model = dict(_ctx(out).model.named_modules())
+    differs = 0
+    for name, rec in layers.items():
+        blocks = tuple(rec["blocks"]) if rec["rotate"] else None
+        fmt = format_for_bits(rec["w_bits"])
+        widths = blocks or (rec["in_features"],)
+        suffixes = [f"_{i}" if i else "" for i in range(len(widths))]
+        scale = torch.cat([tensors[f"{name}.w_scale{x}"] for x in suffixes], dim=1)
+        per_block = [tensors[f"{name}.w_scale{x}"] for x in suffixes]
+        for sb in per_block:  # within each op (rotation block) one scale per row, G-grouped layout
+            assert sb.shape[1] >= 1 and torch.equal(sb, sb[:, :1].expand_as(sb)), name
+        stored = torch.cat(
+            [fmt.unpack(tensors[f"{name}.w_packed{x}"], w) for x, w in zip(suffixes, widths, strict=True)],
+            dim=1,
+        )
+        w = model[name].weight.detach()
+        w_rot = (rotated_weight(w, blocks) if blocks else w.double()).float()
+        k = w_rot.shape[1]
+        codes, ch_scale = quantize_weight_rtn(w_rot, rec["w_bits"], k)
+        if weights == "rtn" and blocks is None:
+            assert torch.equal(stored, codes), name
+            assert torch.equal(scale, ch_scale.expand_as(scale)), name
+        differs += int(not torch.equal(stored, codes))
+    assert layers
+    if weights == "gptq":
+        assert differs > 0
+    record = load_schedule(out / "schedule.json").search
+    assert record["weight_group"] == "channel"
+
+
+def test_pow2_weight_scales(tmp_path: Path) -> None:
+    """--weight-group pow2: every stored group scale is its row's reference (the scale over all of K) times
+    an integer power of two (plugins/reference.pow2_ladder_scale), per op of a rotation-blocked layer."""
+    out = tmp_path / "out"
+    _compile(out, "--weight-group", "pow2")
+    tensors, layers, _ = load_weight_store(out / "weights.safetensors")
+    assert layers
+    for name, rec in layers.items():
+        n_ops = len(rec["blocks"]) if rec["rotate"] else 1
+        scale = torch.cat([tensors[f"{name}.w_scale" + (f"_{i}" if i else "")] for i in range(n_ops)], dim=1)
+        ratio = torch.log2(scale.double() / scale.double().amax(dim=1, keepdim=True))
+        assert torch.equal(ratio, ratio.round()), name  # the row's largest step is 2^e·ref too
+    assert load_schedule(out / "schedule.json").search["weight_group"] == "pow2"
+
+
 def test_uniform_alpha_reaches_the_hessians(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     seen: list[torch.Tensor] = []
     real = quantize_stage._accumulate
@@ -125,6 +178,9 @@ def test_uniform_alpha_check() -> None:
         ({"weights": "awq"}, "--weights must be one of"),
         ({"alpha": "x"}, "--alpha must be one of"),
         ({"weight_scale": "minmax"}, "--weight-scale must be one of"),
+        ({"weight_group": "block"}, "--weight-group must be one of"),
+        ({"weight_group": "channel", "group_alloc": True}, "fixes the weight scales. granularity"),
+        ({"weight_group": "channel", "dsq": True}, "fixes the weight scales. granularity"),
         ({"static_schedule": True, "max_engines": 2}, "drop --max-engines"),
         ({"weights": "rtn", "alpha": "uniform"}, "drop --alpha"),
     ],

@@ -15,7 +15,7 @@ from adatsq.passes.quant_linear import (
     set_activation_bits,
 )
 from adatsq.plugins.hadamard import is_supported_width, rotate
-from adatsq.plugins.reference import dequantize_weight
+from adatsq.plugins.reference import channel_scale_as_groups, dequantize_weight, quantize_weight_rtn
 
 
 class _Toy(nn.Module):
@@ -51,6 +51,21 @@ def test_weights_are_folded_rotations() -> None:
     InsertQuantLinearPass({"a": LayerQuant(8, True, 32)})(model)
     w_rot = dequantize_weight(model.a.codes, model.a.w_scale).double()
     assert torch.allclose(w_rot, rotate(w.double()), atol=2e-3)
+
+
+def test_channel_scales_are_one_per_row_in_the_grouped_layout() -> None:
+    """``weight_group="channel"``: round-to-nearest on one scale per output channel (the whole of K), stored as the
+    N×K/G scales contract 1 expects with each row's scale repeated."""
+    torch.manual_seed(3)
+    model = _Toy()
+    w_rot = rotate(model.a.weight.detach().double()).float()
+    InsertQuantLinearPass({"a": LayerQuant(3, True, 32, weight_group="channel")})(model)
+    scale = model.a.w_scale
+    assert scale.shape == (160, 3) and torch.equal(scale, scale[:, :1].expand_as(scale))
+    codes, row_scale = quantize_weight_rtn(w_rot, 3, 96)
+    assert torch.equal(model.a.codes, codes) and torch.equal(scale[:, :1], row_scale)
+    with pytest.raises(ValueError, match="N×1"):
+        channel_scale_as_groups(scale, 96, 32)
 
 
 def test_forward_close_to_float_and_bits_switch() -> None:

@@ -45,6 +45,7 @@ def test_every_cuda_source_compiles(built_lib: pathlib.Path) -> None:
     assert {p.name for p in sources} >= {
         "rotate_quant.cu",
         "rotate_quant_warp.cu",
+        "rotate_quant_warps.cu",
         "qgemm_mma.cu",
         "expand_weight.cu",
         "hadamard_host.cu",

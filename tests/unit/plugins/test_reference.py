@@ -9,8 +9,13 @@ import torch
 
 from adatsq.plugins.hadamard import rotate
 from adatsq.plugins.reference import (
+    POW2_MAX,
+    POW2_MIN,
+    WEIGHT_GRANULARITIES,
     dequantize_weight,
     effective_group,
+    granular_weight_scale,
+    pow2_ladder_scale,
     qlinear_reference,
     qmax,
     quantize_activation,
@@ -220,3 +225,39 @@ def test_mse_scale_is_the_grid_minimum() -> None:
 def test_unknown_scale_method_is_named() -> None:
     with pytest.raises(ValueError, match="'minmax' is not one of"):
         weight_scale(torch.ones(2, 4), 3, 4, method="minmax")
+
+
+def test_pow2_ladder_scales_are_exact_e4m3_factors() -> None:
+    """pow2_ladder_scale: each group scale becomes ref·2^e with e an integer in [POW2_MIN, POW2_MAX], the
+    smallest such step ≥ the fitted scale (so no group clips more) and below twice it; every 3- and 4-bit code
+    times 2^e is an exact e4m3 value, the property a one-FMA-promotion FP8 GEMM would rely on."""
+    gen = torch.Generator().manual_seed(7)
+    w = torch.randn(48, 512, generator=gen) * torch.rand(48, 512, generator=gen).pow(4)
+    s = weight_scale(w, 3, 128)
+    ref = weight_scale(w, 3, 512)
+    ladder = pow2_ladder_scale(s, ref)
+    e = torch.log2(ladder.double() / ref.double())
+    assert torch.equal(e, e.round()) and int(e.min()) >= POW2_MIN and int(e.max()) <= POW2_MAX
+    inside = e > POW2_MIN  # not clamped at the bottom of the ladder
+    assert bool((ladder.double() >= s.double())[inside].all()) and bool((ladder < 2 * s.float()).all())
+    codes = torch.arange(-8, 8, dtype=torch.float32)
+    for p in range(POW2_MIN, POW2_MAX + 1):
+        v = codes * 2.0**p
+        assert torch.equal(v.to(torch.float8_e4m3fn).float(), v), p
+
+
+@pytest.mark.parametrize("granularity", WEIGHT_GRANULARITIES)
+def test_granular_weight_scales_layout(granularity: str) -> None:
+    gen = torch.Generator().manual_seed(8)
+    w = torch.randn(16, 384, generator=gen)
+    s = granular_weight_scale(w, 4, 128, granularity=granularity)
+    assert s.shape == (16, 3) and s.dtype == torch.float16
+    if granularity == "group":
+        assert torch.equal(s, weight_scale(w, 4, 128))
+    elif granularity == "channel":
+        assert torch.equal(s, weight_scale(w, 4, 384).expand(16, 3))
+    else:
+        ratio = torch.log2(s.double() / weight_scale(w, 4, 384).double())
+        assert torch.equal(ratio, ratio.round())
+    with pytest.raises(ValueError, match="granularity"):
+        granular_weight_scale(w, 4, 128, granularity="block")
