@@ -367,15 +367,13 @@ def _quantize_layer(
         h = _smoothed_rotated(h, (s if s is not None else ones).to(h.device), blocks, perm)
     w_rot = rotate_blocks(w, blocks) if blocks is not None else w
     errors: dict[str, float] = {}
+    w32, k = w_rot.float(), w_rot.shape[1]
     if clip:
         rc, rs, ratio, _ = clip_search(w_rot, h, bits, group)
         errors["clip_ratio"] = ratio
     else:
-        w32 = w_rot.float()
-        scale = granular_weight_scale(w32, bits, group, method, granularity)
-        rc, rs = quantize_weight_rtn(w32, bits, group, scale=scale)
-    k = w_rot.shape[1]
-    w32 = w_rot.float()
+        rtn_scale = granular_weight_scale(w32, bits, group, method, granularity)
+        rc, rs = quantize_weight_rtn(w32, bits, group, scale=rtn_scale)
     fixed = granular_weight_scale(w32, bits, group, method, "pow2") if granularity == "pow2" else None
     g_gptq = k if granularity == "channel" else group
     gc, gs = gptq_quantize(w32, h, bits, g_gptq, scale_method=method, fixed_scales=fixed)
@@ -532,18 +530,8 @@ def _quantize_chunk(ctx: CompileContext, label: str, chunk: list[str], r: _Repla
                 lowrank[n] = (down.float().cpu(), up.float().cpu())
             tried = [
                 _quantize_layer(
-                    w,
-                    sn,
-                    h,
-                    n in stats.raw,
-                    blocks,
-                    bits,
-                    group,
-                    method,
-                    perm,
-                    c.clip_search,
-                    c.weight_group,
-                )  # fmt: skip
+                    w, sn, h, n in stats.raw, blocks, bits, group, method, perm, c.clip_search, c.weight_group
+                )
             ]
             if n in dsq_layers:  # W ≈ Q(W·diag(η)⁻¹)·diag(η): x̂·diag(η), i.e. s ← s/η
                 h_w = smooth_hessian(h, sn.to(h.device)) if sn is not None else h

@@ -319,7 +319,9 @@ int launch_fmt(const TIn* x, int64_t ldx, int64_t M, int p, int warps, const int
     return occ3 ? launch_codes<8, 4, kMinCtasVec8Occ3>(x, ldx, M, hm, group, qmax, fp8, q, s_x, stream)
                 : launch_codes<8, 4, kMinCtasVec8>(x, ldx, M, hm, group, qmax, fp8, q, s_x, stream);
   }
-  if (p == 256 && warps == 2) return launch_codes<4, 2, kMinCtasVec4>(x, ldx, M, hm, group, qmax, fp8, q, s_x, stream);
+  if (p == 256 && warps == 2) {
+    return launch_codes<4, 2, kMinCtasVec4>(x, ldx, M, hm, group, qmax, fp8, q, s_x, stream);
+  }
   if (p == 256) {
     return occ3 ? launch_codes<8, 1, kMinCtasVec8Occ3>(x, ldx, M, hm, group, qmax, fp8, q, s_x, stream)
                 : launch_codes<8, 1, kMinCtasVec8>(x, ldx, M, hm, group, qmax, fp8, q, s_x, stream);
