@@ -21,7 +21,7 @@ from adatsq.compiler.settings import (
     SALIENCES,
     STAGE_NAMES,
     WEIGHT_BITS,
-    WEIGHT_GROUPS,
+    WEIGHT_GRANULARITIES,
     WEIGHT_METHODS,
     WEIGHT_SCALES,
     default_of,
@@ -246,7 +246,7 @@ def _known_models() -> str:
 )
 @click.option(
     "--weight-group",
-    type=click.Choice(WEIGHT_GROUPS),
+    type=click.Choice(WEIGHT_GRANULARITIES),
     default=default_of("weight_group"),
     help="Weight scale granularity along K: per group of G [group], or one scale per output channel.",
 )

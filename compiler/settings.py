@@ -21,7 +21,7 @@ __all__ = [
     "STAGE_NAMES",
     "WEIGHT_BITS",
     "WEIGHT_METHODS",
-    "WEIGHT_GROUPS",
+    "WEIGHT_GRANULARITIES",
     "WEIGHT_SCALES",
     "CompileConfig",
     "default_of",
@@ -37,10 +37,6 @@ METRICS = ("latent", "clip", "geneval")
 WEIGHT_METHODS = ("gptq", "rtn")
 ALPHAS = ("fisher", "uniform")
 WEIGHT_SCALES = ("absmax", "mse")
-#: the weights' scale granularity along K (plugins/reference.WEIGHT_GRANULARITIES): per group of G, per output
-#: channel, or per channel × a power of two per group; the last two let an FP8 GEMM promote with one FMA per
-#: accumulator instead of two (issue 13), at a quality cost the quality table measures
-WEIGHT_GROUPS = WEIGHT_GRANULARITIES
 #: GPU memory GPTQ needs beside the Hessian accumulators and the model (its float64 Cholesky and column loop
 #: of the widest layer, the replay's activations): 12.2 GiB measured for Flux-dev (K up to 15360) on the H200,
 #: before the Cholesky chain freed its buffers as it went; the stage takes more for a wider layer
@@ -126,7 +122,8 @@ class CompileConfig(JsonConfig):
     weights: str = "gptq"
     alpha: str = "fisher"
     weight_scale: str = "absmax"
-    #: :data:`WEIGHT_GROUPS`: per-group (G) weight scales, or one per output channel
+    #: the weight scales' granularity along K (plugins/reference.WEIGHT_GRANULARITIES: per group of G, per
+    #: output channel, or per channel × 2^e per group; the last two allow a one-FMA FP8 promotion, issue 13)
     weight_group: str = "group"
     #: False: no Hadamard rotation anywhere (x·Wᵀ quantized as is), an ablation
     rotation: bool = True
@@ -215,7 +212,10 @@ class CompileConfig(JsonConfig):
             ),
             (self.alpha in ALPHAS, f"--alpha must be one of {ALPHAS}"),
             (self.weight_scale in WEIGHT_SCALES, f"--weight-scale must be one of {WEIGHT_SCALES}"),
-            (self.weight_group in WEIGHT_GROUPS, f"--weight-group must be one of {WEIGHT_GROUPS}"),
+            (
+                self.weight_group in WEIGHT_GRANULARITIES,
+                f"--weight-group must be one of {WEIGHT_GRANULARITIES}",
+            ),
             (
                 self.weight_group == "group"
                 or not (self.group_alloc or self.dsq or self.obs or self.clip_search),

@@ -368,13 +368,14 @@ def _quantize_layer(
     w_rot = rotate_blocks(w, blocks) if blocks is not None else w
     errors: dict[str, float] = {}
     w32, k = w_rot.float(), w_rot.shape[1]
+    # RTN's scales, and GPTQ's fixed ones for the pow2 ladder (the settings refuse --clip-search with it)
+    scale = None if clip else granular_weight_scale(w32, bits, group, method, granularity)
     if clip:
         rc, rs, ratio, _ = clip_search(w_rot, h, bits, group)
         errors["clip_ratio"] = ratio
     else:
-        rtn_scale = granular_weight_scale(w32, bits, group, method, granularity)
-        rc, rs = quantize_weight_rtn(w32, bits, group, scale=rtn_scale)
-    fixed = granular_weight_scale(w32, bits, group, method, "pow2") if granularity == "pow2" else None
+        rc, rs = quantize_weight_rtn(w32, bits, group, scale=scale)
+    fixed = scale if granularity == "pow2" else None
     g_gptq = k if granularity == "channel" else group
     gc, gs = gptq_quantize(w32, h, bits, g_gptq, scale_method=method, fixed_scales=fixed)
     gs = channel_scale_as_groups(gs, k, group) if granularity == "channel" else gs

@@ -357,16 +357,10 @@ __global__ void __launch_bounds__(kThreads, min_ctas_per_sm(CPT, MT))
       const int c = tid + j * kThreads;
       if (c < nchunks) {
         const int g = c / cpg;
-        const float amax = rotate ? __fdiv_rn(__uint_as_float(gmax[g]), norm) : __uint_as_float(gmax[g]);
-        const float s = amax > 1e-30f ? __fdiv_rn(amax, fq) : 1.f;
-        const float inv = __frcp_rn(__fmul_rn(norm, s));
+        float s, inv;
+        group_scale(__uint_as_float(gmax[g]), norm, fq, s, inv);
         uint8_t out[kVec];
-#pragma unroll
-        for (int i = 0; i < kVec; ++i) {
-          float code = rintf(v[j][i] * inv);  // round half to even, like torch.round
-          code = fminf(fmaxf(code, -fq - 1.f), fq);
-          out[i] = encode<kFp8>(code);
-        }
+        encode_codes<kVec, kFp8>(v[j], inv, fq, out);
         *reinterpret_cast<uint2*>(q + token * K + static_cast<int64_t>(c) * kVec) =
             *reinterpret_cast<const uint2*>(out);
         if (c % cpg == 0) s_x[static_cast<int64_t>(g) * M + token] = s;
@@ -482,10 +476,11 @@ extern "C" int adatsq_rotate_quant(const void* x, int x_dtype, int64_t M, int64_
   if (M == 0) return 0;
   const int qmax = (1 << (a_bits - 1)) - 1;
   const int k = static_cast<int>(K);
-  if (const int warps = adatsq::rq::warps_per_token(k, rotate, m, p, group)) {  // opt-in, ADATSQ_RQ_KERNEL
-    return adatsq::rq::launch_warps(x, x_dtype, M, ldx, p, warps, hm, group, qmax, fp8_codes, q, s_x, stream);
+  const adatsq::rq::KernelOptions opt = adatsq::rq::kernel_options();  // ADATSQ_RQ_KERNEL
+  if (const int warps = adatsq::rq::warps_per_token(opt, k, rotate, m, p, group)) {
+    return adatsq::rq::launch_warps(opt, x, x_dtype, M, ldx, p, warps, hm, group, qmax, fp8_codes, q, s_x, stream);
   }
-  if (!adatsq::rq::option_set("cta") && adatsq::rq::warp_kernel_fits(k, rotate, m, p, group)) {
+  if (!opt.cta && adatsq::rq::warp_kernel_fits(k, rotate, m, p, group)) {
     return adatsq::rq::launch_warp(x, x_dtype, M, ldx, p, hm, group, qmax, fp8_codes, q, s_x, stream);
   }
   switch (x_dtype) {

@@ -42,69 +42,21 @@ __global__ void __launch_bounds__(kWarpsPerCta * 32, 3) rotate_quant_warp_kernel
   for (int a = 0; a < MR; ++a) butterflies_in_lane(v[a]);
 #pragma unroll
   for (int mask = 1; mask < 32; mask <<= 1) butterfly_across_lanes(v, mask, lane);  // h = mask·VEC
-#pragma unroll
-  for (int e0 = 0; e0 < VEC; e0 += 4) {
-    float acc[MR][4];
-#pragma unroll
-    for (int i = 0; i < MR; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[i][e] = 0.f;
-#pragma unroll
-    for (int a = 0; a < MR; ++a) {
-#pragma unroll
-      for (int i0 = 0; i0 < MR; i0 += 4) {
-        const float4 sg = hm_s4[(a * MR + i0) / 4];
-        const float ss[4] = {sg.x, sg.y, sg.z, sg.w};
-#pragma unroll
-        for (int k = 0; k < 4; ++k)
-#pragma unroll
-          for (int e = 0; e < 4; ++e) acc[i0 + k][e] = fmaf(ss[k], v[a][e0 + e], acc[i0 + k][e]);
-      }
-    }
-#pragma unroll
-    for (int i = 0; i < MR; ++i)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) v[i][e0 + e] = acc[i][e];
-  }
+  hm_step_in_registers(v, hm_s4);
 
   // Group maxima: a group of G <= p is G/VEC consecutive lanes of one row; a group of G > p is G/p whole
   // rows (warp_kernel_fits admits only these two cases).
   float gmax[MR];
-#pragma unroll
-  for (int a = 0; a < MR; ++a) {
-    float amax = 0.f;
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) amax = fmaxf(amax, fabsf(v[a][i]));
-    const int lanes = group < P ? group / VEC : 32;
-    for (int o = 1; o < lanes; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    gmax[a] = amax;
-  }
-  if (group > P) {
-    const int rows = group / P;
-    float row_max[MR];
-#pragma unroll
-    for (int a = 0; a < MR; ++a) row_max[a] = gmax[a];
-#pragma unroll
-    for (int a = 0; a < MR; ++a)
-#pragma unroll
-      for (int b = 0; b < MR; ++b)
-        if (b / rows == a / rows) gmax[a] = fmaxf(gmax[a], row_max[b]);
-  }
+  warp_group_max(v, group < P ? group / VEC : 32, group > P ? group / P : 1, gmax);
 
   const float fq = static_cast<float>(qmax);
   uint8_t* qrow = q + token * K + lane * VEC;
 #pragma unroll
   for (int a = 0; a < MR; ++a) {
-    const float amax = __fdiv_rn(gmax[a], sqrt_k);
-    const float s = amax > 1e-30f ? __fdiv_rn(amax, fq) : 1.f;
-    const float inv = __frcp_rn(__fmul_rn(sqrt_k, s));
+    float s, inv;
+    group_scale(gmax[a], sqrt_k, fq, s, inv);
     uint8_t out[VEC];
-#pragma unroll
-    for (int i = 0; i < VEC; ++i) {
-      float code = rintf(v[a][i] * inv);
-      code = fminf(fmaxf(code, -fq - 1.f), fq);
-      out[i] = encode<kFp8>(code);
-    }
+    encode_codes<VEC, kFp8>(v[a], inv, fq, out);
     if constexpr (VEC == 8) {
       *reinterpret_cast<uint2*>(qrow + a * P) = *reinterpret_cast<const uint2*>(out);
     } else {

@@ -64,13 +64,6 @@ __device__ __forceinline__ float component(const float4& u, int e) {
   return e == 0 ? u.x : e == 1 ? u.y : e == 2 ? u.z : u.w;
 }
 
-// s = (absmax(u) / sqrt(K)) / qmax (1 where that is <= 1e-30) and the code factor 1 / (sqrt(K)·s).
-__device__ __forceinline__ void scale_of(float amax_u, float sqrt_k, float fq, float& s, float& inv) {
-  const float amax = __fdiv_rn(amax_u, sqrt_k);
-  s = amax > 1e-30f ? __fdiv_rn(amax, fq) : 1.f;
-  inv = __frcp_rn(__fmul_rn(sqrt_k, s));
-}
-
 template <int MR, int VEC, int W, int MINB, typename TIn, bool kFp8>
 __global__ void __launch_bounds__(kThreads, MINB) rotate_quant_warps_kernel(
     const TIn* __restrict__ x, int64_t ldx, int64_t M, const int8_t* __restrict__ hm, int group, int qmax,
@@ -166,56 +159,13 @@ __global__ void __launch_bounds__(kThreads, MINB) rotate_quant_warps_kernel(
       }
     }
 
-    // CE columns per pass: the accumulator (MR·CE floats) is live beside the MR·VEC values
-    constexpr int CE = 4;
-#pragma unroll
-    for (int e0 = 0; e0 < VEC; e0 += CE) {
-      float acc[MR][CE];
-#pragma unroll
-      for (int i = 0; i < MR; ++i)
-#pragma unroll
-        for (int e = 0; e < CE; ++e) acc[i][e] = 0.f;
-#pragma unroll
-      for (int a = 0; a < MR; ++a) {
-#pragma unroll
-        for (int i0 = 0; i0 < MR; i0 += 4) {
-          const float4 sg = hm_s4[(a * MR + i0) / 4];
-          const float ss[4] = {sg.x, sg.y, sg.z, sg.w};
-#pragma unroll
-          for (int k = 0; k < 4; ++k)
-#pragma unroll
-            for (int e = 0; e < CE; ++e) acc[i0 + k][e] = fmaf(ss[k], v[a][e0 + e], acc[i0 + k][e]);
-        }
-      }
-#pragma unroll
-      for (int i = 0; i < MR; ++i)
-#pragma unroll
-        for (int e = 0; e < CE; ++e) v[i][e0 + e] = acc[i][e];
-    }
+    hm_step_in_registers(v, hm_s4);
 
     // Group maxima: a group of G <= S is G/VEC consecutive lanes of one row; a group of G > S (W = 1 only) is
     // G/p whole rows (warps_per_token admits only these cases).
     float gmax[MR];
     const int lanes = group < S ? group / VEC : 32;
-#pragma unroll
-    for (int a = 0; a < MR; ++a) {
-      float amax = 0.f;
-#pragma unroll
-      for (int i = 0; i < VEC; ++i) amax = fmaxf(amax, fabsf(v[a][i]));
-      for (int o = 1; o < lanes; o <<= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-      gmax[a] = amax;
-    }
-    if (W == 1 && group > P) {
-      const int rows = group / P;
-      float row_max[MR];
-#pragma unroll
-      for (int a = 0; a < MR; ++a) row_max[a] = gmax[a];
-#pragma unroll
-      for (int a = 0; a < MR; ++a)
-#pragma unroll
-        for (int b = 0; b < MR; ++b)
-          if (b / rows == a / rows) gmax[a] = fmaxf(gmax[a], row_max[b]);
-    }
+    warp_group_max(v, lanes, W == 1 && group > P ? group / P : 1, gmax);
 
     // Scales: every lane of a group needs the group's (s, 1/(sqrt(K) s)) for all MR rows. Where a group spans
     // at least MR lanes, lane r of the group computes row r's (two correctly rounded divisions and a
@@ -228,7 +178,7 @@ __global__ void __launch_bounds__(kThreads, MINB) rotate_quant_warps_kernel(
       float mine = 0.f;
 #pragma unroll
       for (int a = 0; a < MR; ++a) mine = a == r ? gmax[a] : mine;
-      scale_of(mine, sqrt_k, fq, s_mine, inv_mine);
+      group_scale(mine, sqrt_k, fq, s_mine, inv_mine);
     }
     uint8_t* qrow = q + token * K + col0;
 #pragma unroll
@@ -238,16 +188,11 @@ __global__ void __launch_bounds__(kThreads, MINB) rotate_quant_warps_kernel(
         s = __shfl_sync(0xffffffffu, s_mine, first_lane + a);
         inv = __shfl_sync(0xffffffffu, inv_mine, first_lane + a);
       } else {
-        scale_of(gmax[a], sqrt_k, fq, s, inv);
+        group_scale(gmax[a], sqrt_k, fq, s, inv);
       }
       if (live) {
         uint8_t out[VEC];
-#pragma unroll
-        for (int i = 0; i < VEC; ++i) {
-          float code = rintf(v[a][i] * inv);  // round half to even, like torch.round
-          code = fminf(fmaxf(code, -fq - 1.f), fq);
-          out[i] = encode<kFp8>(code);
-        }
+        encode_codes<VEC, kFp8>(v[a], inv, fq, out);
         if constexpr (VEC == 8) {
           *reinterpret_cast<uint2*>(qrow + a * P) = *reinterpret_cast<const uint2*>(out);
         } else {
@@ -312,9 +257,8 @@ int launch_codes(const TIn* x, int64_t ldx, int64_t M, const int8_t* hm, int gro
 }
 
 template <typename TIn>
-int launch_fmt(const TIn* x, int64_t ldx, int64_t M, int p, int warps, const int8_t* hm, int group, int qmax,
-               int fp8, void* q, float* s_x, cudaStream_t stream) {
-  const bool occ3 = option_set("occ3");
+int launch_fmt(const TIn* x, int64_t ldx, int64_t M, int p, int warps, bool occ3, const int8_t* hm, int group,
+               int qmax, int fp8, void* q, float* s_x, cudaStream_t stream) {
   if (p == 1024) {
     return occ3 ? launch_codes<8, 4, kMinCtasVec8Occ3>(x, ldx, M, hm, group, qmax, fp8, q, s_x, stream)
                 : launch_codes<8, 4, kMinCtasVec8>(x, ldx, M, hm, group, qmax, fp8, q, s_x, stream);
@@ -331,45 +275,41 @@ int launch_fmt(const TIn* x, int64_t ldx, int64_t M, int p, int warps, const int
 
 }  // namespace
 
-bool option_set(const char* name) {
+KernelOptions kernel_options() {
+  KernelOptions opt;
   const char* env = getenv("ADATSQ_RQ_KERNEL");
-  if (env == nullptr) return false;
-  const size_t n = strlen(name);
-  for (const char* at = strstr(env, name); at != nullptr; at = strstr(at + 1, name)) {
-    if ((at == env || at[-1] == ',') && (at[n] == '\0' || at[n] == ',')) return true;
+  for (const char* at = env; at != nullptr && *at != '\0';) {
+    const char* end = strchr(at, ',');
+    const size_t n = end != nullptr ? static_cast<size_t>(end - at) : strlen(at);
+    auto is = [&](const char* name) { return strlen(name) == n && strncmp(at, name, n) == 0; };
+    opt.cta |= is("cta");
+    opt.warps |= is("warps");
+    opt.w2 |= is("w2");
+    opt.occ3 |= is("occ3");
+    at = end != nullptr ? end + 1 : nullptr;
   }
-  return false;
+  return opt;
 }
 
-namespace {
-
-int chosen_warps(int p) {
-  if (option_set("cta") || !option_set("warps")) return 0;
-  if (p == 1024) return 4;
-  return p == 256 && option_set("w2") ? 2 : 1;
-}
-
-}  // namespace
-
-int warps_per_token(int K, int rotate, int m, int p, int group) {
-  if (!rotate || m != 12 || (p != 128 && p != 256 && p != 1024) || m * p != K) return 0;
-  const int warps = chosen_warps(p);
-  if (warps == 0) return 0;
+int warps_per_token(const KernelOptions& opt, int K, int rotate, int m, int p, int group) {
+  if (opt.cta || !opt.warps || !rotate || m != 12 || (p != 128 && p != 256 && p != 1024) || m * p != K) return 0;
+  const int warps = p == 1024 ? 4 : p == 256 && opt.w2 ? 2 : 1;
   const int vec = p / (32 * warps) >= 8 ? 8 : 4, seg = 32 * vec;
   if (group % vec) return 0;
   if (group <= seg) return seg % group == 0 ? warps : 0;
   return warps == 1 && group % p == 0 && m % (group / p) == 0 ? 1 : 0;
 }
 
-int launch_warps(const void* x, int x_dtype, int64_t M, int64_t ldx, int p, int warps, const int8_t* hm,
-                 int group, int qmax, int fp8, void* q, float* s_x, cudaStream_t stream) {
+int launch_warps(const KernelOptions& opt, const void* x, int x_dtype, int64_t M, int64_t ldx, int p, int warps,
+                 const int8_t* hm, int group, int qmax, int fp8, void* q, float* s_x, cudaStream_t stream) {
+  const bool occ3 = opt.occ3;
   switch (x_dtype) {
     case ADATSQ_F32:
-      return launch_fmt(static_cast<const float*>(x), ldx, M, p, warps, hm, group, qmax, fp8, q, s_x, stream);
+      return launch_fmt(static_cast<const float*>(x), ldx, M, p, warps, occ3, hm, group, qmax, fp8, q, s_x, stream);
     case ADATSQ_F16:
-      return launch_fmt(static_cast<const __half*>(x), ldx, M, p, warps, hm, group, qmax, fp8, q, s_x, stream);
+      return launch_fmt(static_cast<const __half*>(x), ldx, M, p, warps, occ3, hm, group, qmax, fp8, q, s_x, stream);
     case ADATSQ_BF16:
-      return launch_fmt(static_cast<const __nv_bfloat16*>(x), ldx, M, p, warps, hm, group, qmax, fp8, q, s_x,
+      return launch_fmt(static_cast<const __nv_bfloat16*>(x), ldx, M, p, warps, occ3, hm, group, qmax, fp8, q, s_x,
                         stream);
     default:
       return static_cast<int>(cudaErrorInvalidValue);

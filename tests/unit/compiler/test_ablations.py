@@ -18,7 +18,7 @@ from adatsq.compiler.context import CompileContext
 from adatsq.compiler.settings import CompileConfig
 from adatsq.core.errors import CompileError
 from adatsq.core.schedule import load_schedule
-from adatsq.passes.quant_linear import rotated_weight
+from adatsq.passes.quant_linear import block_buffer, rotated_weight
 from adatsq.passes.weight_store import load_weight_store
 from adatsq.plugins.formats import format_for_bits
 from adatsq.plugins.reference import quantize_weight_rtn
@@ -99,13 +99,12 @@ def test_channel_weight_scales(tmp_path: Path, weights: str) -> None:
         blocks = tuple(rec["blocks"]) if rec["rotate"] else None
         fmt = format_for_bits(rec["w_bits"])
         widths = blocks or (rec["in_features"],)
-        suffixes = [f"_{i}" if i else "" for i in range(len(widths))]
-        scale = torch.cat([tensors[f"{name}.w_scale{x}"] for x in suffixes], dim=1)
-        per_block = [tensors[f"{name}.w_scale{x}"] for x in suffixes]
-        for sb in per_block:  # within each op (rotation block) one scale per row, G-grouped layout
-            assert sb.shape[1] >= 1 and torch.equal(sb, sb[:, :1].expand_as(sb)), name
+        scale = torch.cat(
+            [tensors[f"{name}.{block_buffer('w_scale', i)}"] for i in range(len(widths))], dim=1
+        )
+        assert torch.equal(scale, scale[:, :1].expand_as(scale)), name  # one scale per row, G-grouped layout
         stored = torch.cat(
-            [fmt.unpack(tensors[f"{name}.w_packed{x}"], w) for x, w in zip(suffixes, widths, strict=True)],
+            [fmt.unpack(tensors[f"{name}.{block_buffer('w_packed', i)}"], w) for i, w in enumerate(widths)],
             dim=1,
         )
         w = model[name].weight.detach()
@@ -132,7 +131,7 @@ def test_pow2_weight_scales(tmp_path: Path) -> None:
     assert layers
     for name, rec in layers.items():
         n_ops = len(rec["blocks"]) if rec["rotate"] else 1
-        scale = torch.cat([tensors[f"{name}.w_scale" + (f"_{i}" if i else "")] for i in range(n_ops)], dim=1)
+        scale = torch.cat([tensors[f"{name}.{block_buffer('w_scale', i)}"] for i in range(n_ops)], dim=1)
         ratio = torch.log2(scale.double() / scale.double().amax(dim=1, keepdim=True))
         assert torch.equal(ratio, ratio.round()), name  # the row's largest step is 2^e·ref too
     assert load_schedule(out / "schedule.json").search["weight_group"] == "pow2"
